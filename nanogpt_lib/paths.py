@@ -1,0 +1,35 @@
+"""Where the project's folders are: data, runs and the shipped model.
+
+A clone (or an editable install) keeps them beside the package; ``NANOGPT_HOME`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """``$NANOGPT_HOME`` if set, else the folder holding ``nanogpt_lib/`` (the clone)."""
+    env = os.environ.get("NANOGPT_HOME")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """Prepared datasets live in ``data/<name>/``."""
+    return project_root() / "data"
+
+
+def shakespeare_dir() -> Path:
+    """The shipped corpus: one plain-text file per play."""
+    return data_dir() / "shakespeare" / "plays"
+
+
+def runs_dir() -> Path:
+    """Training runs live in ``runs/<name>/``."""
+    return project_root() / "runs"
+
+
+def trained_model_dir() -> Path:
+    """The weights we ship, so sampling works on a fresh clone."""
+    return project_root() / "trained_model"
