@@ -13,8 +13,9 @@ from pathlib import Path
 from . import __version__, paths
 from .data import DatasetError
 from .prepare import PrepareConfig, PrepareError, describe, prepare, read_meta
+from .tokenizer import TokenizerFilesError
 
-USER_ERRORS: tuple[type[Exception], ...] = (PrepareError, DatasetError)
+USER_ERRORS: tuple[type[Exception], ...] = (PrepareError, DatasetError, TokenizerFilesError)
 
 
 def _positive_int(text: str) -> int:
@@ -81,6 +82,84 @@ def _run_bench(args: argparse.Namespace) -> None:
     bench.run(which, fast=args.fast, out=args.out)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a GPT (pause with Ctrl-C, resume by running it again)",
+                       description="Train from a TOML config plus --set overrides. Ctrl-C or SIGTERM finishes "
+                                   "the step, saves a checkpoint and exits; running again resumes.")
+    p.add_argument("--config", type=Path, help="TOML file (default: the built-in defaults = configs/default.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set lr=3e-4 --set model.n_layer=6 (repeatable)")
+    p.add_argument("--name", help="run name: runs/NAME (same as --set name=NAME)")
+    p.add_argument("--mode", default="auto", choices=["auto", "new", "resume", "reset"],
+                   help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
+    p.add_argument("--export", type=Path, metavar="DIR", help="after training, export the best weights to DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, mode=args.mode, progress=not args.no_progress)
+    print(f"{result.status} at step {result.step}: best val loss {result.best_val_loss}, "
+          f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
+    if args.export and result.status == "finished":
+        _export(result.run_dir, "best", args.export)
+
+
+def _export(run_dir: Path, which: str, out: Path) -> None:
+    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, export_weights
+    from .files import atomic_write
+    from .sample import load_model
+
+    if which == "best" and (run_dir / "best" / WEIGHTS_FILE).is_file():
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            atomic_write(out / name, lambda fh, src=run_dir / "best" / name: fh.write(src.read_bytes()))
+    else:
+        model = load_model(run_dir, device="cpu")
+        export_weights(model, model.config, out, {"step": model.meta.get("step"), "run": run_dir.name})
+    print(f"exported {which} weights of {run_dir} to {out / WEIGHTS_FILE}")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run's weights as safetensors + config.json (trained_model/)")
+    p.add_argument("run", type=Path, help="run folder, e.g. runs/default")
+    p.add_argument("--which", choices=["best", "last"], default="best",
+                   help="best: lowest val loss (default); last: the latest checkpoint")
+    p.add_argument("--out", type=Path, default=paths.trained_model_dir(), help="default: trained_model/")
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate text from trained weights, streamed to the terminal")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
+    p.add_argument("--seed", type=int, default=None, help="fix the randomness for a reproducible sample")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="weights: trained_model/ (default), an export folder, a weights file, or a run folder")
+    p.add_argument("--device", default="auto")
+
+
+def _run_sample(args: argparse.Namespace) -> None:
+    from .sample import load_model, stream_text
+
+    model = load_model(args.ckpt, device=args.device)
+    print(args.prompt, end="", flush=True)
+    for piece in stream_text(model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+        print(piece, end="", flush=True)
+    print()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanogpt", description="Build, train and sample a small GPT.")
     parser.add_argument("--version", action="version", version=f"nanogpt_lib {__version__}")
@@ -88,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     info = sub.add_parser("info", help="prepared datasets, versions and devices")
     info.add_argument("--data-dir", type=Path, help="where prepared datasets live (default: data/)")
+    _add_train(sub)
+    _add_sample(sub)
+    _add_export(sub)
     b = sub.add_parser("bench", help="side-by-side benchmarks that print ratios",
                        description="Measure ours against a baseline in one run; print medians, spread and ratios.")
     b.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
@@ -96,14 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench}
+COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "train": _run_train,
+            "sample": _run_sample, "export": lambda a: _export(a.run, a.which, a.out)}
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .train import TrainError
+
+    return (*USER_ERRORS, CheckpointError, ConfigError, TrainError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except USER_ERRORS as e:
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad sampling arguments and the like, raised by the library with a clear line
+        if args.command not in ("sample", "train"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

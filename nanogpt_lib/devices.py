@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import time
+from dataclasses import dataclass
+
 import torch
 
 
@@ -30,3 +34,61 @@ def describe_devices() -> str:
     if torch.cuda.is_available():
         lines.append(f"  cuda: {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How to run a device's math: ``autocast`` to ``dtype`` (or plain fp32), and whether fp16 needs a scaler."""
+
+    dtype: torch.dtype
+    autocast: bool
+    grad_scaler: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+FP32 = Precision(torch.float32, autocast=False, grad_scaler=False)
+
+
+def _time_matmul(dtype: torch.dtype | None, reps: int = 5) -> float:
+    """Median seconds of a forward+backward of an LM-head-shaped matmul on the CPU."""
+    x = torch.randn(512, 128, requires_grad=True)
+    w = torch.randn(8192, 128, requires_grad=True)
+    times = []
+    for i in range(reps + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = x @ w.t()
+        out.float().sum().backward()
+        if i:  # the first round warms up oneDNN
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16-autocast time on this CPU, measured once per process (about 0.1 s).
+
+    CPUs with AVX512-BF16 or AMX run bf16 matmuls faster than fp32; AVX2-only CPUs emulate them ~100x
+    slower. A measurement, not a flag check, decides.
+    """
+    return _time_matmul(None) / _time_matmul(torch.bfloat16)
+
+
+def choose_precision(device: torch.device, requested: str = "auto") -> Precision:
+    """``auto``: bf16 on CUDA that supports it (else fp16 with a grad scaler), fp32 on MPS (no GradScaler
+    there, and fp16 autocast has not measured faster), bf16 on a CPU only where it measures faster."""
+    kind = device.type
+    if requested == "float32":
+        return FP32
+    if requested == "auto":
+        if kind == "cuda":
+            requested = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif kind == "cpu" and cpu_bf16_speedup() > 1.25:
+            requested = "bfloat16"
+        else:
+            return FP32
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
+    return Precision(dtype, autocast=True, grad_scaler=(dtype == torch.float16 and kind == "cuda"))

@@ -1,0 +1,178 @@
+"""Training configuration: a dataclass, TOML files, and ``--set key=value`` overrides with type checks.
+
+A TOML file holds TrainConfig fields at the top level and the model's GPTConfig fields under ``[model]``;
+overrides name model fields as ``model.n_layer=6``. Unknown keys and wrongly typed values are errors that
+say what is valid, so a typo never trains the wrong model overnight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .model import GPTConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what is valid."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults are the seed's model on the shipped corpus."""
+
+    name: str = "default"  # run folder runs/<name>
+    dataset: str = "shakespeare"  # prepared data in data/<dataset>
+    model: GPTConfig = field(default_factory=GPTConfig)
+    # batches: tokens per step = batch_size * grad_accum * block_size (* world size under torchrun)
+    batch_size: int = 64
+    grad_accum: int = 1
+    seed: int = 1337
+    # AdamW with linear warmup then cosine decay to min_lr at max_steps
+    max_steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    # evaluation, logging, checkpoints (in optimizer steps)
+    eval_every: int = 100
+    eval_batches: int = 20
+    log_every: int = 10
+    ckpt_every: int = 200
+    # system
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    compile: bool = False
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = GPTConfig(**self.model)
+        checks = {
+            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
+            "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
+            "eval_batches": self.eval_batches >= 1, "log_every": self.log_every >= 1,
+            "ckpt_every": self.ckpt_every >= 1, "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr,
+            "warmup_steps": self.warmup_steps >= 0, "grad_clip": self.grad_clip >= 0, "threads": self.threads >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid value for {', '.join(bad)}: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        model = data.pop("model", {})
+        _check_keys(data, cls, prefix="")
+        _check_keys(model, GPTConfig, prefix="model.")
+        typed = {k: _coerce(k, v, _field_types(cls)[k]) for k, v in data.items()}
+        model_typed = {k: _coerce(f"model.{k}", v, _field_types(GPTConfig)[k]) for k, v in model.items()}
+        try:
+            return cls(model=GPTConfig(**model_typed), **typed)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def valid_keys() -> list[str]:
+    top = [k for k in _field_types(TrainConfig) if k != "model"]
+    return top + [f"model.{k}" for k in _field_types(GPTConfig)]
+
+
+def _check_keys(data: dict[str, Any], cls: type, prefix: str) -> None:
+    unknown = sorted(set(data) - set(_field_types(cls)))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys: {', '.join(valid_keys())}"
+        )
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the field's type; strings from ``--set`` are parsed."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # e.g. int | None
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = options[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=3e-4", "model.n_layer=6"]`` -> nested dict (values still strings; checked by from_dict)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} is not key=value (e.g. --set lr=3e-4 or --set model.n_layer=6)")
+        key = key.strip()
+        if key.startswith("model."):
+            out.setdefault("model", {})[key[len("model."):]] = value.strip()
+        else:
+            out[key] = value.strip()
+    return out
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = {**base, **{k: v for k, v in overrides.items() if k != "model"}}
+    merged["model"] = {**base.get("model", {}), **overrides.get("model", {})}
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the TOML file (if any), then ``key=value`` overrides; all type-checked."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return TrainConfig.from_dict(merge(data, parse_overrides(overrides or [])))

@@ -1,0 +1,346 @@
+"""A GPT-2-style language model in one file: config, layers, loss, optimizer, GPT-2 import and sampling.
+
+The names follow GPT-2 (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ...) so that OpenAI's weights
+map onto it one to one, and the whole model reads top to bottom as in "Attention Is All You Need" with
+GPT-2's changes: learned positions, LayerNorm before each sub-layer, a final LayerNorm, a tied LM head.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+from torch.nn import functional as F
+
+KV = tuple[torch.Tensor, torch.Tensor]  # one layer's cached keys and values, each (B, n_head, T, head_dim)
+
+
+@dataclass
+class GPTConfig:
+    """The model's shape. Defaults are the workbook's seed model (about 7M parameters)."""
+
+    block_size: int = 64  # longest context, in tokens
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64: faster matmuls, unused rows
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                             "each head gets n_embd // n_head dimensions")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown GPTConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+        return cls(**d)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and the positions before it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """``past`` holds the keys/values of earlier positions (KV cache); returns them extended by ``x``'s."""
+        B, T, C = x.size()
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in self.c_attn(x).split(self.n_embd, dim=2))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # With a cache the T new queries sit at the end of the S keys: query i sees keys up to S - T + i
+        # (one new query sees them all, no mask needed).
+        S = k.size(2)
+        mask = None if past is None or T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network, 4x wide, with GPT-2's tanh-approximated GELU."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer layer: pre-LayerNorm attention then MLP, each added to the residual stream."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        a, kv = self.attn(self.ln_1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer language model (GPT-2 architecture)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream, whose variance grows with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ---- forward ----------------------------------------------------------------------------------
+
+    def _trunk(self, idx: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """Final-LayerNorm hidden states of ``idx`` (B, T), placed after the ``past`` positions if given."""
+        t0 = 0 if past is None else past[0][0].size(2)
+        T = idx.size(1)
+        if t0 + T > self.config.block_size:
+            raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(t0, t0 + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        present = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block(x, None if past is None else past[i])
+            present.append(kv)
+        return self.transformer.ln_f(x), present
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_embd) states before the LM head, e.g. for a loss computed in chunks of positions."""
+        return self._trunk(idx)[0]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the mean next-token cross-entropy (targets of -1 are ignored).
+
+        Without targets only the last position goes through the LM head (all that sampling needs), unless
+        ``all_logits``. Logits stay in the compute dtype (no float32 copy of the (B, T, vocab) tensor).
+        """
+        h = self.hidden(idx)
+        if targets is not None:
+            logits = self.lm_head(h)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            return logits, loss
+        return self.lm_head(h if all_logits else h[:, [-1], :]), None
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` drops the position table (wte stays: it is also the LM head)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T.
+
+        6N: a multiply-add (2 FLOPs) per weight forward, twice that backward, N = num_params() which holds
+        wte, so the tied LM head matmul is counted (the embedding lookup itself is free). 12LHQT: the
+        attention scores and weighted sum over a full block, counted as if unmasked. LayerNorm, GELU and
+        softmax are left out.
+        """
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+
+    def estimate_mfu(self, tokens_per_s: float, peak_flops: float) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the device's peak."""
+        return self.flops_per_token() * tokens_per_s / peak_flops
+
+    def configure_optimizers(self, weight_decay: float, lr: float, betas: tuple[float, float],
+                             device_type: str) -> torch.optim.AdamW:
+        """AdamW that decays matrices (matmul weights, embeddings) but not biases or LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shrink the context (e.g. an imported GPT-2's 1024) by keeping the first position embeddings."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"block_size must be in 1..{self.config.block_size}, got {block_size}")
+        self.config = replace(self.config, block_size=block_size)
+        wpe = self.transformer.wpe
+        wpe.weight = nn.Parameter(wpe.weight.detach()[:block_size].clone())
+        wpe.num_embeddings = block_size
+
+    # ---- GPT-2 import -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained_dir(cls, path: str | Path) -> GPT:
+        """A GPT from a local Hugging Face GPT-2 folder: ``config.json`` + ``model.safetensors`` or
+        ``pytorch_model.bin``. The vocabulary keeps the checkpoint's size (50257 for GPT-2, no padding)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"no GPT-2 folder at {path}")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path / 'config.json'} is missing: it holds the model's shape")
+        hf = json.loads((path / "config.json").read_text())
+        if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"{path}: activation_function {hf['activation_function']!r} is not GPT-2's tanh GELU")
+        try:
+            config = GPTConfig(block_size=hf.get("n_positions", hf.get("n_ctx")), vocab_size=hf["vocab_size"],
+                               n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"])
+        except KeyError as e:
+            raise ValueError(f"{path / 'config.json'} lacks {e.args[0]!r}; is it a GPT-2 config?") from None
+        if (path / "model.safetensors").is_file():
+            state = load_file(path / "model.safetensors")
+        elif (path / "pytorch_model.bin").is_file():
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise FileNotFoundError(f"no weights in {path}: expected model.safetensors or pytorch_model.bin")
+
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        sd: dict[str, torch.Tensor] = {}
+        for k, v in state.items():
+            if k.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers, not weights
+                continue
+            key = k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k
+            sd[key] = v.t() if key.endswith(conv1d) else v  # GPT-2's Conv1D stores (in, out)
+        head = sd.pop("lm_head.weight", None)
+        model = cls(config)
+        ours = model.state_dict()
+        expected = set(ours) - {"lm_head.weight"}
+        if set(sd) != expected:
+            raise ValueError(f"{path} does not hold GPT-2 weights: missing {sorted(expected - set(sd))[:5]}, "
+                             f"unexpected {sorted(set(sd) - expected)[:5]}")
+        for k, v in sd.items():
+            if v.shape != ours[k].shape:
+                raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, config.json implies {tuple(ours[k].shape)}")
+        if head is not None and not torch.equal(head, sd["transformer.wte.weight"]):
+            raise ValueError(f"{path}: lm_head.weight differs from wte; only a tied LM head is supported")
+        with torch.no_grad():
+            for k, v in sd.items():
+                ours[k].copy_(v)
+        return model
+
+    # ---- sampling ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> torch.Tensor:
+        """``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens; see :meth:`generate_stream`."""
+        steps = self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+        return torch.cat([idx, *steps], dim=1)
+
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                        use_cache: bool = True) -> Iterator[int]:
+        """Yield each new token id of one prompt (1, T) as soon as it is sampled.
+
+        ``temperature`` 0 is greedy; ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set
+        holding that much probability; ``seed`` draws from a private generator (global RNG untouched).
+        Context: at most block_size tokens. When a new token would overflow it, the window slides to its
+        last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
+        re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
+        (same tokens, same positions), so both paths sample from the same distributions.
+        """
+        if idx.dim() != 2 or idx.size(0) != 1:
+            raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
+        return (int(t) for t in self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache))
+
+    def _steps(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+               top_p: float | None, seed: int | None, use_cache: bool) -> Iterator[torch.Tensor]:
+        """Check the arguments now (not at the first ``next``), then return the (B, 1) token generator."""
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(f"prompt must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
+        return self._sample_loop(idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache)
+
+    @torch.no_grad()  # on a generator, torch re-enters no_grad around each step, not while suspended
+    def _sample_loop(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+                     top_p: float | None, gen: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
+        T, keep = self.config.block_size, max(1, self.config.block_size // 2)
+        ctx = idx[:, -T:]  # the window the next token is predicted from
+        past: list[KV] | None = None
+        for _ in range(max_new_tokens):
+            was_training = self.training  # eval (no dropout) per step: the caller's mode holds between tokens
+            self.eval()
+            try:  # no cache: the whole window; cached: only the newest token, at the next position
+                h, kv = self._trunk(ctx) if past is None else self._trunk(ctx[:, -1:], past)
+            finally:
+                self.train(was_training)
+            past = kv if use_cache else None
+            token = _sample(self.lm_head(h[:, -1, :]).float(), temperature, top_k, top_p, gen)
+            ctx = torch.cat([ctx, token], dim=1)
+            if ctx.size(1) > T:  # slide; the positions restart at 0, so the cache is rebuilt
+                ctx, past = ctx[:, -keep:], None
+            yield token
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+            gen: torch.Generator | None) -> torch.Tensor:
+    """One token id per row of (B, vocab) float logits, shape (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)

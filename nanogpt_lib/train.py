@@ -1,0 +1,417 @@
+"""The training loop: evaluation, metrics, checkpoints, pause/resume/reset, and DDP under torchrun.
+
+Resume is exact: a checkpoint holds the weights, the optimizer, the step and the RNG states, the learning
+rate is a function of the step, and batch ``k`` is a function of ``(seed, k)`` alone (see ``data.py``).
+So stopping at step k and resuming to n gives bitwise the run that went straight to n (on CPU).
+
+Ctrl-C, SIGTERM (cloud pre-emption) and a notebook's interrupt finish the current step, write a
+checkpoint, and return; a second Ctrl-C aborts at once and the previous checkpoint stands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import paths
+from .checkpoint import export_weights, load_checkpoint, load_model_state, model_state, save_checkpoint
+from .config import TrainConfig
+from .data import TokenData
+from .devices import Precision, choose_precision, pick_device
+from .files import atomic_write_text
+from .model import GPT, GPTConfig
+from .plots import save_loss_plot
+
+MODES = ("auto", "new", "resume", "reset")
+CKPT = "ckpt.pt"
+RUN_FILES = (CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what reset removes
+EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
+
+
+class TrainError(Exception):
+    """A run that cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did."""
+
+    run_dir: Path
+    step: int
+    status: str  # "finished" | "paused"
+    best_val_loss: float | None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.max_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+class _PauseFlag:
+    """SIGINT/SIGTERM set a flag the loop checks between steps; a second SIGINT raises at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        print(f"\n{name} received: finishing this step, then saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_PauseFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals can only be handled on the main thread
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def _setup_distributed() -> Dist:
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _prepare_run_dir(run_dir: Path, mode: str, is_main: bool) -> bool:
+    """Apply ``mode``; return True when the run resumes from ``run_dir/ckpt.pt``."""
+    if mode not in MODES:
+        raise TrainError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    has_ckpt = (run_dir / CKPT).is_file()
+    if mode == "resume" and not has_ckpt:
+        raise TrainError(f"nothing to resume: {run_dir / CKPT} does not exist (use --mode new or auto)")
+    if mode == "new" and run_dir.exists() and any(run_dir.iterdir()):
+        raise TrainError(f"run {run_dir} already exists: --mode resume continues it, --mode reset starts it over")
+    if mode == "reset" and is_main:
+        for name in RUN_FILES:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        has_ckpt = False
+    if mode == "auto":
+        print(f"{'resuming' if has_ckpt else 'starting new run'} in {run_dir}", flush=True)
+    return has_ckpt and mode in ("auto", "resume")
+
+
+def _peak_flops(device: torch.device, precision: Precision) -> float:
+    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        table = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
+        for key, value in table.items():
+            if key in name:
+                return value if precision.autocast else value / 2
+    n = 1024
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+        (a @ b).sum().item()
+        start = time.perf_counter()
+        for _ in range(5):
+            c = a @ b
+        c.sum().item()
+    return 5 * 2 * n**3 / (time.perf_counter() - start)
+
+
+class Trainer:
+    """One run: ``Trainer(cfg).run()``. Notebooks may call :meth:`run` again after a pause to resume."""
+
+    def __init__(self, cfg: TrainConfig, mode: str = "auto", runs_dir: str | Path | None = None,
+                 data_dir: str | Path | None = None, progress: bool = True,
+                 on_eval: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.dist = _setup_distributed()
+        self.run_dir = Path(runs_dir or paths.runs_dir()) / cfg.name
+        self.progress = progress and self.dist.main
+        self.on_eval = on_eval
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            device = pick_device(cfg.device)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+        if device.type == "cuda" and self.dist.world > 1:
+            device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.precision = choose_precision(device, cfg.dtype)
+        self.data = TokenData(Path(data_dir or paths.data_dir()) / cfg.dataset, cfg.model.block_size,
+                              cfg.model.vocab_size)
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(cfg.model).to(device)
+        self.optimizer = self.model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
+        self.step = 0
+        self.best_val: float | None = None
+        resume = _prepare_run_dir(self.run_dir, mode, self.dist.main)
+        if resume:
+            self._load(self.run_dir / CKPT)
+        elif self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        self.ddp_model: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        self.flops_per_step = self.model.flops_per_token() * self.tokens_per_step
+        self._peak = None
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.cfg.model.block_size * self.dist.world
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {
+            "model": model_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "config": self.cfg.to_dict(),
+            "rng": rng,
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save(self) -> None:
+        if self.dist.main:
+            save_checkpoint(self.run_dir / CKPT, self._state())
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        saved = GPTConfig.from_dict(ckpt["config"]["model"])
+        if saved != self.cfg.model:
+            raise TrainError(
+                f"{path} holds a model of shape {saved.to_dict()}, the config asks for {self.cfg.model.to_dict()}: "
+                "use --mode reset to start over, or another run name"
+            )
+        load_model_state(self.model, ckpt["model"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self.best_val = ckpt["best_val"]
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        self._truncate_metrics()
+        if self.dist.main:
+            print(f"resumed {self.run_dir.name} at step {self.step}", flush=True)
+
+    def _truncate_metrics(self) -> None:
+        """Drop records logged after the checkpoint (a killed run's tail) so the log matches a straight run."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.main or not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.dist.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        p = self.precision
+        return torch.autocast(self.device.type, dtype=p.dtype) if p.autocast else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over ``eval_batches`` fixed batches of each split (the same batches at every eval)."""
+        self.model.eval()
+        out = {}
+        for split in ("train", "val"):
+            total = 0.0
+            for k in range(self.cfg.eval_batches):
+                x, y = self.data.get_batch(split, k, self.cfg.batch_size, self.cfg.seed + EVAL_SEED_OFFSET,
+                                           device=self.device)
+                with self._autocast():
+                    _, loss = self.model(x, y)
+                total += loss.item()
+            out[f"{split}_loss"] = total / self.cfg.eval_batches
+        self.model.train()
+        return out
+
+    def _train_step(self) -> torch.Tensor:
+        cfg, world = self.cfg, self.dist.world
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(cfg.grad_accum):
+            # The global micro-batch index: the same batches whether spread over ranks or accumulated.
+            k = (self.step * cfg.grad_accum + micro) * world + self.dist.rank
+            x, y = self.data.get_batch("train", k, cfg.batch_size, cfg.seed, device=self.device)
+            last = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or world == 1) else self.ddp_model.no_sync()
+            with sync:
+                with self._autocast():
+                    _, loss = self.ddp_model(x, y)
+                scaled = loss / cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip > 0:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        mean = loss_sum / cfg.grad_accum
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(mean, op=dist.ReduceOp.AVG)
+        return mean
+
+    def _eval_and_save(self) -> dict[str, float]:
+        cfg = self.cfg
+        result = self.evaluate()
+        record = {"kind": "eval", "step": self.step, **result}
+        self._log(record)
+        improved = self.best_val is None or result["val_loss"] < self.best_val
+        if improved:
+            self.best_val = result["val_loss"]
+            if self.dist.main:
+                export_weights(self.model, cfg.model, self.run_dir / "best",
+                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name})
+        if self.dist.main:
+            save_loss_plot(self.run_dir)
+        if self.on_eval:
+            self.on_eval(record)
+        return result
+
+    def run(self) -> TrainResult:
+        """Train to ``max_steps`` (or until paused); return where it stopped."""
+        cfg = self.cfg
+        if self._peak is None:
+            self._peak = _peak_flops(self.device, self.precision)
+        start_step, started = self.step, time.perf_counter()
+        last_eval: dict[str, float] = {}
+        status = "finished"
+        if self.dist.main:
+            print(f"device {self.device}, precision {self.precision.name}, {self.model.num_params():,} params, "
+                  f"{self.tokens_per_step:,} tokens/step, steps {self.step}->{cfg.max_steps}", flush=True)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, desc=cfg.name)
+        self.model.train()
+        window_t, window_steps = time.perf_counter(), 0
+        try:
+            with _PauseFlag().installed() as pause:
+                while self.step < cfg.max_steps:
+                    loss = self._train_step()
+                    window_steps += 1
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise TrainError(
+                            f"loss is {loss_value} at step {self.step}: training stopped; the last good checkpoint "
+                            f"({self.run_dir / CKPT}) is kept. Lower lr or raise warmup_steps, then resume."
+                        )
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        now = time.perf_counter()
+                        tps = self.tokens_per_step * window_steps / (now - window_t)
+                        mfu = tps * self.model.flops_per_token() / self._peak
+                        self._log({"kind": "step", "step": self.step, "loss": loss_value,
+                                   "lr": lr_at(self.step - 1, cfg), "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4)})
+                        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                        window_t, window_steps = now, 0
+                    bar.update(1)
+                    if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                        last_eval = self._eval_and_save()
+                        bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, val {last_eval['val_loss']:.4f}")
+                    if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
+                        self.save()
+                    if pause.requested:
+                        self.save()
+                        status = "paused"
+                        if self.dist.main:
+                            print(f"paused at step {self.step}; checkpoint {self.run_dir / CKPT}. "
+                                  f"Resume with: nanogpt train --name {cfg.name} --mode resume "
+                                  "(plus the same --config/--set)", flush=True)
+                        break
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        tps = self.tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
+        return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed)
+
+    def close(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, mode: str = "auto", **kwargs: Any) -> TrainResult:
+    """Build a :class:`Trainer` and run it (the ``nanogpt train`` entry point)."""
+    trainer = Trainer(cfg, mode=mode, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+

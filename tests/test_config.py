@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from nanogpt_lib.config import ConfigError, TrainConfig, load_config, parse_overrides
+from nanogpt_lib.model import GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_toml_is_the_builtin_default_and_the_seed_model():
+    cfg = load_config(ROOT / "configs" / "default.toml")
+    assert cfg == TrainConfig()
+    assert (cfg.model.n_embd, cfg.model.block_size, cfg.model.n_head, cfg.model.n_layer) == (128, 64, 4, 4)
+
+
+def test_openwebtext_toml_loads():
+    cfg = load_config(ROOT / "configs" / "openwebtext.toml")
+    assert cfg.dataset == "openwebtext" and cfg.model == GPTConfig()
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["lr=3e-4", "model.n_layer=6", "compile=true", "name=x", "max_steps=10"])
+    assert cfg.lr == 3e-4 and isinstance(cfg.lr, float)
+    assert cfg.model.n_layer == 6 and cfg.compile is True and cfg.name == "x" and cfg.max_steps == 10
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) learning_rate; valid keys: name, dataset.*model.n_layer"):
+        load_config(None, ["learning_rate=1"])
+    with pytest.raises(ConfigError, match="unknown config key.*model.layers"):
+        load_config(None, ["model.layers=2"])
+
+
+def test_wrong_types():
+    with pytest.raises(ConfigError, match="max_steps expects int, got 'lots'"):
+        load_config(None, ["max_steps=lots"])
+    with pytest.raises(ConfigError, match="model.dropout expects float"):
+        load_config(None, ["model.dropout=high"])
+    with pytest.raises(ConfigError, match="compile expects bool"):
+        load_config(None, ["compile=maybe"])
+
+
+def test_toml_types_checked(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('max_steps = "ten"\n')
+    with pytest.raises(ConfigError, match="max_steps expects int"):
+        load_config(path)
+    path.write_text("max_steps = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_invalid_values():
+    with pytest.raises(ConfigError, match="invalid value for batch_size"):
+        load_config(None, ["batch_size=0"])
+    with pytest.raises(ConfigError, match="dtype must be"):
+        load_config(None, ["dtype=int8"])
+    with pytest.raises(ConfigError):
+        load_config(None, ["model.n_embd=30", "model.n_head=4"])  # not divisible
+
+
+def test_override_syntax():
+    assert parse_overrides(["a=1", "model.b=2"]) == {"a": "1", "model": {"b": "2"}}
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["lr"])
+
+
+def test_round_trip_dict():
+    cfg = load_config(None, ["model.n_layer=2", "lr=0.01"])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
