@@ -15,7 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import math
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from . import paths
 
@@ -89,8 +93,93 @@ def bench_prepare(repeats: int = 3) -> dict[str, Any]:
     return {"title": "prepare throughput", "ours": asdict(rate)}
 
 
+def naive_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The same GPT written out plainly in fp32: attention as explicit matmuls, mask and softmax, and a
+    full log-softmax over the 50k vocabulary (the training benchmark's baseline)."""
+    tr, cfg = model.transformer, model.config
+    B, T = x.shape
+    C, H = cfg.n_embd, cfg.n_head
+    h = tr.wte(x) + tr.wpe(torch.arange(T, device=x.device))
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
+    for block in tr.h:
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in block.attn.c_attn(block.ln_1(h)).split(C, dim=2))
+        att = ((q @ k.transpose(-2, -1)) / math.sqrt(C // H)).masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        h = h + block.attn.c_proj((att @ v).transpose(1, 2).reshape(B, T, C))
+        h = h + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(h)), approximate="tanh"))
+    logits = tr.ln_f(h) @ tr.wte.weight.t()
+    return -logits.log_softmax(dim=-1).gather(-1, y[..., None]).mean()
+
+
+def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_steps: int = 30) -> dict[str, Any]:
+    """Training tokens/s of the library's default path (precision chosen by measurement, chunked LM-head
+    loss) against :func:`naive_loss` in fp32, at the default config; then the loss each reaches after
+    ``loss_steps`` steps from the same init on the same batches (faster must not mean worse)."""
+    from .config import TrainConfig
+    from .data import TokenData
+    from .devices import choose_precision
+    from .model import GPT
+
+    cfg = TrainConfig()
+    data = TokenData(paths.data_dir() / cfg.dataset, cfg.model.block_size, cfg.model.vocab_size)
+    precision = choose_precision(torch.device("cpu"), "auto")
+
+    def make(seed: int = 0) -> tuple[GPT, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
+        model = GPT(cfg.model)
+        return model, model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
+
+    def stepper(fast_path: bool) -> Callable[[], float]:
+        model, opt = make()
+        k = iter(range(10**9))
+
+        def step() -> float:
+            x, y = data.get_batch("train", next(k), batch_size, cfg.seed)
+            if fast_path:
+                with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
+                    _, loss = model(x, y)
+            else:
+                loss = naive_loss(model, x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+        return step
+
+    tokens = batch_size * cfg.model.block_size
+    ours = measure(f"library default ({precision.name}, chunked CE)", "token", stepper(True), tokens, steps, repeats)
+    naive = measure("naive fp32 (eager attention, full CE)", "token", stepper(False), tokens, steps, repeats)
+    result = compare(f"training step, B={batch_size} T={cfg.model.block_size}, {torch.get_num_threads()} threads",
+                     ours, naive)
+    final = {}
+    for label, fast_path in (("library default", True), ("naive fp32", False)):
+        step = stepper(fast_path)
+        final[label] = [step() for _ in range(loss_steps)][-1]
+    print(f"  loss after {loss_steps} steps from the same init: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    result["loss_after_steps"] = {"steps": loss_steps, **final}
+    return result
+
+
+def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int, ...] = (64, 256)) -> dict[str, Any]:
+    """Greedy sampling tokens/s with the KV cache against recomputing the whole window each token."""
+    from .model import GPT, GPTConfig
+
+    results = {}
+    for block in block_sizes:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=block)).eval()
+        prompt = torch.randint(0, 50257, (1, 8))
+
+        def sampler(cache: bool) -> Callable[[], Any]:
+            return lambda: model.generate(prompt, new_tokens, temperature=0, use_cache=cache)
+
+        ours = measure("KV cache", "token", sampler(True), new_tokens, 1, repeats)
+        naive = measure("recompute the context", "token", sampler(False), new_tokens, 1, repeats)
+        results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}", ours, naive)
+    return results
+
+
 def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[str, Any]:
-    """Run the named benchmarks (``data``, ``prepare``) and write their figures to ``out`` as JSON."""
+    """Run the named benchmarks and write their figures to ``out`` as JSON."""
     from .prepare import PrepareConfig, prepare
 
     results: dict[str, Any] = {}
@@ -100,6 +189,12 @@ def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[s
                                      repeats=2 if fast else 5)
     if "prepare" in which:
         results["prepare"] = bench_prepare(repeats=1 if fast else 3)
+    if "train" in which:
+        prepare(PrepareConfig())
+        results["train"] = bench_train(steps=1 if fast else 5, repeats=1 if fast else 3,
+                                       batch_size=8 if fast else 64, loss_steps=2 if fast else 30)
+    if "sample" in which:
+        results["sample"] = bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))

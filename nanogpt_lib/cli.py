@@ -72,7 +72,7 @@ def _run_info(args: argparse.Namespace) -> None:
         print("  " + describe(meta))
 
 
-BENCHMARKS = ("data", "prepare")
+BENCHMARKS = ("data", "prepare", "train", "sample")
 
 
 def _run_bench(args: argparse.Namespace) -> None:

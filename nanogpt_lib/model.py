@@ -75,12 +75,18 @@ class CausalSelfAttention(nn.Module):
                    for t in self.c_attn(x).split(self.n_embd, dim=2))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        # With a cache the T new queries sit at the end of the S keys: query i sees keys up to S - T + i
-        # (one new query sees them all, no mask needed).
-        S = k.size(2)
-        mask = None if past is None or T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if past is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:
+            # Decoding: the T new queries sit at the end of the S keys, query i sees keys up to S - T + i.
+            # For a query or a few, plain matmuls beat the fused kernel's fixed cost (7 ms -> 0.05 ms on CPU).
+            S = k.size(2)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            if T > 1:
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+                att = att.masked_fill(~mask, float("-inf"))
+            y = att.softmax(dim=-1) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
@@ -164,18 +170,21 @@ class GPT(nn.Module):
         return self._trunk(idx)[0]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and the mean next-token cross-entropy (targets of -1 are ignored).
+                all_logits: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(logits, loss)``: the mean next-token cross-entropy over ``targets`` (-1 is ignored).
 
-        Without targets only the last position goes through the LM head (all that sampling needs), unless
-        ``all_logits``. Logits stay in the compute dtype (no float32 copy of the (B, T, vocab) tensor).
+        With targets, the loss comes from :func:`linear_cross_entropy`, which never holds the (B, T, vocab)
+        logits (the LM head and its loss are most of a step at n_embd 128), and logits are None unless
+        ``all_logits``. Without targets only the last position goes through the LM head (all that sampling
+        needs), unless ``all_logits``.
         """
         h = self.hidden(idx)
-        if targets is not None:
-            logits = self.lm_head(h)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-            return logits, loss
-        return self.lm_head(h if all_logits else h[:, [-1], :]), None
+        if targets is not None and not all_logits:
+            return None, linear_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1))
+        logits = self.lm_head(h if all_logits else h[:, [-1], :])
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
@@ -327,6 +336,62 @@ class GPT(nn.Module):
             if ctx.size(1) > T:  # slide; the positions restart at 0, so the cache is rebuilt
                 ctx, past = ctx[:, -keep:], None
             yield token
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``h @ weight.T`` against ``targets``, a chunk of positions at a time.
+
+    The plain path writes (N, vocab) logits, then log-softmax, then their gradient: three passes over a
+    tensor of 50k floats per token (800 MB at 4096 tokens) that dwarf the matmuls. Here each chunk's
+    logits are turned into their gradient in place (softmax minus one-hot) while still in cache, and the
+    gradients of ``h`` and ``weight`` are finished in the forward pass; backward only scales them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                compute_dtype: torch.dtype) -> torch.Tensor:
+        want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        valid = targets != -1
+        n = valid.sum()
+        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
+        w, hc = weight.to(compute_dtype), h.to(compute_dtype)
+        grad_h = torch.zeros_like(h) if want_grad else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_grad else None
+        total = torch.zeros((), dtype=acc, device=h.device)
+        for s in range(0, h.size(0), chunk):
+            t, ok = targets[s:s + chunk], valid[s:s + chunk]
+            logits = (hc[s:s + chunk] @ w.t()).to(acc)
+            lse = torch.logsumexp(logits, dim=1)
+            picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
+            total += ((lse - picked) * ok).sum()
+            if want_grad:  # d loss / d logits = (softmax - onehot) / n, built in the logits' memory
+                g = logits.sub_(lse[:, None]).exp_()
+                g[torch.arange(len(t), device=g.device), t.clamp(min=0)] -= 1.0
+                g.mul_((ok.to(acc) / n)[:, None])
+                g = g.to(compute_dtype)
+                grad_h[s:s + chunk] = (g @ w).to(h.dtype)
+                grad_w += (g.t() @ hc[s:s + chunk]).to(acc)
+        if want_grad:
+            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return total / n
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None, None, None
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk: int = 128) -> torch.Tensor:
+    """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits.
+
+    Under autocast the matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the
+    softmax in float32, as autocast itself would do.
+    """
+    kind = h.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+    with torch.autocast(kind, enabled=False):
+        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
