@@ -108,7 +108,8 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
-    print(f"{result.status} at step {result.step}: best val loss {result.best_val_loss}, "
+    best = "none yet" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+    print(f"{result.status} at step {result.step}: best val loss {best}, "
           f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
     if args.export and result.status == "finished":
         _export(result.run_dir, "best", args.export)

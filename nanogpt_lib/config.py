@@ -39,7 +39,7 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 1337
     # AdamW with linear warmup then cosine decay to min_lr at max_steps
-    max_steps: int = 2000
+    max_steps: int = 1500
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
