@@ -1,0 +1,112 @@
+"""Exported weights (safetensors, seed-style .pth), load_model and text sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
+from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.sample import generate_text, load_model, stream_text
+from nanogpt_lib.tokenizer import decode, encode
+
+TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
+
+
+@pytest.fixture
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(TINY).eval()
+
+
+def same_weights(a: GPT, b: GPT) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_safetensors_export_round_trip(model, tmp_path):
+    path = export_weights(model, TINY, tmp_path / "out", {"step": 7})
+    assert path.name == "gpt2_trained_weights.safetensors"
+    loaded, meta = load_weights(tmp_path / "out")
+    assert same_weights(model, loaded) and meta["step"] == 7
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight  # tying survives the export
+
+
+def test_seed_style_pth_state_dict_loads(model, tmp_path):
+    """The seed shipped trained_model/gpt2_trained_weights.pth: a plain state dict (maybe from torch.compile)."""
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "gpt2_trained_weights.pth")
+    (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
+    loaded, _ = load_weights(tmp_path / "gpt2_trained_weights.pth")
+    assert same_weights(model, loaded)
+
+
+def test_pth_with_pickled_objects_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"w": Evil()}, tmp_path / "w.pth")
+    (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        load_weights(tmp_path / "w.pth")
+
+
+def test_bad_weights_files(model, tmp_path):
+    with pytest.raises(CheckpointError, match="no weights in"):
+        load_weights(tmp_path)
+    export_weights(model, TINY, tmp_path / "out")
+    f = tmp_path / "out" / "gpt2_trained_weights.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_weights(tmp_path / "out")
+    export_weights(model, TINY, tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model": {**TINY.to_dict(), "n_layer": 3}}))
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_weights(tmp_path / "other")
+
+
+def test_generate_text_is_the_greedy_continuation(model, tmp_path):
+    export_weights(model, TINY, tmp_path)
+    loaded = load_model(tmp_path, device="cpu")
+    text = generate_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0)
+    ids = model.generate(torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")):]
+    assert text == decode(ids.tolist())
+    pieces = list(stream_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0))
+    assert "".join(pieces) == text and len(pieces) >= 2
+    a = generate_text(loaded, "To be", max_new_tokens=10, temperature=1.0, seed=3)
+    assert a == generate_text(loaded, "To be", max_new_tokens=10, temperature=1.0, seed=3)
+
+
+def test_stream_never_shows_half_a_character(model, monkeypatch):
+    """A character split over two tokens is held back until complete."""
+    snowman = encode("☃")  # three UTF-8 bytes, encoded as more than one token
+    assert len(snowman) > 1
+    monkeypatch.setattr(GPT, "generate_stream", lambda self, idx, n, **kw: iter(snowman + encode(" ok")))
+    pieces = list(stream_text(model, "x", max_new_tokens=5))
+    assert "".join(pieces) == "☃ ok" and all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"temperature": -1.0}, "temperature must be >= 0"),
+    ({"top_k": 0}, "top_k must be >= 1"),
+    ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+    ({"top_p": 1.5}, "top_p must be in"),
+])
+def test_bad_sampling_arguments(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_text(model, "x", **kwargs)
+
+
+def test_empty_prompt(model):
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generate_text(model, "")
+
+
+def test_missing_trained_model_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path))
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_model()
