@@ -33,3 +33,11 @@ def runs_dir() -> Path:
 def trained_model_dir() -> Path:
     """The weights we ship, so sampling works on a fresh clone."""
     return project_root() / "trained_model"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the project root when inside it (messages and notebooks stay machine-free)."""
+    try:
+        return str(Path(path).resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return str(path)

@@ -47,7 +47,7 @@ class PrepareError(Exception):
 class PrepareConfig:
     """What to prepare. ``source`` is ``shakespeare``, ``openwebtext``, a hub id ``owner/name`` or a path."""
 
-    source: str = "shakespeare"
+    source: str | os.PathLike = "shakespeare"
     name: str | None = None  # output folder data/<name>; derived from the source when None
     text_field: str = "text"  # column holding the text (.jsonl, .parquet and hub datasets)
     max_docs: int | None = None  # take only the first N documents (a subset of a big hub dataset)
@@ -60,6 +60,7 @@ class PrepareConfig:
     force: bool = False
     chunk_chars: int = 4_000_000  # documents are tokenized in batches of about this many characters
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    progress: bool = True  # a tqdm bar (docs/s, tokens/s)
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _sha256(text: str) -> str:
 
 def resolve_source(cfg: PrepareConfig) -> Source:
     """Turn ``cfg.source`` into a loadable :class:`Source`, or a one-line :class:`PrepareError`."""
-    src = cfg.source.strip()
+    src = str(cfg.source).strip()
     if src == "shakespeare":
         folder = paths.shakespeare_dir()
         if not folder.is_dir():
@@ -271,10 +272,11 @@ class _SplitWriter:
         return {"tokens": self.tokens, "docs": self.docs, "bytes": self.tokens * 2, "sha256": self.sha.hexdigest()}
 
 
-def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig) -> None:
+def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig,
+                   total: int | None) -> None:
     enc = get_tokenizer()
-    total = cfg.max_docs
-    bar = tqdm(total=total, unit="doc", desc="tokenizing", dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=total, unit="doc", desc="tokenizing", dynamic_ncols=True, mininterval=0.5,
+               disable=not cfg.progress)
     start, n_tokens, index = time.perf_counter(), 0, 0
     batch: list[str] = []
     chars = 0
@@ -322,7 +324,7 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"the output folder {out} is the source folder itself: choose another --name")
     request = _request(cfg, source)
     if not cfg.force and (meta := _is_current(out, request)):
-        print(f"{out} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
+        print(f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
         return meta
 
     created_dir = not out.exists()
@@ -334,7 +336,11 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     try:
         writers = {split: _SplitWriter(tmp[split]) for split in SPLITS}
         try:
-            _tokenize_into(iter_documents(source, cfg.text_field, cfg.max_docs), writers, cfg)
+            files = source.load_kwargs.get("data_files", [])
+            total = len(files) if source.builder == "text" else cfg.max_docs  # one .txt file is one doc
+            if cfg.max_docs and total:
+                total = min(total, cfg.max_docs)
+            _tokenize_into(iter_documents(source, cfg.text_field, cfg.max_docs), writers, cfg, total)
         finally:
             stats = {split: w.close() for split, w in writers.items()}
         docs = stats["train"]["docs"] + stats["val"]["docs"]
@@ -377,7 +383,7 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
             out.rmdir()
     t, v = stats["train"], stats["val"]
     print(
-        f"wrote {out}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "
+        f"wrote {paths.shown(out)}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "
         f"({v['docs']:,} docs) in {meta['seconds']:.1f}s"
     )
     return meta

@@ -134,7 +134,7 @@ def _prepare_run_dir(run_dir: Path, mode: str, is_main: bool) -> bool:
                 target.unlink(missing_ok=True)
         has_ckpt = False
     if mode == "auto":
-        print(f"{'resuming' if has_ckpt else 'starting new run'} in {run_dir}", flush=True)
+        print(f"{'resuming' if has_ckpt else 'starting new run'} in {paths.shown(run_dir)}", flush=True)
     return has_ckpt and mode in ("auto", "resume")
 
 
@@ -392,7 +392,7 @@ class Trainer:
                         self.save()
                         status = "paused"
                         if self.dist.main:
-                            print(f"paused at step {self.step}; checkpoint {self.run_dir / CKPT}. "
+                            print(f"paused at step {self.step}; checkpoint {paths.shown(self.run_dir / CKPT)}. "
                                   f"Resume with: nanogpt train --name {cfg.name} --mode resume "
                                   "(plus the same --config/--set)", flush=True)
                         break
