@@ -349,8 +349,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                compute_dtype: torch.dtype) -> torch.Tensor:
-        want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+                compute_dtype: torch.dtype, want_grad: bool) -> torch.Tensor:
         valid = targets != -1
         n = valid.sum()
         acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
@@ -378,7 +377,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None
+        return grad_h * grad_out, grad_w * grad_out, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -390,8 +389,11 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """
     kind = h.device.type
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+    # Decided here: inside forward, needs_input_grad stays True under torch.no_grad(), and evaluation
+    # would pay for gradients it throws away.
+    want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(kind, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype)
+        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype, want_grad)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,

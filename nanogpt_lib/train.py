@@ -224,6 +224,7 @@ class Trainer:
             "best_val": self.best_val,
             "config": self.cfg.to_dict(),
             "rng": rng,
+            "precision": self.precision.name,  # an auto choice is kept on resume, not re-measured
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -245,6 +246,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.cfg.dtype == "auto" and "precision" in ckpt:
+            self.precision = choose_precision(self.device, ckpt["precision"])
         self.step = int(ckpt["step"])
         self.best_val = ckpt["best_val"]
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
@@ -362,26 +365,26 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
         self.model.train()
-        window_t, window_steps = time.perf_counter(), 0
+        window_time, window_steps = 0.0, 0
         try:
             with _PauseFlag().installed() as pause:
                 while self.step < cfg.max_steps:
-                    loss = self._train_step()
+                    step_start = time.perf_counter()
+                    loss_value = self._train_step().item()  # .item() waits for the device
+                    window_time += time.perf_counter() - step_start  # tokens/s: training steps only
                     window_steps += 1
-                    loss_value = loss.item()
                     if not math.isfinite(loss_value):
                         raise TrainError(
                             f"loss is {loss_value} at step {self.step}: training stopped; the last good checkpoint "
                             f"({self.run_dir / CKPT}) is kept. Lower lr or raise warmup_steps, then resume."
                         )
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        now = time.perf_counter()
-                        tps = self.tokens_per_step * window_steps / (now - window_t)
+                        tps = self.tokens_per_step * window_steps / window_time
                         mfu = tps * self.model.flops_per_token() / self._peak
                         self._log({"kind": "step", "step": self.step, "loss": loss_value,
                                    "lr": lr_at(self.step - 1, cfg), "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4)})
                         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
-                        window_t, window_steps = now, 0
+                        window_time, window_steps = 0.0, 0
                     bar.update(1)
                     if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                         last_eval = self._eval_and_save()
