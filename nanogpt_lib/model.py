@@ -280,14 +280,15 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> torch.Tensor:
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True,
+                 vocab_limit: int | None = None) -> torch.Tensor:
         """``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens; see :meth:`generate_stream`."""
-        steps = self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+        steps = self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, vocab_limit)
         return torch.cat([idx, *steps], dim=1)
 
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                        use_cache: bool = True) -> Iterator[int]:
+                        use_cache: bool = True, vocab_limit: int | None = None) -> Iterator[int]:
         """Yield each new token id of one prompt (1, T) as soon as it is sampled.
 
         ``temperature`` 0 is greedy; ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set
@@ -295,14 +296,17 @@ class GPT(nn.Module):
         Context: at most block_size tokens. When a new token would overflow it, the window slides to its
         last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
         re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
-        (same tokens, same positions), so both paths sample from the same distributions.
+        (same tokens, same positions), so both paths sample from the same distributions. ``vocab_limit``
+        keeps ids below it (the tokenizer's 50257 of the padded 50304 rows).
         """
         if idx.dim() != 2 or idx.size(0) != 1:
             raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
-        return (int(t) for t in self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache))
+        return (int(t) for t in self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
+                                            vocab_limit))
 
     def _steps(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-               top_p: float | None, seed: int | None, use_cache: bool) -> Iterator[torch.Tensor]:
+               top_p: float | None, seed: int | None, use_cache: bool,
+               vocab_limit: int | None = None) -> Iterator[torch.Tensor]:
         """Check the arguments now (not at the first ``next``), then return the (B, 1) token generator."""
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(f"prompt must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -315,11 +319,12 @@ class GPT(nn.Module):
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
         gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
-        return self._sample_loop(idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache)
+        return self._sample_loop(idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, vocab_limit)
 
     @torch.no_grad()  # on a generator, torch re-enters no_grad around each step, not while suspended
     def _sample_loop(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-                     top_p: float | None, gen: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
+                     top_p: float | None, gen: torch.Generator | None, use_cache: bool,
+                     vocab_limit: int | None) -> Iterator[torch.Tensor]:
         T, keep = self.config.block_size, max(1, self.config.block_size // 2)
         ctx = idx[:, -T:]  # the window the next token is predicted from
         past: list[KV] | None = None
@@ -331,7 +336,10 @@ class GPT(nn.Module):
             finally:
                 self.train(was_training)
             past = kv if use_cache else None
-            token = _sample(self.lm_head(h[:, -1, :]).float(), temperature, top_k, top_p, gen)
+            logits = self.lm_head(h[:, -1, :]).float()
+            if vocab_limit is not None:  # padding rows are never real tokens
+                logits[:, vocab_limit:] = float("-inf")
+            token = _sample(logits, temperature, top_k, top_p, gen)
             ctx = torch.cat([ctx, token], dim=1)
             if ctx.size(1) > T:  # slide; the positions restart at 0, so the cache is rebuilt
                 ctx, past = ctx[:, -keep:], None

@@ -16,7 +16,7 @@ from . import paths
 from .checkpoint import load_weights
 from .devices import pick_device
 from .model import GPT
-from .tokenizer import decode, encode
+from .tokenizer import N_VOCAB, decode, encode
 
 
 def load_model(path: str | Path | None = None, device: str = "auto") -> GPT:
@@ -40,7 +40,7 @@ def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature:
     ids: list[int] = []
     shown = ""
     gen = model.generate_stream(_prompt_ids(model, prompt), max_new_tokens, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed)
+                                top_k=top_k, top_p=top_p, seed=seed, vocab_limit=N_VOCAB)
     for token in gen:
         ids.append(int(token))
         text = decode(ids)

@@ -110,3 +110,15 @@ def test_missing_trained_model_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOGPT_HOME", str(tmp_path))
     with pytest.raises(CheckpointError, match="no weights"):
         load_model()
+
+
+def test_padding_ids_are_never_sampled(model):
+    """The vocabulary is padded 50257 -> 50304; those rows are not tokens and must never come out."""
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.fill_(1.0)  # every hidden state becomes all-ones ...
+        model.transformer.wte.weight[50257:] = 1.0  # ... so the padding rows have the largest logits
+    raw = model.generate(torch.tensor([encode("x")]), 3, temperature=0)[0, 1:]
+    assert raw.min().item() >= 50257  # without the limit the model would emit padding
+    text = generate_text(model, "x", max_new_tokens=5, temperature=0)
+    assert all(t < 50257 for t in encode(text)) and text
