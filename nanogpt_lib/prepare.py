@@ -156,10 +156,10 @@ def _stream(source: Source) -> Iterable[dict[str, Any]]:
 
 
 def _find_bad_file(source: Source) -> str | None:
-    """After a read error, name the local file that is not valid UTF-8 (or unreadable)."""
+    """After a read error, name the local text or JSON Lines file that is not valid UTF-8 (or unreadable)."""
+    if source.builder not in ("text", "json"):
+        return None
     for f in source.load_kwargs.get("data_files", []):
-        if source.builder != "text":
-            return None
         try:
             with open(f, encoding="utf-8") as fh:
                 while fh.read(1 << 20):

@@ -257,3 +257,10 @@ def test_cli_prepare_and_info(txt_dir, tmp_path, capsys):
     assert main(["info", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mine" in out and "torch" in out and "devices: " in out
+
+
+def test_non_utf8_jsonl_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(PrepareError, match=r"non-UTF-8 file: .*bad\.jsonl"):
+        prepare(PrepareConfig(source=str(path), data_dir=tmp_path / "d"))
