@@ -171,7 +171,7 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3,
         model = GPT(GPTConfig(block_size=block)).eval()
         prompt = torch.randint(0, 50257, (1, block // 2))
 
-        def sampler(cache: bool) -> Callable[[], Any]:
+        def sampler(cache: bool, model: GPT = model, prompt: torch.Tensor = prompt) -> Callable[[], Any]:
             return lambda: model.generate(prompt, new_tokens, temperature=0, use_cache=cache)
 
         ours = measure("KV cache", "token", sampler(True), new_tokens, 1, repeats)

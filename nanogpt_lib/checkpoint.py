@@ -8,7 +8,6 @@ Every file goes to a temporary name, is fsynced, then renamed: a crash mid-write
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
