@@ -204,7 +204,6 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.ddp_model = torch.compile(self.ddp_model)
-        self.flops_per_step = self.model.flops_per_token() * self.tokens_per_step
         self._peak = None
 
     @property
