@@ -33,7 +33,7 @@ from .data import TokenData
 from .devices import Precision, choose_precision, pick_device
 from .files import atomic_write_text
 from .model import GPT, GPTConfig
-from .plots import save_loss_plot
+from .plots import read_metrics, save_loss_plot
 
 MODES = ("auto", "new", "resume", "reset")
 CKPT = "ckpt.pt"
@@ -261,14 +261,8 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         if not self.dist.main or not path.exists():
             return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= self.step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
+        keep = [r for r in read_metrics(path) if r.get("step", math.inf) <= self.step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.dist.main:
