@@ -185,14 +185,14 @@ def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[s
     from .prepare import PrepareConfig, prepare
 
     results: dict[str, Any] = {}
+    if "data" in which or "train" in which:
+        prepare(PrepareConfig())  # both read data/shakespeare; a no-op when it is current
     if "data" in which:
-        prepare(PrepareConfig())  # no-op when data/shakespeare is current
         results["data"] = bench_data(paths.data_dir() / "shakespeare", calls=20 if fast else 200,
                                      repeats=2 if fast else 5)
     if "prepare" in which:
         results["prepare"] = bench_prepare(repeats=1 if fast else 3)
     if "train" in which:
-        prepare(PrepareConfig())
         results["train"] = bench_train(steps=1 if fast else 5, repeats=1 if fast else 3,
                                        batch_size=8 if fast else 64, loss_steps=2 if fast else 30)
     if "sample" in which:
