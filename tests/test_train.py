@@ -224,3 +224,10 @@ def test_ddp_two_processes_match_one_process_with_accumulation(home):
         for key in ("loss", "train_loss", "val_loss"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-5)
+
+
+def test_cli_sample_into_a_closed_pipe_exits_quietly():
+    """`nanogpt sample | head -1` must not print a BrokenPipeError traceback."""
+    proc = subprocess.run(f"{sys.executable} -m nanogpt_lib.cli sample --prompt ROMEO: --max-new-tokens 60 "
+                          "--seed 0 | head -c 1", shell=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
