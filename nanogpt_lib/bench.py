@@ -126,7 +126,7 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     def make(seed: int = 0) -> tuple[GPT, torch.optim.Optimizer]:
         torch.manual_seed(seed)
         model = GPT(cfg.model)
-        return model, model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
+        return model, model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")[0]
 
     def stepper(fast_path: bool) -> Callable[[], float]:
         model, opt = make()

@@ -49,17 +49,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights without wrappers (DDP, torch.compile) and with the tied head stored once."""
+    """The model's weights without wrappers (DDP, torch.compile) and with a tied head stored once."""
     raw = getattr(model, "module", model)
     raw = getattr(raw, "_orig_mod", raw)
-    return {k: v for k, v in raw.state_dict().items() if k != TIED_KEY}
+    tied = getattr(getattr(raw, "config", None), "tie_head", True)
+    return {k: v for k, v in raw.state_dict().items() if not (tied and k == TIED_KEY)}
 
 
 def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load weights strictly, allowing only the tied head to be absent (it shares wte's tensor)."""
+    """Load weights strictly, allowing only a tied head to be absent (it shares wte's tensor)."""
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != TIED_KEY]
+    missing = [k for k in missing if not (model.config.tie_head and k == TIED_KEY)]
     if missing or unexpected:
         raise CheckpointError(
             f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"

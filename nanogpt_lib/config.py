@@ -38,15 +38,22 @@ class TrainConfig:
     batch_size: int = 64
     grad_accum: int = 1
     seed: int = 1337
-    # AdamW with linear warmup then cosine decay to min_lr at max_steps
+    # AdamW with linear warmup to lr, then cosine decay to min_lr at max_steps ("cosine"), or constant until
+    # the last decay_frac of the steps and a linear decay to min_lr there ("wsd": warmup-stable-decay)
     max_steps: int = 1500
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
+    schedule: str = "cosine"
+    decay_frac: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
+    # "adamw", or "muon": Muon at muon_lr for the blocks' matrices, AdamW at lr for the rest (same schedule)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
     # evaluation, logging, checkpoints (in optimizer steps)
     eval_every: int = 100
     eval_batches: int = 20
@@ -66,11 +73,15 @@ class TrainConfig:
             "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
             "eval_batches": self.eval_batches >= 1, "log_every": self.log_every >= 1,
             "ckpt_every": self.ckpt_every >= 1, "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr,
-            "warmup_steps": self.warmup_steps >= 0, "grad_clip": self.grad_clip >= 0, "threads": self.threads >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "decay_frac": 0 < self.decay_frac <= 1, "muon_lr": self.muon_lr > 0, "grad_clip": self.grad_clip >= 0, "threads": self.threads >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {', '.join(bad)}: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        for key, valid in {"schedule": ("cosine", "wsd"), "optimizer": ("adamw", "muon")}.items():
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

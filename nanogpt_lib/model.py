@@ -3,6 +3,11 @@
 The names follow GPT-2 (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ...) so that OpenAI's weights
 map onto it one to one, and the whole model reads top to bottom as in "Attention Is All You Need" with
 GPT-2's changes: learned positions, LayerNorm before each sub-layer, a final LayerNorm, a tied LM head.
+
+Later variants are switches in :class:`GPTConfig`, all off by default (GPT-2 as published): rotary
+positions (RoPE, Su et al. 2021), ReLU-squared MLP (So et al. 2021, "Primer"), QK-norm (Henry et al. 2020),
+an untied LM head, and tanh soft-capping of the logits (Gemma 2). The Muon optimizer is in
+:meth:`GPT.configure_optimizers`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2
+    # variants (defaults = GPT-2)
+    pos: str = "learned"  # "learned" position table (wpe) | "rope": rotate queries and keys by position
+    mlp: str = "gelu"  # "gelu" (tanh approximation) | "relu2": relu(x)**2
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (with a learned gain) before attention
+    tie_head: bool = True  # the LM head shares wte's matrix; False gives it its own, zero-initialised
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -45,6 +56,14 @@ class GPTConfig:
                              "each head gets n_embd // n_head dimensions")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        choices = {"pos": ("learned", "rope"), "mlp": ("gelu", "relu2")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"GPTConfig.{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"RoPE rotates pairs of dimensions: head size {self.n_embd // self.n_head} must be even")
+        if not self.logit_softcap >= 0:
+            raise ValueError(f"GPTConfig.logit_softcap must be >= 0 (0 = off), got {self.logit_softcap!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,21 +77,51 @@ class GPTConfig:
         return cls(**d)
 
 
+class Rotary(nn.Module):
+    """RoPE: rotate each (even, odd) pair of a head's dimensions by position * frequency.
+
+    The score q_i . k_j then depends on i - j alone, so the model learns relative positions and needs no
+    position table. Pairs are the two halves of the head (the "rotate half" layout).
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # derived, so not in checkpoints
+
+    def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """Rotate ``x`` (B, n_head, T, head_dim) whose first position is ``t0``."""
+        pos = torch.arange(t0, t0 + x.size(2), device=x.device, dtype=torch.float32)
+        angles = torch.outer(pos, self.inv_freq)  # (T, head_dim / 2)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each position sees itself and the positions before it."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        head_dim = config.n_embd // config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = Rotary(head_dim) if config.pos == "rope" else None
+        if config.qk_norm:
+            self.q_norm, self.k_norm = nn.RMSNorm(head_dim), nn.RMSNorm(head_dim)
 
     def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
         """``past`` holds the keys/values of earlier positions (KV cache); returns them extended by ``x``'s."""
         B, T, C = x.size()
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.c_attn(x).split(self.n_embd, dim=2))
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:  # cached keys are stored rotated, at their own positions
+            t0 = 0 if past is None else past[0].size(2)
+            q, k = self.rotary(q, t0), self.rotary(k, t0)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if past is None:
@@ -91,18 +140,25 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
 
+class ReLU2(nn.Module):
+    """relu(x)^2: as cheap as ReLU, smooth at 0 like GELU; trained faster in Primer's search."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward network, 4x wide, with GPT-2's tanh-approximated GELU."""
+    """Position-wise feed-forward network, 4x wide, with GPT-2's tanh-approximated GELU (or ReLU^2)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate="tanh") if config.mlp == "gelu" else ReLU2()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -127,20 +183,25 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
+        if config.pos == "learned":  # learned position embeddings; RoPE rotates q and k in attention instead
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-            wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+            **layers,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
+        if config.tie_head:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream, whose variance grows with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if not config.tie_head:  # every token starts equally likely (loss ln V); the head learns from step 1
+            nn.init.zeros_(self.lm_head.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -157,8 +218,10 @@ class GPT(nn.Module):
         T = idx.size(1)
         if t0 + T > self.config.block_size:
             raise ValueError(f"sequence of {t0 + T} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(t0, t0 + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(t0, t0 + T, dtype=torch.long, device=idx.device))
+        x = self.transformer.drop(x)
         present = []
         for i, block in enumerate(self.transformer.h):
             x, kv = block(x, None if past is None else past[i])
@@ -180,18 +243,29 @@ class GPT(nn.Module):
         """
         h = self.hidden(idx)
         if targets is not None and not all_logits:
-            return None, linear_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1))
-        logits = self.lm_head(h if all_logits else h[:, [-1], :])
+            return None, linear_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1),
+                                              softcap=self.config.logit_softcap)
+        logits = self.logits(h if all_logits else h[:, [-1], :])
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The LM head on hidden states, soft-capped if the config says so."""
+        logits = self.lm_head(h)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
     # ---- bookkeeping ------------------------------------------------------------------------------
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; ``non_embedding`` drops the position table (wte stays: it is also the LM head)."""
+        """Parameter count; ``non_embedding`` drops the lookup tables: the position table, and wte when the
+        head is untied (tied, wte is also the LM head's matmul, so it stays)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding:
+            n -= sum(self.transformer[k].weight.numel() for k in ("wpe",) if k in self.transformer)
+            n -= 0 if self.config.tie_head else self.transformer.wte.weight.numel()
+        return n
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T.
@@ -209,19 +283,41 @@ class GPT(nn.Module):
         return self.flops_per_token() * tokens_per_s / peak_flops
 
     def configure_optimizers(self, weight_decay: float, lr: float, betas: tuple[float, float],
-                             device_type: str) -> torch.optim.AdamW:
-        """AdamW that decays matrices (matmul weights, embeddings) but not biases or LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+                             device_type: str, optimizer: str = "adamw", muon_lr: float = 0.02,
+                             muon_momentum: float = 0.95) -> list[torch.optim.Optimizer]:
+        """The optimizers of one step, as a list.
+
+        ``adamw``: one AdamW that decays matrices (matmul weights, embeddings), not biases or gains.
+        ``muon``: Muon (momentum, then the update orthogonalised by Newton-Schulz) for the blocks' 2-D
+        weights, with AdamW as above for the embeddings, the LM head, biases and gains, which Muon is not
+        meant for. Muon's weights get no weight decay (its updates have a fixed size; decay is another knob).
+        Each group keeps its base rate in ``base_lr`` so a schedule can scale all of them together.
+        """
+        if optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be adamw or muon, got {optimizer!r}")
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        hidden = [p for n, p in named if optimizer == "muon" and p.dim() == 2 and n.startswith("transformer.h.")]
+        rest = [p for n, p in named if not any(p is q for q in hidden)]
+        groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "base_lr": lr},
+                  {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": lr}]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+        opts: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))]
+        if optimizer == "muon":
+            if not hasattr(torch.optim, "Muon"):
+                raise RuntimeError(f"optimizer 'muon' needs torch.optim.Muon, in PyTorch 2.9 or later; "
+                                   f"this is PyTorch {torch.__version__}")
+            opts.append(torch.optim.Muon([{"params": hidden, "base_lr": muon_lr}], lr=muon_lr,
+                                         momentum=muon_momentum, weight_decay=0.0))
+        return opts
 
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the context (e.g. an imported GPT-2's 1024) by keeping the first position embeddings."""
         if not 1 <= block_size <= self.config.block_size:
             raise ValueError(f"block_size must be in 1..{self.config.block_size}, got {block_size}")
         self.config = replace(self.config, block_size=block_size)
+        if "wpe" not in self.transformer:  # RoPE has no table to crop
+            return
         wpe = self.transformer.wpe
         wpe.weight = nn.Parameter(wpe.weight.detach()[:block_size].clone())
         wpe.num_embeddings = block_size
@@ -336,7 +432,7 @@ class GPT(nn.Module):
             finally:
                 self.train(was_training)
             past = kv if use_cache else None
-            logits = self.lm_head(h[:, -1, :]).float()
+            logits = self.logits(h[:, -1, :]).float()
             if vocab_limit is not None:  # padding rows are never real tokens
                 logits[:, vocab_limit:] = float("-inf")
             token = _sample(logits, temperature, top_k, top_p, gen)
@@ -357,7 +453,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                compute_dtype: torch.dtype, want_grad: bool) -> torch.Tensor:
+                compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> torch.Tensor:
         valid = targets != -1
         n = valid.sum()
         acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
@@ -368,6 +464,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, h.size(0), chunk):
             t, ok = targets[s:s + chunk], valid[s:s + chunk]
             logits = (hc[s:s + chunk] @ w.t()).to(acc)
+            if softcap > 0:  # logits = cap * tanh(z / cap); keep tanh for the chain rule
+                th = torch.tanh(logits.div_(softcap))
+                logits = th * softcap
             lse = torch.logsumexp(logits, dim=1)
             picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
             total += ((lse - picked) * ok).sum()
@@ -375,6 +474,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 g = logits.sub_(lse[:, None]).exp_()
                 g[torch.arange(len(t), device=g.device), t.clamp(min=0)] -= 1.0
                 g.mul_((ok.to(acc) / n)[:, None])
+                if softcap > 0:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
+                    g.mul_(th.square_().neg_().add_(1.0))
                 g = g.to(compute_dtype)
                 grad_h[s:s + chunk] = (g @ w).to(h.dtype)
                 grad_w += (g.t() @ hc[s:s + chunk]).to(acc)
@@ -385,23 +486,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None, None
+        return grad_h * grad_out, grad_w * grad_out, None, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int = 128) -> torch.Tensor:
+                         chunk: int | None = None, softcap: float = 0.0) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits.
 
-    Under autocast the matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the
-    softmax in float32, as autocast itself would do.
+    ``softcap`` > 0 caps the logits at ``softcap * tanh(logits / softcap)`` first. Under autocast the
+    matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the softmax in float32,
+    as autocast itself would do. ``chunk`` positions at a time: 128 fits a CPU's cache; a GPU needs
+    bigger pieces to be busy (1024 rows of fp32 logits are 200 MB).
     """
     kind = h.device.type
+    chunk = chunk or (128 if kind == "cpu" else 1024)
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
     # Decided here: inside forward, needs_input_grad stays True under torch.no_grad(), and evaluation
     # would pay for gradients it throws away.
     want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(kind, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype, want_grad)
+        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype, want_grad, float(softcap))
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,

@@ -70,9 +70,16 @@ class Dist:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``max_steps``."""
+    """Linear warmup to ``lr`` over ``warmup_steps``, then to ``min_lr`` at ``max_steps``: a cosine, or for
+    ``wsd`` constant until the last ``decay_frac`` of the steps and linear from there."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.max_steps - round(cfg.decay_frac * cfg.max_steps), cfg.warmup_steps)
+        if step < decay_start:
+            return cfg.lr
+        progress = min((step - decay_start) / max(cfg.max_steps - decay_start, 1), 1.0)
+        return cfg.lr + progress * (cfg.min_lr - cfg.lr)
     span = max(cfg.max_steps - cfg.warmup_steps, 1)
     progress = min((step - cfg.warmup_steps) / span, 1.0)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
@@ -165,8 +172,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, mode: str = "auto", runs_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, progress: bool = True,
-                 on_eval: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_eval: Callable[[dict[str, Any]], None] | None = None, artifacts: bool = True) -> None:
+        """``artifacts=False`` skips the best-weights export and the loss plot at each evaluation (for
+        sweeps of many short runs, where only metrics.jsonl matters)."""
         self.cfg = cfg
+        self.artifacts = artifacts
         self.dist = _setup_distributed()
         self.run_dir = Path(runs_dir or paths.runs_dir()) / cfg.name
         self.progress = progress and self.dist.main
@@ -186,7 +196,12 @@ class Trainer:
                               cfg.model.vocab_size)
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(device)
-        self.optimizer = self.model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+        try:
+            self.optimizers = self.model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
+                                                              device.type, cfg.optimizer, cfg.muon_lr,
+                                                              cfg.muon_momentum)
+        except RuntimeError as e:
+            raise TrainError(str(e)) from None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.step = 0
         self.best_val: float | None = None
@@ -218,7 +233,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {
             "model": model_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": [opt.state_dict() for opt in self.optimizers],
             "step": self.step,
             "best_val": self.best_val,
             "config": self.cfg.to_dict(),
@@ -242,7 +257,12 @@ class Trainer:
                 "use --mode reset to start over, or another run name"
             )
         load_model_state(self.model, ckpt["model"], path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        saved_opts = ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]
+        if len(saved_opts) != len(self.optimizers):
+            raise TrainError(f"{path} was trained with {len(saved_opts)} optimizer(s), this config uses "
+                             f"{len(self.optimizers)} (optimizer = {self.cfg.optimizer!r}): use --mode reset")
+        for opt, saved_state in zip(self.optimizers, saved_opts):
+            opt.load_state_dict(saved_state)
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.cfg.dtype == "auto" and "precision" in ckpt:
@@ -294,8 +314,10 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         cfg, world = self.cfg, self.dist.world
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, cfg)
+        scale = lr_at(self.step, cfg) / cfg.lr  # one schedule for every optimizer's own base rate
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
             # The global micro-batch index: the same batches whether spread over ranks or accumulated.
@@ -311,14 +333,17 @@ class Trainer:
             loss_sum += loss.detach()
         if cfg.grad_clip > 0:
             if self.scaler:
-                self.scaler.unscale_(self.optimizer)
+                for opt in self.optimizers:
+                    self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        for opt in self.optimizers:
+            if self.scaler:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
         if self.scaler:
-            self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         mean = loss_sum / cfg.grad_accum
         if world > 1:
@@ -335,10 +360,10 @@ class Trainer:
         improved = self.best_val is None or result["val_loss"] < self.best_val
         if improved:
             self.best_val = result["val_loss"]
-            if self.dist.main:
+            if self.dist.main and self.artifacts:
                 export_weights(self.model, cfg.model, self.run_dir / "best",
                                {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name})
-        if self.dist.main:
+        if self.dist.main and self.artifacts:
             save_loss_plot(self.run_dir)
         if self.on_eval:
             self.on_eval(record)

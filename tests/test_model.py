@@ -137,7 +137,7 @@ def test_tiny_overfit_one_batch():
     m = GPT(GPTConfig(**TINY))
     x = torch.randint(0, 100, (4, 16))
     y = torch.roll(x, -1, dims=1)
-    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    (opt,) = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
     first = None
     for _ in range(50):
         _, loss = m(x, y)
@@ -149,7 +149,7 @@ def test_tiny_overfit_one_batch():
 
 
 def test_configure_optimizers_groups(model):
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    (opt,) = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}

@@ -76,20 +76,33 @@ def _pause_at(step: int):
     return hook
 
 
-def test_pause_then_resume_is_bitwise_exact(home, capsys):
-    straight = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=straight"), progress=False)
-    trainer = Trainer(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split"), progress=False,
+VARIANT_RUN = ["optimizer=muon", "muon_lr=0.03", "schedule=wsd", "model.pos=rope", "model.mlp=relu2",
+               "model.qk_norm=true", "model.tie_head=false", "model.logit_softcap=15"]
+
+
+@pytest.mark.parametrize("extra", [[], VARIANT_RUN], ids=["gpt2-adamw", "variants-muon"])
+def test_pause_then_resume_is_bitwise_exact(home, capsys, extra):
+    straight = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=straight", *extra), progress=False)
+    trainer = Trainer(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), progress=False,
                       on_eval=_pause_at(6))
     first = trainer.run()
     assert first.status == "paused" and first.step == 6
     assert "Resume with: nanogpt train --name split --mode resume" in capsys.readouterr().out
-    second = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split"), mode="resume", progress=False)
+    second = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), mode="resume",
+                   progress=False)
     assert second.status == "finished" and second.step == 12
     a, b = home / "runs" / "straight", home / "runs" / "split"
     assert losses(a) == losses(b)
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert straight.best_val_loss == second.best_val_loss
+    assert straight.last_eval["val_loss"] < 10.0
+
+
+def test_resuming_with_another_optimizer_is_refused(home):
+    train(cfg("max_steps=2", "name=opt"), progress=False)
+    with pytest.raises(TrainError, match="optimizer"):
+        Trainer(cfg("max_steps=4", "name=opt", "optimizer=muon"), mode="resume", progress=False)
 
 
 KILLER = textwrap.dedent("""
