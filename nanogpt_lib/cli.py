@@ -116,6 +116,31 @@ def _run_train(args: argparse.Namespace) -> None:
         _export(result.run_dir, "best", args.export)
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="the experiments: lr sweep, each variant, the best combination (resumable)",
+                       description="Run the measured experiments (see nanogpt_lib/experiments.py): grids of short "
+                                   "runs, each in OUT/<run>; finished runs are never redone. Writes summary.json, "
+                                   "results.md and plots to OUT.")
+    p.add_argument("--scale", default="full", choices=["full", "tiny"],
+                   help="full: the README's run (about 50 runs of 1500 steps); tiny: seconds, checks the machinery")
+    p.add_argument("--out", type=Path, help="folder of the runs (default: runs/experiments-SCALE)")
+    p.add_argument("--config", type=Path, help="TOML file under every run (default: the built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run, e.g. --set device=cuda (repeatable)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_sweep(args: argparse.Namespace) -> None:
+    from .experiments import run_experiments
+
+    out = args.out or paths.runs_dir() / f"experiments-{args.scale}"
+    exp = run_experiments(out, args.scale, config=args.config, workers=args.workers, extra=tuple(args.overrides),
+                          progress=not args.no_progress)
+    print((out / "results.md").read_text())
+    print(f"{exp.decisions['seconds']:,.0f}s; results in {paths.shown(out)}")
+
+
 def _export(run_dir: Path, which: str, out: Path) -> None:
     from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, export_weights
     from .files import atomic_write
@@ -172,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_export(sub)
+    _add_sweep(sub)
     b = sub.add_parser("bench", help="side-by-side benchmarks that print ratios",
                        description="Measure ours against a baseline in one run; print medians, spread and ratios.")
     b.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
@@ -181,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "train": _run_train,
-            "sample": _run_sample, "export": lambda a: _export(a.run, a.which, a.out)}
+            "sample": _run_sample, "sweep": _run_sweep, "export": lambda a: _export(a.run, a.which, a.out)}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

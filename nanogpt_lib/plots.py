@@ -56,3 +56,107 @@ def save_loss_plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig = loss_figure(read_metrics(run_dir), title=f"loss — {run_dir.name}")
     atomic_write(out, lambda fh: fig.savefig(fh, format="png"))
     return out
+
+
+# ---- experiments (see experiments.py) ------------------------------------------------------------------
+
+def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """Val-loss curve averaged over seeds (runs of one label share their eval steps)."""
+    steps = [s for s, _ in runs[0]["curve"]]
+    curves = [dict(r["curve"]) for r in runs]
+    steps = [s for s in steps if all(s in c for c in curves)]
+    return steps, [sum(c[s] for c in curves) / len(curves) for s in steps]
+
+
+def curves_figure(groups: dict[str, list[dict[str, Any]]], target: float | None = None,
+                  title: str = "validation loss (mean over seeds)") -> Figure:
+    """Val loss against step, one line per label (seeds averaged), with the target as a dashed line."""
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    for label, runs in groups.items():
+        steps, losses = _mean_curve(runs)
+        ax.plot(steps, losses, lw=2 if "baseline" in label or "combo" in label else 1.2, label=label)
+    if target is not None:
+        ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
+    low = min(min(_mean_curve(r)[1]) for r in groups.values())
+    ax.set_ylim(low - 0.1, low + 1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("val loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def lr_figure(results: list[dict[str, Any]], range_test: dict[str, list[float]] | None = None) -> Figure:
+    """Final val loss against learning rate (each seed a dot, the mean a line); beside it, the range test."""
+    fig = Figure(figsize=(10 if range_test else 5.5, 4), dpi=100)
+    ax = fig.add_subplot(1, 2 if range_test else 1, 1)
+    by_lr: dict[float, list[float]] = {}
+    for r in results:
+        by_lr.setdefault(r["config"]["lr"], []).append(r["final"]["val_loss"])
+    lrs = sorted(by_lr)
+    for lr in lrs:
+        ax.plot([lr] * len(by_lr[lr]), by_lr[lr], "o", color="tab:blue", alpha=0.5, ms=4)
+    ax.plot(lrs, [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs], "-", color="tab:blue", label="mean over seeds")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final val loss")
+    ax.set_title("learning-rate sweep (baseline)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if range_test:
+        ax2 = fig.add_subplot(1, 2, 2)
+        ax2.plot(range_test["lr"], range_test["loss"])
+        ax2.set_xscale("log")
+        ax2.set_xlabel("learning rate (raised every step)")
+        ax2.set_ylabel("train loss (smoothed)")
+        ax2.set_title("learning-rate range test")
+        ax2.set_ylim(min(range_test["loss"]) - 0.2, range_test["loss"][0] + 0.5)
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def speedup_figure(rows: list[dict[str, Any]], title: str = "steps to the baseline's final val loss") -> Figure:
+    """Bars of mean steps-to-target per run label, min-max over seeds as error bars; shorter is faster."""
+    import math
+
+    rows = [r for r in rows if math.isfinite(r["steps"])]
+    fig = Figure(figsize=(8, 0.4 * len(rows) + 1.5), dpi=100)
+    ax = fig.add_subplot()
+    y = list(range(len(rows)))
+    means = [r["steps"] for r in rows]
+    err = [[m - r["steps_min"] for m, r in zip(means, rows)], [r["steps_max"] - m for m, r in zip(means, rows)]]
+    colors = ["tab:gray" if "baseline" in r["label"] else "tab:green" if r["speedup"] >= 2 else "tab:blue"
+              for r in rows]
+    ax.barh(y, means, xerr=err, color=colors, capsize=3)
+    for yi, r in zip(y, rows):
+        ax.text(r["steps_max"], yi, f"  {r['speedup']:.2f}x", va="center", fontsize=8)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("steps (mean over seeds; bars: min-max)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def experiment_figures(exp: Any, out_dir: str | Path) -> list[Path]:
+    """``lr_sweep.png``, ``val_curves.png`` and ``steps_to_target.png`` for an :class:`Experiments`."""
+    out_dir = Path(out_dir)
+    range_file = out_dir / "lr_range.json"
+    range_test = json.loads(range_file.read_text()) if range_file.is_file() else None
+    groups: dict[str, list[dict[str, Any]]] = {exp.decisions["baseline_label"]: exp.baseline_results()}
+    for stage in ("variant", "combo", "half"):
+        for r in exp.results.get(stage, []):
+            groups.setdefault(r["label"], []).append(r)
+    figures = {"lr_sweep.png": lr_figure(exp.results["lr"], range_test),
+               "val_curves.png": curves_figure(groups, exp.decisions["target"]),
+               "steps_to_target.png": speedup_figure(exp.all_rows())}
+    written = []
+    for name, fig in figures.items():
+        atomic_write(out_dir / name, lambda fh, fig=fig: fig.savefig(fh, format="png"))
+        written.append(out_dir / name)
+    return written

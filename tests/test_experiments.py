@@ -1,0 +1,128 @@
+"""Sweeps and experiments: resumable grids, steps-to-target, the staged plan and its report (tiny scale)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+
+from nanogpt_lib import cli
+from nanogpt_lib.experiments import SCALES, Experiments, markdown_table, run_experiments, write_report
+from nanogpt_lib.plots import experiment_figures
+from nanogpt_lib.prepare import PrepareConfig, prepare
+from nanogpt_lib.sweep import Grid, RunSpec, run_grid, steps_to_target
+
+TINY = SCALES["tiny"]
+
+
+@pytest.fixture
+def data_dir(txt_dir, tmp_path):
+    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def grid(tmp_path, data_dir, **kw) -> Grid:
+    return Grid(tmp_path / "grid", base=(*TINY.base, "dataset=txt", "max_steps=4"), data_dir=data_dir,
+                progress=False, **kw)
+
+
+def test_steps_to_target_interpolates_between_evaluations():
+    curve = [(10, 5.0), (20, 4.0), (30, 3.0), (40, 3.5)]
+    assert steps_to_target(curve, 4.0) == 20
+    assert steps_to_target(curve, 3.5) == pytest.approx(25.0)
+    assert steps_to_target(curve, 6.0) == 10  # already there at the first evaluation
+    assert steps_to_target(curve, 2.9) == math.inf
+
+
+def test_grid_runs_each_spec_once_and_resumes(tmp_path, data_dir):
+    g = grid(tmp_path, data_dir)
+    specs = [RunSpec("a", "lr=1e-3", ("lr=1e-3",), seed=1), RunSpec("b", "lr=1e-3", ("lr=1e-3",), seed=2)]
+    first = run_grid(specs, g)
+    assert [r["name"] for r in first] == ["a", "b"] and all(r["step"] == 4 for r in first)
+    assert first[0]["final"]["val_loss"] != first[1]["final"]["val_loss"]  # seeds differ
+    assert len(first[0]["curve"]) == 2 and not (g.out_dir / "a" / "ckpt.pt").exists()
+    stamp = (g.out_dir / "a" / "result.json").stat().st_mtime_ns
+    (g.out_dir / "b" / "result.json").unlink()  # as if b had been interrupted
+    again = run_grid(specs, g)
+    assert (g.out_dir / "a" / "result.json").stat().st_mtime_ns == stamp  # finished: not redone
+    assert again[1]["final"] == first[1]["final"]  # redone from scratch, same seed, same result
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, data_dir):
+    g = grid(tmp_path, data_dir)
+    specs = [RunSpec("bad", "bad", ("model.pos=nowhere",)), RunSpec("good", "good", ())]
+    with pytest.raises(RuntimeError, match=r"(?s)1 run\(s\) failed.*bad: ConfigError"):
+        run_grid(specs, g)
+    assert (g.out_dir / "good" / "result.json").is_file()
+    with pytest.raises(ValueError, match="unique"):
+        run_grid([RunSpec("x", "x"), RunSpec("x", "y")], g)
+
+
+def test_parallel_workers_give_the_same_results(tmp_path, data_dir):
+    specs = [RunSpec(f"r{i}", "same", (), seed=i) for i in (1, 2)]
+    serial = run_grid(specs, grid(tmp_path / "serial", data_dir))
+    parallel = run_grid(specs, grid(tmp_path / "parallel", data_dir, workers=2))
+    for a, b in zip(serial, parallel):
+        assert a["final"]["val_loss"] == pytest.approx(b["final"]["val_loss"], abs=1e-4)
+
+
+def test_all_stages_and_the_report(tmp_path, data_dir):
+    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), recipe_steps=4, recipe_batches=(2, 4))
+    exp = Experiments(Grid(tmp_path / "exp", base=scale.base, data_dir=data_dir, progress=False), scale)
+    lr = exp.lr_stage()
+    assert lr in TINY.lrs and len(exp.results["lr"]) == len(TINY.lrs) * 2
+    base = exp.baseline_results()
+    assert exp.decisions["target"] == pytest.approx(sum(r["final"]["val_loss"] for r in base) / 2)
+    exp.variant_stage()
+    assert {r["label"] for r in exp.results["variant"]} == {"rope", "relu2", "qk_norm", "untied", "softcap", "muon"}
+    exp.decisions["winners"] = ["rope", "muon"]  # whatever measured best at this scale, the combo must run
+    combo = exp.combo_stage()
+    assert {"model.pos=rope", "optimizer=muon", "muon_lr=0.02"} <= set(combo["overrides"])
+    half = exp.half_stage()
+    assert half["max_steps"] == TINY.max_steps // 2
+    recipe = exp.recipe_stage()
+    assert len(exp.results["recipe"]) == 8 and recipe["best_val_loss"] == min(
+        r["best_val_loss"] for r in exp.results["recipe"])
+    tokens = {r["tokens"] for r in exp.results["recipe"]}
+    assert len(tokens) == 1  # every recipe run sees the same number of tokens
+    write_report(exp)
+    table = (exp.grid.out_dir / "results.md").read_text()
+    assert "| lr | baseline lr=" in table and "| half |" in table and "| variant | muon |" in table
+    summary = json.loads((exp.grid.out_dir / "summary.json").read_text())
+    assert summary["decisions"]["winners"] == ["rope", "muon"]
+    for png in experiment_figures(exp, exp.grid.out_dir):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_markdown_table_marks_targets_not_reached():
+    row = dict(stage="variant", label="x", max_steps=10, seeds=[1, 2], val=3.0, val_min=2.9, val_max=3.1,
+               steps=math.inf, steps_min=4.0, steps_max=math.inf, steps_each=[4.0, math.inf], speedup=0.0,
+               speedup_min=0.0, speedup_max=2.5)
+    fast = dict(row, label="y", steps=5.0, steps_min=4.0, steps_max=6.0, steps_each=[4.0, 6.0], speedup=2.0,
+                speedup_min=10 / 6, speedup_max=2.5)
+    table = markdown_table([row, fast], 3.05)
+    assert "not reached (1/2 seeds did)" in table and "| 5 (4–6) | 2.00x (1.67–2.50) |" in table
+    assert "val loss 3.0500" in table
+
+
+def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setitem(SCALES, "tiny", replace(TINY, lrs=(3e-3,), seeds=(1,), recipe_steps=0, range_steps=5))
+    monkeypatch.setenv("NANOGPT_HOME", str(data_dir.parent))
+    out = tmp_path / "cli"
+    assert cli.main(["sweep", "--scale", "tiny", "--out", str(out), "--set", "dataset=txt", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| lr | baseline lr=0.003 |" in printed and (out / "lr_range.json").is_file()
+    for name in ("val_curves.png", "lr_sweep.png", "steps_to_target.png", "summary.json"):
+        assert (out / name).is_file()
+
+
+def test_run_experiments_is_resumable(tmp_path, data_dir):
+    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), lrs=(3e-3,), seeds=(1,), recipe_steps=0, range_steps=5)
+    out = tmp_path / "again"
+    first = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    second = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
+    assert second.decisions["target"] == first.decisions["target"]
