@@ -117,8 +117,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.c_attn(x).split(self.n_embd, dim=2))
-        if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
+        if hasattr(self, "q_norm"):  # gains cast to q's dtype: under autocast q is bf16, and mixed is slow
+            q, k = (F.rms_norm(t, t.shape[-1:], norm.weight.to(t.dtype), norm.eps)
+                    for t, norm in ((q, self.q_norm), (k, self.k_norm)))
         if self.rotary is not None:  # cached keys are stored rotated, at their own positions
             t0 = 0 if past is None else past[0].size(2)
             q, k = self.rotary(q, t0), self.rotary(k, t0)
