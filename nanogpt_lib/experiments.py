@@ -7,8 +7,8 @@ Stages, each a grid of runs (see ``sweep.py``) at equal tokens with two or more 
 2. ``variant``: each switch alone on the tuned baseline; measured by steps to reach the target.
 3. ``combo``: the variants that helped, together, at a few learning rates.
 4. ``half``: the best combination trained for half the steps (its own schedule): does it reach the target?
-5. ``recipe`` (for the shipped model): the winner at the shipped run's token budget, schedule x batch
-   x dropout, compared on val loss at equal tokens.
+5. ``recipe`` (for the shipped model): short runs of the winner, one change at a time (WSD schedule,
+   half the batch for twice the steps, dropout), compared on best val loss at equal tokens.
 
 ``run_experiments`` runs them in order (resumable) and writes ``summary.json``, ``results.md`` and figures.
 """
@@ -51,19 +51,17 @@ class Scale:
     seeds: tuple[int, ...] = (1, 2)
     combo_lr_factors: tuple[float, ...] = (1.0, 2.0)
     muon_lrs: tuple[float, ...] = (0.02, 0.04)
-    recipe_steps: int = 0  # the shipped run's steps at batch_size; 0 skips the recipe stage
-    recipe_batches: tuple[int, ...] = (32, 64)
+    recipe: bool = True  # run the recipe stage (schedule, batch, dropout) after the half-steps check
     range_steps: int = 300
 
 
 SCALES = {
     "full": Scale(base=("eval_every=50", "eval_batches=20", "log_every=10", "ckpt_every=250", "warmup_steps=100"),
-                  max_steps=1500, lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3), recipe_steps=3400),
+                  max_steps=1500, lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3)),
     "tiny": Scale(base=("model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16",
                         "batch_size=4", "eval_every=2", "eval_batches=2", "log_every=2", "ckpt_every=4",
                         "warmup_steps=2", "dtype=float32"),
-                  max_steps=8, lrs=(1e-3, 3e-3), combo_lr_factors=(1.0,), muon_lrs=(0.02,), recipe_steps=8,
-                  recipe_batches=(4, 8), range_steps=20),
+                  max_steps=8, lrs=(1e-3, 3e-3), combo_lr_factors=(1.0,), muon_lrs=(0.02,), range_steps=20),
 }
 
 
@@ -282,26 +280,29 @@ class Experiments:
         return rows[0]
 
     def winner_overrides(self) -> tuple[str, ...]:
+        """The best combination's settings (the tuned baseline's if none), without its step count."""
         combo = self.decisions.get("combo")
         chosen = combo["overrides"] if combo else list(self.tuned())
         return tuple(o for o in chosen if not o.startswith("max_steps="))
 
     def recipe_stage(self) -> dict[str, Any]:
-        """Schedule x batch x dropout for the winner at the shipped run's token budget (one seed)."""
-        s = self.scale
-        if not s.recipe_steps:
+        """Short runs (a quarter of the steps, seed 1, equal tokens) of the winner, one change at a time: a
+        WSD schedule, half the batch for twice the steps, dropout 0.1. Compared on best val loss (the
+        checkpoint a run keeps)."""
+        combo = self.decisions.get("combo")
+        if not self.scale.recipe or not combo:
             return {}
-        ref_batch = max(s.recipe_batches)
-        run_specs = []
-        for schedule in ("cosine", "wsd"):
-            for batch in s.recipe_batches:
-                steps = s.recipe_steps * ref_batch // batch  # equal tokens
-                for dropout in (0.0, 0.1):
-                    label = f"{schedule} batch={batch} dropout={dropout:g}"
-                    ov = (*self.winner_overrides(), f"schedule={schedule}", f"batch_size={batch}",
-                          f"max_steps={steps}", f"eval_every={max(1, steps // 20)}", f"model.dropout={dropout:g}",
-                          f"warmup_steps={max(1, steps // 30)}")
-                    run_specs += specs("recipe", label, ov, s.seeds[:1])
+        value = {o.split("=")[0]: o.split("=", 1)[1] for o in self.scale.base}
+        batch, steps = int(value.get("batch_size", 64)), max(2, self.scale.max_steps // 4)
+        warmup, every = max(1, int(value.get("warmup_steps", 100)) // 4), max(1, int(value.get("eval_every", 50)) // 2)
+        ov = (*self.winner_overrides(), f"max_steps={steps}", f"warmup_steps={warmup}", f"eval_every={every}")
+        changes = {f"winner (cosine, batch {batch}, dropout 0)": (),
+                   "wsd schedule": ("schedule=wsd",),
+                   f"batch {batch // 2}, {2 * steps} steps": (f"batch_size={batch // 2}", f"max_steps={2 * steps}",
+                                                            f"warmup_steps={2 * warmup}", f"eval_every={2 * every}"),
+                   "dropout 0.1": ("model.dropout=0.1",)}
+        run_specs = [spec for label, extra in changes.items()
+                     for spec in specs("recipe", label, (*ov, *extra), self.scale.seeds[:1])]
         results = self.run("recipe", run_specs)
         best = min(results, key=lambda r: r["best_val_loss"])
         self.decisions["recipe"] = {"label": best["label"], "overrides": list(best["overrides"]),

@@ -69,7 +69,7 @@ def test_parallel_workers_give_the_same_results(tmp_path, data_dir):
 
 
 def test_all_stages_and_the_report(tmp_path, data_dir):
-    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), recipe_steps=4, recipe_batches=(2, 4))
+    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), recipe=True)
     exp = Experiments(Grid(tmp_path / "exp", base=scale.base, data_dir=data_dir, progress=False), scale)
     lr = exp.lr_stage()
     assert lr in TINY.lrs and len(exp.results["lr"]) == len(TINY.lrs) * 2
@@ -83,7 +83,9 @@ def test_all_stages_and_the_report(tmp_path, data_dir):
     half = exp.half_stage()
     assert half["max_steps"] == TINY.max_steps // 2
     recipe = exp.recipe_stage()
-    assert len(exp.results["recipe"]) == 8 and recipe["best_val_loss"] == min(
+    assert [r["label"] for r in exp.results["recipe"]] == [
+        "winner (cosine, batch 4, dropout 0)", "wsd schedule", "batch 2, 4 steps", "dropout 0.1"]
+    assert recipe["best_val_loss"] == min(
         r["best_val_loss"] for r in exp.results["recipe"])
     tokens = {r["tokens"] for r in exp.results["recipe"]}
     assert len(tokens) == 1  # every recipe run sees the same number of tokens
@@ -108,7 +110,7 @@ def test_markdown_table_marks_targets_not_reached():
 
 
 def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
-    monkeypatch.setitem(SCALES, "tiny", replace(TINY, lrs=(3e-3,), seeds=(1,), recipe_steps=0, range_steps=5))
+    monkeypatch.setitem(SCALES, "tiny", replace(TINY, lrs=(3e-3,), seeds=(1,), recipe=False, range_steps=5))
     monkeypatch.setenv("NANOGPT_HOME", str(data_dir.parent))
     out = tmp_path / "cli"
     assert cli.main(["sweep", "--scale", "tiny", "--out", str(out), "--set", "dataset=txt", "--no-progress"]) == 0
@@ -119,7 +121,7 @@ def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
 
 
 def test_run_experiments_is_resumable(tmp_path, data_dir):
-    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), lrs=(3e-3,), seeds=(1,), recipe_steps=0, range_steps=5)
+    scale = replace(TINY, base=(*TINY.base, "dataset=txt"), lrs=(3e-3,), seeds=(1,), recipe=False, range_steps=5)
     out = tmp_path / "again"
     first = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
