@@ -117,9 +117,9 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     from .config import TrainConfig
     from .data import TokenData
     from .devices import choose_precision
-    from .model import GPT
+    from .model import GPT, GPTConfig
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(model=GPTConfig(), optimizer="adamw", lr=1e-3)  # GPT-2: the model naive_loss writes out
     data = TokenData(paths.data_dir() / cfg.dataset, cfg.model.block_size, cfg.model.vocab_size)
     precision = choose_precision(torch.device("cpu"), "auto")
 

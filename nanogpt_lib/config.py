@@ -27,13 +27,19 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what is valid."""
 
 
+# Training defaults are the measured winners (notebooks/07_experiments.ipynb, README "Experiments"): RoPE and
+# ReLU^2 in the model, Muon for its matrices, lr 2e-3. A bare GPTConfig stays GPT-2 as published, so weights
+# files whose config.json predates these switches still load as what they are.
+MODEL_DEFAULTS: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; defaults are the seed's model on the shipped corpus."""
 
     name: str = "default"  # run folder runs/<name>
     dataset: str = "shakespeare"  # prepared data in data/<dataset>
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: GPTConfig = field(default_factory=lambda: GPTConfig(**MODEL_DEFAULTS))
     # batches: tokens per step = batch_size * grad_accum * block_size (* world size under torchrun)
     batch_size: int = 64
     grad_accum: int = 1
@@ -41,8 +47,8 @@ class TrainConfig:
     # AdamW with linear warmup to lr, then cosine decay to min_lr at max_steps ("cosine"), or constant until
     # the last decay_frac of the steps and a linear decay to min_lr there ("wsd": warmup-stable-decay)
     max_steps: int = 1500
-    lr: float = 1e-3
-    min_lr: float = 1e-4
+    lr: float = 2e-3
+    min_lr: float = 2e-4
     warmup_steps: int = 100
     schedule: str = "cosine"
     decay_frac: float = 0.2
@@ -51,7 +57,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
     # "adamw", or "muon": Muon at muon_lr for the blocks' matrices, AdamW at lr for the rest (same schedule)
-    optimizer: str = "adamw"
+    optimizer: str = "muon"
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
     # evaluation, logging, checkpoints (in optimizer steps)
@@ -67,7 +73,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
-            self.model = GPTConfig(**self.model)
+            self.model = GPTConfig(**{**MODEL_DEFAULTS, **self.model})
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
             "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
@@ -97,7 +103,7 @@ class TrainConfig:
         typed = {k: _coerce(k, v, _field_types(cls)[k]) for k, v in data.items()}
         model_typed = {k: _coerce(f"model.{k}", v, _field_types(GPTConfig)[k]) for k, v in model.items()}
         try:
-            return cls(model=GPTConfig(**model_typed), **typed)
+            return cls(model=GPTConfig(**{**MODEL_DEFAULTS, **model_typed}), **typed)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
 

@@ -358,3 +358,17 @@ def write_report(exp: Experiments) -> None:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     atomic_write_text(out / "results.md", markdown_table(rows, exp.decisions["target"]))
 
+
+
+def update_readme(block: str, readme: str | Path, name: str = "experiments") -> bool:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``readme`` with
+    ``block``; return False (file untouched) when the markers are missing."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f"{head}{start}\n{block.strip()}\n{end}{tail}")
+    return True

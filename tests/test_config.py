@@ -16,7 +16,15 @@ def test_default_toml_is_the_builtin_default_and_the_seed_model():
 
 def test_openwebtext_toml_loads():
     cfg = load_config(ROOT / "configs" / "openwebtext.toml")
-    assert cfg.dataset == "openwebtext" and cfg.model == GPTConfig()
+    assert cfg.dataset == "openwebtext" and cfg.model == TrainConfig().model
+
+
+def test_training_defaults_are_the_measured_winners_and_a_bare_model_config_is_gpt2():
+    cfg = TrainConfig()
+    assert (cfg.model.pos, cfg.model.mlp, cfg.optimizer, cfg.lr, cfg.muon_lr) == ("rope", "relu2", "muon", 2e-3, 0.02)
+    assert load_config(None, ["model.n_layer=2"]).model.pos == "rope"  # a partial [model] keeps the winners
+    gpt2 = load_config(None, ["model.pos=learned", "model.mlp=gelu", "optimizer=adamw"])
+    assert gpt2.model == GPTConfig() and (GPTConfig().pos, GPTConfig().mlp) == ("learned", "gelu")
 
 
 def test_overrides_are_typed():

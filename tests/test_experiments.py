@@ -128,3 +128,15 @@ def test_run_experiments_is_resumable(tmp_path, data_dir):
     second = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
     assert second.decisions["target"] == first.decisions["target"]
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    from nanogpt_lib.experiments import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\nbefore\n<!-- experiments:start -->\nold\n<!-- experiments:end -->\nafter\n")
+    assert update_readme("| new | table |", readme)
+    assert readme.read_text() == "# T\nbefore\n<!-- experiments:start -->\n| new | table |\n<!-- experiments:end -->\nafter\n"
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    assert not update_readme("x", plain) and plain.read_text() == "no markers\n"
