@@ -116,6 +116,32 @@ def _run_train(args: argparse.Namespace) -> None:
         _export(result.run_dir, "best", args.export)
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="val loss of trained weights beside uniform, unigram and untrained",
+                       description="Loss on the whole validation split of trained weights, and for scale: "
+                                   "uniform guessing, a unigram model of the training split, the untrained model.")
+    p.add_argument("--weights", type=Path, help="weights folder or file (default: trained_model/)")
+    p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/ (default: shakespeare)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from .evaluate import reference_losses
+    from .files import atomic_write_text
+    from .sample import load_model
+
+    model = load_model(args.weights, device=args.device)
+    losses = reference_losses(model, args.dataset)
+    print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
+    for key in ("uniform", "unigram", "untrained", "trained"):
+        print(f"  {key:<10} {losses[key]:.4f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(losses, indent=1))
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="the experiments: lr sweep, each variant, the best combination (resumable)",
                        description="Run the measured experiments (see nanogpt_lib/experiments.py): grids of short "
@@ -198,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_export(sub)
     _add_sweep(sub)
+    _add_eval(sub)
     b = sub.add_parser("bench", help="side-by-side benchmarks that print ratios",
                        description="Measure ours against a baseline in one run; print medians, spread and ratios.")
     b.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
@@ -207,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "train": _run_train,
-            "sample": _run_sample, "sweep": _run_sweep, "export": lambda a: _export(a.run, a.which, a.out)}
+            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "export": lambda a: _export(a.run, a.which, a.out)}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -1,0 +1,62 @@
+"""Reference losses: unigram counts, whole-split val loss, the eval command."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from nanogpt_lib import cli
+from nanogpt_lib.checkpoint import export_weights
+from nanogpt_lib.data import TokenData
+from nanogpt_lib.evaluate import reference_losses, unigram_loss, val_loss
+from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.prepare import PrepareConfig, prepare
+from nanogpt_lib.tokenizer import N_VOCAB
+
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8)
+
+
+@pytest.fixture
+def data(txt_dir, tmp_path) -> TokenData:
+    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "data"))
+    return TokenData(tmp_path / "data" / "txt", 8)
+
+
+def test_unigram_loss_is_the_smoothed_frequency_cross_entropy(data):
+    train, val = np.asarray(data.splits["train"]), np.asarray(data.splits["val"])
+    counts = np.bincount(train, minlength=N_VOCAB) + 1.0
+    expected = -np.mean([math.log(counts[t] / counts.sum()) for t in val])
+    assert unigram_loss(data) == pytest.approx(expected, rel=1e-9)
+    assert unigram_loss(data) < math.log(N_VOCAB)
+
+
+def test_val_loss_covers_the_whole_split_in_windows(data):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    tokens = torch.from_numpy(np.asarray(data.splits["val"]).astype(np.int64))
+    n = (len(tokens) - 1) // 8
+    logits, _ = model(tokens[: n * 8].view(n, 8), all_logits=True)
+    expected = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[1: n * 8 + 1])
+    assert val_loss(model, data, batch_size=7) == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_eval_command_prints_and_writes_the_references(data, tmp_path, monkeypatch, capsys):
+    import json
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    export_weights(model, model.config, tmp_path / "w")
+    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path))
+    assert cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--json",
+                     str(tmp_path / "ref.json")]) == 0
+    out = capsys.readouterr().out
+    assert "unigram" in out and "untrained" in out
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    assert ref["uniform"] == pytest.approx(math.log(N_VOCAB))
+    assert ref["untrained"] == pytest.approx(ref["trained"], abs=0.05)  # two random inits: both near ln V
+    assert abs(ref["untrained"] - math.log(50304)) < 0.1
+    assert reference_losses(model, "txt", tmp_path / "data")["trained"] == pytest.approx(ref["trained"])
