@@ -150,6 +150,27 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     naive = measure("naive fp32 (eager attention, full CE)", "token", stepper(False), tokens, steps, repeats)
     result = compare(f"training step, B={batch_size} T={cfg.model.block_size}, {torch.get_num_threads()} threads",
                      ours, naive)
+    # The default recipe trains a different model (RoPE, ReLU^2) with another optimizer (Muon): its speed
+    # per token, for scale; its gain is in steps to a loss (README "Experiments"), not tokens/s.
+    recipe = TrainConfig()
+    torch.manual_seed(0)
+    recipe_model = GPT(recipe.model)
+    recipe_opts = recipe_model.configure_optimizers(recipe.weight_decay, recipe.lr, (recipe.beta1, recipe.beta2),
+                                                    "cpu", recipe.optimizer, recipe.muon_lr, recipe.muon_momentum)
+    k = iter(range(10**9))
+
+    def recipe_step() -> None:
+        x, y = data.get_batch("train", next(k), batch_size, cfg.seed)
+        with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
+            _, loss = recipe_model(x, y)
+        loss.backward()
+        for opt in recipe_opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    default = measure("default recipe (RoPE, ReLU^2, Muon)", "token", recipe_step, tokens, steps, repeats)
+    print(f"  {default}")
+    result["default_recipe"] = {"median": default.median, "min": min(default.rates), "max": max(default.rates)}
     final = {}
     for label, fast_path in (("library default", True), ("naive fp32", False)):
         step = stepper(fast_path)
