@@ -75,7 +75,11 @@ def test_all_stages_and_the_report(tmp_path, data_dir):
     assert lr in TINY.lrs and len(exp.results["lr"]) == len(TINY.lrs) * 2
     base = exp.baseline_results()
     assert exp.decisions["target"] == pytest.approx(sum(r["final"]["val_loss"] for r in base) / 2)
+    assert all(r["config"]["optimizer"] == "adamw" and r["config"]["model"]["pos"] == "learned"
+               and r["config"]["model"]["mlp"] == "gelu" for r in exp.results["lr"])  # GPT-2, whatever the defaults
     exp.variant_stage()
+    rope = next(r for r in exp.results["variant"] if r["label"] == "rope")
+    assert rope["config"]["model"]["pos"] == "rope" and rope["config"]["optimizer"] == "adamw"
     assert {r["label"] for r in exp.results["variant"]} == {"rope", "relu2", "qk_norm", "untied", "softcap", "muon"}
     exp.decisions["winners"] = ["rope", "muon"]  # whatever measured best at this scale, the combo must run
     combo = exp.combo_stage()

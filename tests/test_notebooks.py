@@ -62,3 +62,48 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
     )
     assert "status 'paused' at step 4" in printed
     assert "status 'finished' at step 6" in printed
+
+
+def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The experiments notebook at tiny scale, in a fresh project home holding only the shipped plays: every
+    # stage runs, the report lands in out_dir, and a second execution reads the finished runs instead of
+    # training them again.
+    home = tmp_path / "home"
+    shutil.copytree(paths.shakespeare_dir(), home / "data" / "shakespeare" / "plays")
+    monkeypatch.setenv("NANOGPT_HOME", str(home))  # inherited by the papermill kernel
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+    out_dir = tmp_path / "exp"
+    parameters = dict(scale="tiny", out_dir=str(out_dir), workers=1)
+    first = tmp_path / "07_experiments.out.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "07_experiments.ipynb"), str(first), parameters=parameters,
+                               kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+
+    assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
+    for name in ("summary.json", "results.md", "lr_range.json", "lr_sweep.png", "val_curves.png",
+                 "steps_to_target.png"):
+        assert (out_dir / name).is_file(), name
+    for name in ("lr_sweep.png", "val_curves.png", "steps_to_target.png"):
+        assert (out_dir / name).read_bytes()[:8] == PNG_SIGNATURE
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert {"lr", "target", "baseline_label", "winners"} <= set(summary["decisions"])
+
+    # The executed notebook shows the results table exactly as results.md holds it.
+    table = (out_dir / "results.md").read_text().strip()
+    assert table.startswith("Target: val loss") and "| stage | run |" in table
+    nb = json.loads(first.read_text())
+    shown = ["".join(o.get("data", {}).get("text/markdown", "")) for cell in nb["cells"]
+             if cell["cell_type"] == "code" for o in cell["outputs"]]
+    assert any(table in text for text in shown)
+
+    # Run again into another file: every run is finished, so none is trained again.
+    stamps = {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")}
+    assert len(stamps) >= 16  # lr stage (2 rates x 2 seeds) and variants (6 x 2 seeds) at least
+    second = tmp_path / "07_experiments.again.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "07_experiments.ipynb"), str(second), parameters=parameters,
+                               kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+    assert {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")} == stamps
+    again = json.loads(second.read_text())
+    printed = "".join("".join(o.get("text", "")) for cell in again["cells"] if cell["cell_type"] == "code"
+                      for o in cell["outputs"])
+    assert "starting new run" not in printed and "range test read from" in printed
