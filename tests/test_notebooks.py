@@ -1,8 +1,8 @@
-"""The training notebook as papermill runs it (the README's overnight command), with small parameters.
+"""Notebooks as papermill runs them headless, with small parameters: 05 (the README's overnight command)
+and 07 (the experiments, on the tiny grid).
 
-nbval (``python -m pytest`` collects ``notebooks/``) runs every notebook with its committed defaults; this
-test runs ``05_training.ipynb`` with injected parameters instead, in a throwaway ``NANOGPT_HOME``, and checks
-what the run left on disk.
+nbval (``python -m pytest`` collects ``notebooks/``) runs every notebook with its committed defaults; these
+tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what the runs left on disk.
 """
 
 from __future__ import annotations
