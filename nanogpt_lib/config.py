@@ -50,7 +50,7 @@ class TrainConfig:
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 100
-    schedule: str = "cosine"
+    schedule: str = "wsd"
     decay_frac: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9

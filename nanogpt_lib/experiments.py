@@ -42,7 +42,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 # The baseline is GPT-2 as published, whatever the training defaults are now (they are this file's winners).
-GPT2_BASELINE: tuple[str, ...] = ("optimizer=adamw", "model.pos=learned", "model.mlp=gelu")
+GPT2_BASELINE: tuple[str, ...] = ("optimizer=adamw", "model.pos=learned", "model.mlp=gelu", "schedule=cosine")
 
 
 @dataclass
