@@ -47,7 +47,7 @@ def losses(run_dir: Path) -> list[tuple]:
 
 
 def test_lr_schedule():
-    c = cfg("max_steps=100", "warmup_steps=10", "lr=1.0", "min_lr=0.1")
+    c = cfg("max_steps=100", "warmup_steps=10", "lr=1.0", "min_lr=0.1", "schedule=cosine")
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
     assert lr_at(55, c) == pytest.approx(0.55) and lr_at(100, c) == pytest.approx(0.1)
 
@@ -100,9 +100,9 @@ def test_pause_then_resume_is_bitwise_exact(home, capsys, extra):
 
 
 def test_resuming_with_another_optimizer_is_refused(home):
-    train(cfg("max_steps=2", "name=opt"), progress=False)
+    train(cfg("max_steps=2", "name=opt", "optimizer=muon"), progress=False)
     with pytest.raises(TrainError, match="optimizer"):
-        Trainer(cfg("max_steps=4", "name=opt", "optimizer=muon"), mode="resume", progress=False)
+        Trainer(cfg("max_steps=4", "name=opt", "optimizer=adamw"), mode="resume", progress=False)
 
 
 KILLER = textwrap.dedent("""
