@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig, load_config
 from .files import atomic_write_text
-from .sweep import Grid, RunSpec, run_grid, steps_to_target
+from .sweep import RESULT, Grid, RunSpec, run_grid, steps_to_target
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "rope": ("model.pos=rope",),
@@ -194,10 +194,13 @@ class Experiments:
     decisions: dict[str, Any] = field(default_factory=dict)
 
     def run(self, stage: str, run_specs: list[RunSpec]) -> list[dict[str, Any]]:
+        """Run a stage's grid; its wall time is recorded only when it trained something (a re-read is free)."""
+        trained = any(not (self.grid.out_dir / spec.name / RESULT).is_file() for spec in run_specs)
         started = time.perf_counter()
         results = run_grid(run_specs, self.grid)
         self.results[stage] = results
-        self.decisions.setdefault("stage_seconds", {})[stage] = round(time.perf_counter() - started, 1)
+        if trained:
+            self.decisions.setdefault("stage_seconds", {})[stage] = round(time.perf_counter() - started, 1)
         return results
 
     def lr_stage(self) -> float:
@@ -216,6 +219,11 @@ class Experiments:
         # mean a little earlier, the other a little later, or not at all).
         self.decisions.update(lr=lr, target=target, baseline_label=best_label, baseline_steps=self.scale.max_steps)
         return lr
+
+    def base_value(self, key: str, default: str) -> str:
+        """A setting among the scale's base overrides (the last wins), else ``default``."""
+        values = [o.split("=", 1)[1] for o in self.scale.base if o.startswith(f"{key}=")]
+        return values[-1] if values else default
 
     def tuned(self) -> tuple[str, ...]:
         lr = self.decisions["lr"]
@@ -274,10 +282,7 @@ class Experiments:
             return {}
         half = self.scale.max_steps // 2
         ov = [o for o in combo["overrides"] if not o.startswith(("max_steps=", "warmup_steps="))]
-        warmup = self.scale.base and next((o for o in self.scale.base if o.startswith("warmup_steps=")), None)
-        if warmup:
-            ov.append(f"warmup_steps={max(1, int(warmup.split('=')[1]) // 2)}")
-        ov.append(f"max_steps={half}")
+        ov += [f"warmup_steps={max(1, int(self.base_value('warmup_steps', '100')) // 2)}", f"max_steps={half}"]
         rows = self.rows(self.run("half", specs("half", f"{combo['label']}, half the steps", tuple(ov),
                                                 self.scale.seeds)))
         self.decisions["half"] = rows[0]
@@ -296,9 +301,9 @@ class Experiments:
         combo = self.decisions.get("combo")
         if not self.scale.recipe or not combo:
             return {}
-        value = {o.split("=")[0]: o.split("=", 1)[1] for o in self.scale.base}
-        batch, steps = int(value.get("batch_size", 64)), max(2, self.scale.max_steps // 4)
-        warmup, every = max(1, int(value.get("warmup_steps", 100)) // 4), max(1, int(value.get("eval_every", 50)) // 2)
+        batch, steps = int(self.base_value("batch_size", "64")), max(2, self.scale.max_steps // 4)
+        warmup = max(1, int(self.base_value("warmup_steps", "100")) // 4)
+        every = max(1, int(self.base_value("eval_every", "50")) // 2)
         ov = (*self.winner_overrides(), f"max_steps={steps}", f"warmup_steps={warmup}", f"eval_every={every}")
         changes = {f"winner (cosine, batch {batch}, dropout 0)": (),
                    "wsd schedule": ("schedule=wsd",),
