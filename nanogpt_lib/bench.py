@@ -185,6 +185,7 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3,
     """Greedy sampling tokens/s with the KV cache against recomputing the whole window each token, from a
     prompt half a block long (so the window is well filled, and slides at the small block sizes)."""
     from .model import GPT, GPTConfig
+    from .sample import generate
 
     results = {}
     for block in block_sizes:
@@ -193,7 +194,7 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3,
         prompt = torch.randint(0, 50257, (1, block // 2))
 
         def sampler(cache: bool, model: GPT = model, prompt: torch.Tensor = prompt) -> Callable[[], Any]:
-            return lambda: model.generate(prompt, new_tokens, temperature=0, use_cache=cache)
+            return lambda: generate(model, prompt, new_tokens, temperature=0, use_cache=cache)
 
         ours = measure("KV cache", "token", sampler(True), new_tokens, 1, repeats)
         naive = measure("recompute the context", "token", sampler(False), new_tokens, 1, repeats)

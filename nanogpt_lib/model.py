@@ -1,4 +1,4 @@
-"""A GPT-2-style language model in one file: config, layers, loss, optimizer, GPT-2 import and sampling.
+"""A GPT-2-style language model in one file: config, layers, the model, its optimizers and GPT-2 import.
 
 The names follow GPT-2 (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ...) so that OpenAI's weights
 map onto it one to one, and the whole model reads top to bottom as in "Attention Is All You Need" with
@@ -7,7 +7,8 @@ GPT-2's changes: learned positions, LayerNorm before each sub-layer, a final Lay
 Later variants are switches in :class:`GPTConfig`, all off by default (GPT-2 as published): rotary
 positions (RoPE, Su et al. 2021), ReLU-squared MLP (So et al. 2021, "Primer"), QK-norm (Henry et al. 2020),
 an untied LM head, and tanh soft-capping of the logits (Gemma 2). The Muon optimizer is in
-:meth:`GPT.configure_optimizers`.
+:meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the sampling loop (temperature,
+top-k, top-p, KV cache, sliding window) in ``sample.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 from torch.nn import functional as F
+
+from .loss import linear_cross_entropy
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's cached keys and values, each (B, n_head, T, head_dim)
 
@@ -372,155 +374,3 @@ class GPT(nn.Module):
             for k, v in sd.items():
                 ours[k].copy_(v)
         return model
-
-    # ---- sampling ---------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True,
-                 vocab_limit: int | None = None) -> torch.Tensor:
-        """``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens; see :meth:`generate_stream`."""
-        steps = self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, vocab_limit)
-        return torch.cat([idx, *steps], dim=1)
-
-    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                        use_cache: bool = True, vocab_limit: int | None = None) -> Iterator[int]:
-        """Yield each new token id of one prompt (1, T) as soon as it is sampled.
-
-        ``temperature`` 0 is greedy; ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set
-        holding that much probability; ``seed`` draws from a private generator (global RNG untouched).
-        Context: at most block_size tokens. When a new token would overflow it, the window slides to its
-        last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
-        re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
-        (same tokens, same positions), so both paths sample from the same distributions. ``vocab_limit``
-        keeps ids below it (the tokenizer's 50257 of the padded 50304 rows).
-        """
-        if idx.dim() != 2 or idx.size(0) != 1:
-            raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
-        return (int(t) for t in self._steps(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
-                                            vocab_limit))
-
-    def _steps(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-               top_p: float | None, seed: int | None, use_cache: bool,
-               vocab_limit: int | None = None) -> Iterator[torch.Tensor]:
-        """Check the arguments now (not at the first ``next``), then return the (B, 1) token generator."""
-        if idx.dim() != 2 or idx.size(1) == 0:
-            raise ValueError(f"prompt must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
-        gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
-        return self._sample_loop(idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, vocab_limit)
-
-    @torch.no_grad()  # on a generator, torch re-enters no_grad around each step, not while suspended
-    def _sample_loop(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-                     top_p: float | None, gen: torch.Generator | None, use_cache: bool,
-                     vocab_limit: int | None) -> Iterator[torch.Tensor]:
-        T, keep = self.config.block_size, max(1, self.config.block_size // 2)
-        ctx = idx[:, -T:]  # the window the next token is predicted from
-        past: list[KV] | None = None
-        for _ in range(max_new_tokens):
-            was_training = self.training  # eval (no dropout) per step: the caller's mode holds between tokens
-            self.eval()
-            try:  # no cache: the whole window; cached: only the newest token, at the next position
-                h, kv = self._trunk(ctx) if past is None else self._trunk(ctx[:, -1:], past)
-            finally:
-                self.train(was_training)
-            past = kv if use_cache else None
-            logits = self.logits(h[:, -1, :]).float()
-            if vocab_limit is not None:  # padding rows are never real tokens
-                logits[:, vocab_limit:] = float("-inf")
-            token = _sample(logits, temperature, top_k, top_p, gen)
-            ctx = torch.cat([ctx, token], dim=1)
-            if ctx.size(1) > T:  # slide; the positions restart at 0, so the cache is rebuilt
-                ctx, past = ctx[:, -keep:], None
-            yield token
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``h @ weight.T`` against ``targets``, a chunk of positions at a time.
-
-    The plain path writes (N, vocab) logits, then log-softmax, then their gradient: three passes over a
-    tensor of 50k floats per token (800 MB at 4096 tokens) that dwarf the matmuls. Here each chunk's
-    logits are turned into their gradient in place (softmax minus one-hot) while still in cache, and the
-    gradients of ``h`` and ``weight`` are finished in the forward pass; backward only scales them.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> torch.Tensor:
-        valid = targets != -1
-        n = valid.sum()
-        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
-        w, hc = weight.to(compute_dtype), h.to(compute_dtype)
-        grad_h = torch.zeros_like(h) if want_grad else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_grad else None
-        total = torch.zeros((), dtype=acc, device=h.device)
-        for s in range(0, h.size(0), chunk):
-            t, ok = targets[s:s + chunk], valid[s:s + chunk]
-            logits = (hc[s:s + chunk] @ w.t()).to(acc)
-            if softcap > 0:  # logits = cap * tanh(z / cap); keep tanh for the chain rule
-                th = torch.tanh(logits.div_(softcap))
-                logits = th * softcap
-            lse = torch.logsumexp(logits, dim=1)
-            picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
-            total += ((lse - picked) * ok).sum()
-            if want_grad:  # d loss / d logits = (softmax - onehot) / n, built in the logits' memory
-                g = logits.sub_(lse[:, None]).exp_()
-                g[torch.arange(len(t), device=g.device), t.clamp(min=0)] -= 1.0
-                g.mul_((ok.to(acc) / n)[:, None])
-                if softcap > 0:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
-                    g.mul_(th.square_().neg_().add_(1.0))
-                g = g.to(compute_dtype)
-                grad_h[s:s + chunk] = (g @ w).to(h.dtype)
-                grad_w += (g.t() @ hc[s:s + chunk]).to(acc)
-        if want_grad:
-            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
-        return total / n
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None, None, None
-
-
-def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int | None = None, softcap: float = 0.0) -> torch.Tensor:
-    """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits.
-
-    ``softcap`` > 0 caps the logits at ``softcap * tanh(logits / softcap)`` first. Under autocast the
-    matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the softmax in float32,
-    as autocast itself would do. ``chunk`` positions at a time: 128 fits a CPU's cache; a GPU needs
-    bigger pieces to be busy (1024 rows of fp32 logits are 200 MB).
-    """
-    kind = h.device.type
-    chunk = chunk or (128 if kind == "cpu" else 1024)
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
-    # Decided here: inside forward, needs_input_grad stays True under torch.no_grad(), and evaluation
-    # would pay for gradients it throws away.
-    want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    with torch.autocast(kind, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype, want_grad, float(softcap))
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-            gen: torch.Generator | None) -> torch.Tensor:
-    """One token id per row of (B, vocab) float logits, shape (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)

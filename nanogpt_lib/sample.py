@@ -1,7 +1,10 @@
-"""Text in, text out: load a trained model and sample from it (the CLI, notebooks and widgets call this).
+"""Sampling: how a trained GPT writes text, one token at a time (the module notebook 06 teaches).
 
-Decoding streams: token ids come one at a time from the model's KV-cache generator, and text is released
-only once it decodes cleanly, so a character split across two BPE tokens never shows as garbage.
+Top to bottom: :func:`sample_next` turns the last position's logits into a token (temperature, top-k,
+top-p); :func:`generate` and :func:`generate_stream` run the loop with a KV cache and a sliding window;
+:func:`load_model`, :func:`stream_text` and :func:`generate_text` are text in, text out for the CLI,
+notebooks and widgets. Text is released only once it decodes cleanly, so a character split across two BPE
+tokens never shows as garbage.
 """
 
 from __future__ import annotations
@@ -15,8 +18,114 @@ import torch
 from . import paths
 from .checkpoint import load_weights
 from .devices import pick_device
-from .model import GPT
+from .model import GPT, KV
 from .tokenizer import N_VOCAB, decode, encode
+
+# ---- one token from logits ------------------------------------------------------------------------
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of (B, vocab) float logits, shape (B, 1).
+
+    ``temperature`` 0 is greedy (argmax); otherwise the logits are divided by it, ``top_k`` keeps the k
+    likeliest tokens, ``top_p`` the smallest set holding at least that much probability, and one token is
+    drawn from what is left (from ``gen`` if given, so the global RNG is untouched).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
+
+
+# ---- the sampling loop ----------------------------------------------------------------------------
+
+
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+             use_cache: bool = True, vocab_limit: int | None = None) -> torch.Tensor:
+    """``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens per row; see :func:`generate_stream`.
+
+    All B rows are sampled together: the LM head's weight is read once per step for the whole batch.
+    """
+    steps = _steps(model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, vocab_limit)
+    return torch.cat([idx, *steps], dim=1)
+
+
+def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                    use_cache: bool = True, vocab_limit: int | None = None) -> Iterator[int]:
+    """Yield each new token id of one prompt (1, T) as soon as it is sampled.
+
+    ``temperature`` 0 is greedy; ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set
+    holding that much probability; ``seed`` draws from a private generator (global RNG untouched).
+    Context: at most block_size tokens. When a new token would overflow it, the window slides to its
+    last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
+    re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
+    (same tokens, same positions), so both paths sample from the same distributions. ``vocab_limit``
+    keeps ids below it; by default the GPT-2 tokenizer's 50257 when the model's vocabulary is padded
+    past it (50304 rows), so a padding id is never emitted.
+    """
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
+    return (int(t) for t in _steps(model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
+                                   vocab_limit))
+
+
+def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+           top_p: float | None, seed: int | None, use_cache: bool,
+           vocab_limit: int | None = None) -> Iterator[torch.Tensor]:
+    """Check the arguments now (not at the first ``next``), then return the (B, 1) token generator."""
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f"prompt must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not temperature >= 0 or temperature == float("inf"):  # `not >=` also catches NaN
+        raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if vocab_limit is None and model.config.vocab_size > N_VOCAB:
+        vocab_limit = N_VOCAB  # the padded rows (50257..50303) are never real tokens
+    gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
+    return _sample_loop(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, vocab_limit)
+
+
+@torch.no_grad()  # on a generator, torch re-enters no_grad around each step, not while suspended
+def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+                 top_p: float | None, gen: torch.Generator | None, use_cache: bool,
+                 vocab_limit: int | None) -> Iterator[torch.Tensor]:
+    T, keep = model.config.block_size, max(1, model.config.block_size // 2)
+    ctx = idx[:, -T:]  # the window the next token is predicted from
+    past: list[KV] | None = None
+    for _ in range(max_new_tokens):
+        was_training = model.training  # eval (no dropout) per step: the caller's mode holds between tokens
+        model.eval()
+        try:  # no cache: the whole window; cached: only the newest token, at the next position
+            h, kv = model._trunk(ctx) if past is None else model._trunk(ctx[:, -1:], past)
+        finally:
+            model.train(was_training)
+        past = kv if use_cache else None
+        logits = model.logits(h[:, -1, :]).float()
+        if vocab_limit is not None and vocab_limit < logits.size(-1):
+            logits[:, vocab_limit:] = float("-inf")
+        token = sample_next(logits, temperature, top_k, top_p, gen)
+        ctx = torch.cat([ctx, token], dim=1)
+        if ctx.size(1) > T:  # slide; the positions restart at 0, so the cache is rebuilt
+            ctx, past = ctx[:, -keep:], None
+        yield token
+
+
+# ---- text in, text out ----------------------------------------------------------------------------
 
 
 def load_model(path: str | Path | None = None, device: str = "auto") -> GPT:
@@ -39,9 +148,9 @@ def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature:
     """Yield pieces of generated text as they come (the prompt itself is not repeated)."""
     ids: list[int] = []
     shown = ""
-    gen = model.generate_stream(_prompt_ids(model, prompt), max_new_tokens, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed, vocab_limit=N_VOCAB)
-    for token in gen:
+    tokens = generate_stream(model, _prompt_ids(model, prompt), max_new_tokens, temperature=temperature,
+                             top_k=top_k, top_p=top_p, seed=seed, vocab_limit=N_VOCAB)
+    for token in tokens:
         ids.append(int(token))
         text = decode(ids)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character

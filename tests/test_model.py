@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib.model import GPT, GPTConfig, linear_cross_entropy
+from nanogpt_lib.loss import linear_cross_entropy
+from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.sample import generate, generate_stream
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16)
 
@@ -231,8 +233,8 @@ def test_gpt2_import_errors(tmp_path):
 def test_cached_greedy_equals_uncached(model, n_prompt, n_new):
     """Short (no slide), far past block_size (several slides), and a prompt longer than block_size."""
     p = prompt(n_prompt)
-    cached = model.generate(p, n_new, temperature=0)
-    uncached = model.generate(p, n_new, temperature=0, use_cache=False)
+    cached = generate(model, p, n_new, temperature=0)
+    uncached = generate(model, p, n_new, temperature=0, use_cache=False)
     assert cached.shape == (1, n_prompt + n_new)
     assert torch.equal(cached, uncached)
     assert torch.equal(cached[:, :n_prompt], p)
@@ -250,38 +252,38 @@ def test_cache_holds_the_same_distributions(model):
 
 def test_sampling_seeds_top_k_top_p(model):
     p = prompt(4)
-    a = model.generate(p, 20, temperature=1.0, seed=7)
+    a = generate(model, p, 20, temperature=1.0, seed=7)
     state = torch.get_rng_state()
-    assert torch.equal(a, model.generate(p, 20, temperature=1.0, seed=7))
+    assert torch.equal(a, generate(model, p, 20, temperature=1.0, seed=7))
     assert torch.equal(state, torch.get_rng_state())  # a seeded run leaves the global RNG alone
-    assert not torch.equal(a, model.generate(p, 20, temperature=1.0, seed=8))
-    greedy = model.generate(p, 20, temperature=0)
-    assert torch.equal(model.generate(p, 20, temperature=1.5, top_k=1, seed=3), greedy)
-    assert torch.equal(model.generate(p, 20, temperature=1.0, top_p=1e-6, seed=3), greedy)
-    assert torch.equal(model.generate(p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5),
-                       model.generate(p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5, use_cache=False))
-    batch = model.generate(torch.cat([p, p]), 5, temperature=0)
-    assert torch.equal(batch[0], batch[1]) and torch.equal(batch[:1], model.generate(p, 5, temperature=0))
+    assert not torch.equal(a, generate(model, p, 20, temperature=1.0, seed=8))
+    greedy = generate(model, p, 20, temperature=0)
+    assert torch.equal(generate(model, p, 20, temperature=1.5, top_k=1, seed=3), greedy)
+    assert torch.equal(generate(model, p, 20, temperature=1.0, top_p=1e-6, seed=3), greedy)
+    assert torch.equal(generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5),
+                       generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5, use_cache=False))
+    batch = generate(model, torch.cat([p, p]), 5, temperature=0)
+    assert torch.equal(batch[0], batch[1]) and torch.equal(batch[:1], generate(model, p, 5, temperature=0))
 
 
 def test_stream_matches_generate_and_restores_modes(model):
     p = prompt(4)
     model.train()
-    stream = model.generate_stream(p, 25, temperature=0.9, top_k=10, seed=1)
+    stream = generate_stream(model, p, 25, temperature=0.9, top_k=10, seed=1)
     first = next(stream)
     assert isinstance(first, int)
     assert torch.is_grad_enabled() and model.training  # nothing leaks out between tokens
     ids = [first, *stream]
     assert model.training
-    assert ids == model.generate(p, 25, temperature=0.9, top_k=10, seed=1)[0, 4:].tolist()
-    assert model.generate(p, 0).shape == (1, 4)
+    assert ids == generate(model, p, 25, temperature=0.9, top_k=10, seed=1)[0, 4:].tolist()
+    assert generate(model, p, 0).shape == (1, 4)
 
 
 def test_sampling_is_not_disturbed_by_dropout():
     torch.manual_seed(0)
     m = GPT(GPTConfig(**TINY, dropout=0.5)).train()
     p = prompt(4)
-    assert torch.equal(m.generate(p, 10, temperature=0), m.generate(p, 10, temperature=0, use_cache=False))
+    assert torch.equal(generate(m, p, 10, temperature=0), generate(m, p, 10, temperature=0, use_cache=False))
     assert m.training
 
 
@@ -292,15 +294,15 @@ def test_sampling_is_not_disturbed_by_dropout():
 def test_bad_sampling_arguments(model, kwargs, match):
     args = dict(max_new_tokens=5) | kwargs
     with pytest.raises(ValueError, match=match):
-        model.generate(prompt(3), **args)
+        generate(model, prompt(3), **args)
     with pytest.raises(ValueError, match=match):
-        model.generate_stream(prompt(3), **args)  # raised at the call, not at the first token
+        generate_stream(model, prompt(3), **args)  # raised at the call, not at the first token
 
 
 def test_empty_prompt_and_batched_stream(model):
     with pytest.raises(ValueError, match="non-empty"):
-        model.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+        generate(model, torch.zeros(1, 0, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="non-empty"):
-        model.generate_stream(torch.zeros(1, 0, dtype=torch.long), 3)
+        generate_stream(model, torch.zeros(1, 0, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="one prompt"):
-        model.generate_stream(torch.zeros(2, 3, dtype=torch.long), 3)
+        generate_stream(model, torch.zeros(2, 3, dtype=torch.long), 3)

@@ -10,7 +10,8 @@ import torch
 
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT, GPTConfig
-from nanogpt_lib.sample import generate_text, load_model, stream_text
+from nanogpt_lib import sample
+from nanogpt_lib.sample import generate, generate_text, load_model, stream_text
 from nanogpt_lib.tokenizer import decode, encode
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
@@ -73,7 +74,7 @@ def test_generate_text_is_the_greedy_continuation(model, tmp_path):
     export_weights(model, TINY, tmp_path)
     loaded = load_model(tmp_path, device="cpu")
     text = generate_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0)
-    ids = model.generate(torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")):]
+    ids = generate(model, torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")):]
     assert text == decode(ids.tolist())
     pieces = list(stream_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0))
     assert "".join(pieces) == text and len(pieces) >= 2
@@ -85,7 +86,7 @@ def test_stream_never_shows_half_a_character(model, monkeypatch):
     """A character split over two tokens is held back until complete."""
     snowman = encode("☃")  # three UTF-8 bytes, encoded as more than one token
     assert len(snowman) > 1
-    monkeypatch.setattr(GPT, "generate_stream", lambda self, idx, n, **kw: iter(snowman + encode(" ok")))
+    monkeypatch.setattr(sample, "generate_stream", lambda model, idx, n, **kw: iter(snowman + encode(" ok")))
     pieces = list(stream_text(model, "x", max_new_tokens=5))
     assert "".join(pieces) == "☃ ok" and all("\ufffd" not in p for p in pieces)
 
@@ -118,7 +119,9 @@ def test_padding_ids_are_never_sampled(model):
         model.transformer.ln_f.weight.zero_()
         model.transformer.ln_f.bias.fill_(1.0)  # every hidden state becomes all-ones ...
         model.transformer.wte.weight[50257:] = 1.0  # ... so the padding rows have the largest logits
-    raw = model.generate(torch.tensor([encode("x")]), 3, temperature=0)[0, 1:]
+    prompt = torch.tensor([encode("x")])
+    raw = generate(model, prompt, 3, temperature=0, vocab_limit=model.config.vocab_size)[0, 1:]
     assert raw.min().item() >= 50257  # without the limit the model would emit padding
+    assert generate(model, prompt, 3, temperature=0)[0, 1:].max().item() < 50257  # the default limit
     text = generate_text(model, "x", max_new_tokens=5, temperature=0)
     assert all(t < 50257 for t in encode(text)) and text

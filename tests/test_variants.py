@@ -10,7 +10,9 @@ from torch.nn import functional as F
 
 from nanogpt_lib.checkpoint import export_weights, load_weights
 from nanogpt_lib.config import ConfigError, load_config
-from nanogpt_lib.model import GPT, GPTConfig, Rotary, linear_cross_entropy
+from nanogpt_lib.loss import linear_cross_entropy
+from nanogpt_lib.model import GPT, GPTConfig, Rotary
+from nanogpt_lib.sample import generate
 from nanogpt_lib.train import lr_at
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16)
@@ -93,8 +95,8 @@ def test_rope_model_has_no_position_table_and_its_kv_cache_matches_recompute():
     base = GPT(GPTConfig(**TINY))
     assert m.num_params(non_embedding=False) == base.num_params(non_embedding=False) - 16 * 32 + 2 * 2 * 16
     x = torch.randint(0, 100, (1, 5))
-    cached = m.generate(x, 40, temperature=0, use_cache=True)  # past the block: slides and re-fills
-    assert torch.equal(cached, m.generate(x, 40, temperature=0, use_cache=False))
+    cached = generate(m, x, 40, temperature=0, use_cache=True)  # past the block: slides and re-fills
+    assert torch.equal(cached, generate(m, x, 40, temperature=0, use_cache=False))
     m.crop_block_size(8)  # nothing to crop, the context just shrinks
     assert m.config.block_size == 8
 
