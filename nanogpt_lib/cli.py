@@ -72,12 +72,11 @@ def _run_info(args: argparse.Namespace) -> None:
 
     print(f"nanogpt_lib {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"numpy {numpy.__version__}  tiktoken {tiktoken.__version__}")
-    from .devices import describe_devices
-
-    print(describe_devices())
     from .data import DatasetError, verify_dataset
+    from .devices import describe_devices
     from .prepare import describe, read_meta
 
+    print(describe_devices())
     root = args.data_dir or paths.data_dir()
     found = [(d, m) for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
     print(f"prepared datasets in {root}:" if found else f"no prepared datasets in {root}: run `nanogpt prepare`")
