@@ -1,14 +1,23 @@
-"""Checkpoints and exported weights: written atomically, read without executing code.
+"""Checkpoints and exported weights: written atomically, verified on load, read without executing code.
 
 A training checkpoint is a ``torch.save`` of tensors and plain Python values only (no pickled objects), so
 ``torch.load(weights_only=True)`` reads it. Exported weights are safetensors plus a ``config.json``.
 Every file goes to a temporary name, is fsynced, then renamed: a crash mid-write leaves the previous file.
+
+Checkpoints are verified before they are unpickled: ``torch.save`` writes a zip whose every record carries
+a CRC32, and ``torch.load`` does not check them (flipped bytes load as wrong numbers). Checking them with
+``zipfile`` costs a read of the file (measured 0.06 s for an 88 MB checkpoint, against 0.3 s to sha256 it
+and 0.12 s to load it), needs no extra file, and catches flipped, truncated and empty files alike. The
+previous good checkpoint is kept as ``ckpt.prev.pt`` (a hard link, so no copy) and ``load_checkpoint``
+falls back to it when the newest fails verification.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import struct
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,35 +26,176 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .files import atomic_write, atomic_write_text
+from .files import atomic_link, atomic_write, atomic_write_text
 from .model import GPT, GPTConfig
 
 WEIGHTS_FILE = "gpt2_trained_weights.safetensors"  # the seed's trained_model/gpt2_trained_weights.pth, made safe
 CONFIG_FILE = "config.json"
 TIED_KEY = "lm_head.weight"  # tied to transformer.wte.weight; stored once
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy (pre-zip) torch format starts with a pickle protocol byte
 
 
 class CheckpointError(Exception):
     """A checkpoint or weights file that cannot be used; the message says why."""
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``state`` holds tensors and plain values only, so it loads with ``weights_only=True``."""
-    atomic_write(path, lambda fh: torch.save(state, fh))
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def previous_path(path: str | Path) -> Path:
+    """Where the previous good checkpoint of ``path`` is kept: ``ckpt.pt`` -> ``ckpt.prev.pt``."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the file at ``path`` is damaged (empty, truncated, a record failing its CRC32), or None."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if not head:
+            return "the file is empty"
+        if head != ZIP_MAGIC:
+            return None if head[:1] == PICKLE_MAGIC else "not a PyTorch checkpoint (no zip header)"
+        with zipfile.ZipFile(path) as zf:
+            if not any(i.CRC for i in zf.infolist() if i.file_size):
+                return None  # saved with torch.serialization.set_crc32_options(False): nothing to check
+            bad = zf.testzip()
+        return f"record {bad} fails its CRC32 check" if bad else None
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error, NotImplementedError) as e:
+        return f"truncated or damaged: {first_line(e)}"
+    except OSError as e:
+        return f"unreadable: {first_line(e)}"
+
+
+class _RecordingWriter:
+    """Passes writes through and keeps the first OSError: ``torch.save`` replaces it with a vague
+    RuntimeError ("unexpected pos"), which would hide a full disk."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _torch_save(state: dict[str, Any], fh: Any) -> None:
+    crc_was_on = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)  # load verifies them
+    writer = _RecordingWriter(fh)
+    try:
+        torch.save(state, writer)
+    except RuntimeError:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+    finally:
+        torch.serialization.set_crc32_options(crc_was_on)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors and plain values only) atomically, keeping the previous good checkpoint.
+
+    Order: the new file is written and fsynced under a temporary name; the current ``ckpt.pt``, if it
+    verifies, becomes ``ckpt.prev.pt``; then the new file is renamed to ``ckpt.pt``. A crash at any point
+    leaves a complete ``ckpt.pt``. A damaged ``ckpt.pt`` is not rotated in, so ``ckpt.prev.pt`` stays the
+    last good one; a run's first save removes a ``ckpt.prev.pt`` left by an earlier run of that name.
+    """
+    path = Path(path)
+    prev = previous_path(path)
+
+    def rotate() -> None:
+        if path.is_file():
+            if checkpoint_problem(path) is None:
+                atomic_link(path, prev)
+        else:
+            prev.unlink(missing_ok=True)
+
+    atomic_write(path, lambda fh: _torch_save(state, fh), before_replace=rotate)
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a checkpoint and its kept previous one (a finished sweep run, ``--mode reset``)."""
+    for p in (Path(path), previous_path(path)):
+        p.unlink(missing_ok=True)
+
+
+class _Damaged(Exception):
+    """The bytes of a checkpoint are damaged (as opposed to holding something refused)."""
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    problem = checkpoint_problem(path)
+    if problem:
+        raise _Damaged(problem)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path} holds pickled Python objects, which are refused (they could run code): {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        if "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, which are refused (they could run code): {first_line(e)}"
+            ) from None
+        raise _Damaged(f"UnpicklingError: {first_line(e)}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, struct.error) as e:
+        raise _Damaged(f"{type(e).__name__}: {first_line(e)}") from None
+
+
+def _check_training_checkpoint(ckpt: Any, path: Path) -> None:
+    """A ``ckpt*.pt`` must hold the weights and the config that shaped them."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    for key in ("model", "config"):
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(
+                f"{path} has no {key!r} entry: it was not written by `nanogpt train` "
+                "(export weights with config.json instead, or start the run over with --mode reset)"
+            )
+    if not isinstance(ckpt["config"].get("model"), dict):
+        raise CheckpointError(f"{path}: its 'config' has no 'model' section: it was not written by `nanogpt train`")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Read a checkpoint after verifying it; if the newest is damaged, fall back to ``ckpt.prev.pt``
+    with a one-line message. Files holding pickled objects are refused, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    prev = previous_path(path)
+    try:
+        ckpt = _read(path, map_location)
+    except _Damaged as damage:
+        if not prev.is_file():
+            raise CheckpointError(
+                f"{path} is corrupt or truncated ({damage}) and there is no previous checkpoint "
+                f"{prev.name} to fall back on: start over with --mode reset"
+            ) from None
+        try:
+            ckpt = _read(prev, map_location)
+        except _Damaged as also:
+            raise CheckpointError(
+                f"{path} is corrupt or truncated ({damage}), and so is {prev.name} ({also}): "
+                "start over with --mode reset"
+            ) from None
+        step = ckpt.get("step") if isinstance(ckpt, dict) else None
+        at = f" (step {step})" if step is not None else ""
+        print(f"warning: {path} is damaged ({damage}); using the previous checkpoint {prev.name}{at}",
+              file=sys.stderr, flush=True)
+        path = prev
+    if path.suffix == ".pt" and path.name.startswith("ckpt"):
+        _check_training_checkpoint(ckpt, path)
+    return ckpt
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -77,6 +227,13 @@ def export_weights(model: torch.nn.Module, config: GPTConfig, folder: str | Path
     return folder / WEIGHTS_FILE
 
 
+def _model_config(d: dict[str, Any], source: Path) -> GPTConfig:
+    try:
+        return GPTConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad model settings: {first_line(e)}") from None
+
+
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """A GPT from exported weights: a folder (``config.json`` + safetensors or a seed-style ``.pth``),
     a ``.safetensors``/``.pth`` file beside a ``config.json``, or a run folder's ``ckpt.pt``."""
@@ -92,7 +249,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise CheckpointError(f"no weights at {path}")
     if path.name.endswith(".pt") and path.name.startswith("ckpt"):
         ckpt = load_checkpoint(path)
-        config = GPTConfig.from_dict(ckpt["config"]["model"])
+        config = _model_config(ckpt["config"]["model"], path)
         state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step")}
     else:
         cfg_file = path.parent / CONFIG_FILE
@@ -101,13 +258,20 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         try:
             meta = json.loads(cfg_file.read_text())
         except ValueError as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-        config = GPTConfig.from_dict(meta.get("model", meta))
+            raise CheckpointError(f"{cfg_file} is not valid JSON: {first_line(e)}") from None
+        settings = meta.get("model", meta) if isinstance(meta, dict) else meta
+        if not isinstance(settings, dict):
+            kind = {list: "a list", str: "a string"}.get(type(settings), type(settings).__name__)
+            raise CheckpointError(
+                f"{cfg_file} holds {kind}, not an object with the model's settings "
+                '({"model": {"n_layer": ..., ...}}): export the weights again with `nanogpt export`'
+            )
+        config = _model_config(settings, cfg_file)
         if path.suffix == ".safetensors":
             try:
                 state = load_file(path)
             except (SafetensorError, OSError) as e:
-                raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+                raise CheckpointError(f"{path} is corrupt or truncated ({first_line(e)})") from None
         else:  # the seed's .pth: a plain state dict, read without unpickling objects
             state = load_checkpoint(path)
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -1,6 +1,9 @@
 """The ``nanogpt`` command line: a thin argparse front end over the library.
 
-Errors the user can fix are printed as one line (``error: ...``) with exit status 2, never a traceback.
+Errors the user can fix are printed as one line (``error: ...``) with exit status 2, never a traceback
+(``NANOGPT_DEBUG=1`` shows it). Module-level imports are the standard library and tiny modules only:
+each command imports what it needs, so ``--help`` and argument errors answer at once (torch, datasets
+and the trainer take seconds to import).
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import sys
 from pathlib import Path
 
 from . import __version__, paths
-from .data import DatasetError
-from .prepare import PrepareConfig, PrepareError, describe, prepare, read_meta
-from .tokenizer import TokenizerFilesError
+from .files import USER_ERRNOS, AtomicWriteError, os_error_line
 
-USER_ERRORS: tuple[type[Exception], ...] = (PrepareError, DatasetError, TokenizerFilesError)
+# (module, class) of the errors the user can fix; a class counts once its module is imported (an error
+# cannot come from a module that was never imported), so catching them imports nothing.
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("nanogpt_lib.prepare", "PrepareError"), ("nanogpt_lib.data", "DatasetError"),
+    ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
+    ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.train", "TrainError"),
+)
 
 
 def _positive_int(text: str) -> int:
@@ -48,6 +55,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
+    from .prepare import PrepareConfig, prepare
+
     cfg = PrepareConfig(
         source=args.source, name=args.name, text_field=args.text_field, max_docs=args.max_docs,
         revision=args.revision, hub_config=args.hub_config, hub_split=args.hub_split,
@@ -63,14 +72,30 @@ def _run_info(args: argparse.Namespace) -> None:
 
     print(f"nanogpt_lib {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"numpy {numpy.__version__}  tiktoken {tiktoken.__version__}")
+    from .data import DatasetError, verify_dataset
     from .devices import describe_devices
+    from .prepare import describe, read_meta
 
     print(describe_devices())
     root = args.data_dir or paths.data_dir()
-    metas = [m for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
-    print(f"prepared datasets in {root}:" if metas else f"no prepared datasets in {root}: run `nanogpt prepare`")
-    for meta in metas:
-        print("  " + describe(meta))
+    found = [(d, m) for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
+    print(f"prepared datasets in {root}:" if found else f"no prepared datasets in {root}: run `nanogpt prepare`")
+    failed = []
+    for folder, meta in found:
+        try:
+            print("  " + describe(meta))
+        except (KeyError, TypeError, ValueError):
+            print(f"  {folder.name:<16} meta.json is incomplete")
+        if args.verify:
+            try:
+                verify_dataset(folder)
+                print(f"  {'':<16} verified: sizes, sha256 and token ids match meta.json")
+            except DatasetError as e:
+                print(f"  {'':<16} FAILED: {e}")
+                failed.append(folder.name)
+    if failed:
+        raise DatasetError(f"{len(failed)} data set(s) failed verification ({', '.join(failed)}): "
+                           "rebuild each with `nanogpt prepare SOURCE --name NAME --force`")
 
 
 BENCHMARKS = ("data", "prepare", "train", "sample")
@@ -220,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     info = sub.add_parser("info", help="prepared datasets, versions and devices")
     info.add_argument("--data-dir", type=Path, help="where prepared datasets live (default: data/)")
+    info.add_argument("--verify", action="store_true",
+                      help="read every prepared file: sizes, sha256 and token ids must match meta.json")
     _add_train(sub)
     _add_sample(sub)
     _add_export(sub)
@@ -238,32 +265,41 @@ COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "tr
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .train import TrainError
+    return tuple(getattr(sys.modules[mod], name) for mod, name in USER_ERRORS if mod in sys.modules)
 
-    return (*USER_ERRORS, CheckpointError, ConfigError, TrainError)
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (never empty: an exception without a message gives its type)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("NANOGPT_DEBUG", "") not in ("", "0")
     try:
         COMMANDS[args.command](args)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # bad sampling arguments and the like, raised by the library with a clear line
-        if args.command not in ("sample", "train"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. `nanogpt sample | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         print("interrupted; nothing was half-written", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug or not _is_user_error(e, args.command):
+            raise
+        plain_os_error = isinstance(e, OSError) and not isinstance(e, AtomicWriteError)
+        print(f"error: {os_error_line(e) if plain_os_error else one_line(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _is_user_error(e: Exception, command: str) -> bool:
+    if isinstance(e, _user_errors()):
+        return True
+    if isinstance(e, OSError):  # a full disk, a refused or read-only folder, from any command
+        return e.errno in USER_ERRNOS
+    # bad sampling arguments and the like, raised by the library with a clear line
+    return isinstance(e, ValueError) and command in ("sample", "train")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Batches from prepared token files.
+"""Batches from prepared token files, opened only when they match their ``meta.json``.
 
 Each split is memory-mapped once (nanoGPT reopens the memmap for every batch). Batch ``k`` of a run is a
 pure function of ``(seed, split, k, rank)``: a resumed run, or each rank of a distributed one, draws
 exactly the batches an uninterrupted run would, and the loader keeps no hidden state to checkpoint.
+
+``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256.
+Opening checks the sizes and ids (cheap); :func:`verify_dataset` (``nanogpt info --verify``) reads every
+byte to check the hashes and ids. A set that disagrees is refused with the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,47 +22,155 @@ import torch
 from .tokenizer import NAME as TOKENIZER_NAME
 
 SPLIT_IDS = {"train": 0, "val": 1}
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+VERIFY_CHUNK = 1 << 24  # bytes read at a time by verify_dataset
 
 
 class DatasetError(Exception):
     """The prepared dataset is missing or does not fit the request; the message says how to fix it."""
 
 
+def rebuild_hint(folder: Path, meta: Any = None) -> str:
+    """The command that rebuilds the data set in ``folder`` (from its recorded source when known)."""
+    source = meta.get("source") if isinstance(meta, dict) else None
+    name = folder.name
+    if source in (None, "shakespeare") and name == "shakespeare":
+        return "rebuild it with `nanogpt prepare --force`"
+    return f"rebuild it with `nanogpt prepare {source or 'SOURCE'} --name {name} --force`"
+
+
+def load_meta(folder: str | Path) -> dict[str, Any]:
+    """``folder/meta.json``, checked to hold what readers rely on, or a one-line :class:`DatasetError`."""
+    folder = Path(folder)
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"no prepared dataset at {folder}: run `nanogpt prepare` (or `nanogpt prepare SOURCE --name {folder.name}`)"
+        ) from None
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{path} is unreadable or not valid JSON ({e}): {rebuild_hint(folder)}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} holds a JSON {type(meta).__name__}, not a data set description: "
+                           f"{rebuild_hint(folder)}")
+    hint = rebuild_hint(folder, meta)
+    for key in ("splits", "vocab_size"):
+        if key not in meta:
+            raise DatasetError(f"{path} has no {key!r} entry: {hint}")
+    if not isinstance(meta["vocab_size"], int) or meta["vocab_size"] <= 0:
+        raise DatasetError(f"{path}: vocab_size {meta['vocab_size']!r} is not a positive whole number: {hint}")
+    if meta.get("dtype", "uint16") not in DTYPES:
+        raise DatasetError(f"{path}: unknown dtype {meta.get('dtype')!r} (expected {' or '.join(DTYPES)}): {hint}")
+    splits = meta["splits"]
+    for split in SPLIT_IDS:
+        info = splits.get(split) if isinstance(splits, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("bytes"), int):
+            raise DatasetError(f"{path}: split {split!r} is missing or has no byte count: {hint}")
+        name = info.get("file", f"{split}.bin")
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise DatasetError(f"{path}: split {split!r} names {name!r}, not a file in {folder}: {hint}")
+    return meta
+
+
+def split_file(folder: str | Path, meta: dict[str, Any], split: str) -> Path:
+    """The file holding ``split``: the one ``meta.json`` names (``train.bin`` unless a prepare was cut short)."""
+    return Path(folder) / meta["splits"][split].get("file", f"{split}.bin")
+
+
+def check_files(folder: str | Path, meta: dict[str, Any]) -> None:
+    """Each split file exists and has the byte size ``meta.json`` records (a whole number of tokens).
+
+    A size mismatch means the files are not the set ``meta.json`` describes: a half-finished or mixed
+    prepare, a copy cut short, or an edited file.
+    """
+    folder = Path(folder)
+    hint = rebuild_hint(folder, meta)
+    itemsize = np.dtype(DTYPES[meta.get("dtype", "uint16")]).itemsize
+    for split in SPLIT_IDS:
+        path = split_file(folder, meta, split)
+        if not path.is_file():
+            raise DatasetError(f"missing split {path}: {hint}")
+        size = path.stat().st_size
+        if size % itemsize:
+            raise DatasetError(f"{path} has {size:,} bytes, an odd count for {itemsize}-byte tokens "
+                               f"(cut short or not a token file): {hint}")
+        expected = meta["splits"][split]["bytes"]
+        if size != expected:
+            raise DatasetError(f"{path} has {size:,} bytes but meta.json records {expected:,}: the files are not "
+                               f"the set meta.json describes (an interrupted or mixed prepare?): {hint}")
+
+
+def max_token_id(meta: dict[str, Any]) -> int:
+    """The largest token id in the data set, as recorded at prepare (``vocab_size - 1`` for older files)."""
+    ids = [meta["splits"][s].get("max_id") for s in SPLIT_IDS]
+    return max(ids) if all(isinstance(i, int) for i in ids) else meta["vocab_size"] - 1
+
+
+def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[str, Any]:
+    """Read every byte of both splits: sha256 and largest id must match ``meta.json`` (and fit ``vocab_size``).
+
+    Returns the meta on success; raises a one-line :class:`DatasetError` naming the file otherwise.
+    """
+    folder = Path(folder)
+    meta = load_meta(folder)
+    check_files(folder, meta)
+    hint = rebuild_hint(folder, meta)
+    dtype = DTYPES[meta.get("dtype", "uint16")]
+    limit = min(meta["vocab_size"], vocab_size or meta["vocab_size"])
+    for split in SPLIT_IDS:
+        info, path = meta["splits"][split], split_file(folder, meta, split)
+        sha, top = hashlib.sha256(), -1
+        with open(path, "rb") as fh:
+            while chunk := fh.read(VERIFY_CHUNK):
+                sha.update(chunk)
+                ids = np.frombuffer(chunk, dtype=dtype)
+                if ids.size:
+                    top = max(top, int(ids.max()))
+        if "sha256" in info and sha.hexdigest() != info["sha256"]:
+            raise DatasetError(f"{path} does not match the sha256 in meta.json (damaged or replaced): {hint}")
+        if top >= limit:
+            raise DatasetError(f"{path} holds token id {top}, beyond the vocabulary of {limit}: {hint}")
+        if isinstance(info.get("max_id"), int) and top != info["max_id"]:
+            raise DatasetError(f"{path}: largest token id {top}, meta.json records {info['max_id']}: {hint}")
+    return meta
+
+
 class TokenData:
-    """Both splits of ``data/<name>/``, opened once, checked against the model that will read them."""
+    """Both splits of ``data/<name>/``, opened once, checked against ``meta.json`` and the model's vocab."""
 
     def __init__(self, folder: str | Path, block_size: int, vocab_size: int | None = None,
                  tokenizer: str = TOKENIZER_NAME) -> None:
         self.folder = Path(folder)
-        hint = f"run `nanogpt prepare` (or `nanogpt prepare SOURCE --name {self.folder.name}`)"
-        try:
-            self.meta = json.loads((self.folder / "meta.json").read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"no prepared dataset at {self.folder}: {hint}") from None
-        except ValueError as e:
-            raise DatasetError(f"{self.folder / 'meta.json'} is not valid JSON ({e}): {hint} --force") from None
+        self.meta = load_meta(self.folder)
         if self.meta.get("tokenizer") != tokenizer:
             raise DatasetError(
                 f"{self.folder} was tokenized with {self.meta.get('tokenizer')!r}, the model expects {tokenizer!r}"
             )
-        if vocab_size is not None and self.meta["vocab_size"] > vocab_size:
+        check_files(self.folder, self.meta)
+        top = max_token_id(self.meta)
+        if vocab_size is not None and top >= vocab_size:
             raise DatasetError(
-                f"{self.folder} has token ids up to {self.meta['vocab_size'] - 1}, "
-                f"beyond the model's vocab_size {vocab_size}"
+                f"{self.folder} has token ids up to {top}, beyond the model's vocab_size {vocab_size}: "
+                "raise model.vocab_size or prepare the data with the model's tokenizer"
             )
         self.block_size = block_size
+        self.vocab_size = vocab_size
+        dtype = DTYPES[self.meta.get("dtype", "uint16")]
         self.splits: dict[str, np.memmap] = {}
         for split in SPLIT_IDS:
-            path = self.folder / f"{split}.bin"
-            if not path.is_file():
-                raise DatasetError(f"missing split {path}: {hint} --force")
-            tokens = np.memmap(path, dtype=np.uint16, mode="r")
-            if len(tokens) < block_size + 1:
+            path = split_file(self.folder, self.meta, split)
+            n_tokens = path.stat().st_size // np.dtype(dtype).itemsize
+            if n_tokens < block_size + 1:
                 raise DatasetError(
-                    f"split {split!r} of {self.folder} has {len(tokens)} tokens, fewer than one block of "
+                    f"split {split!r} of {self.folder} has {n_tokens} tokens, fewer than one block of "
                     f"{block_size} + 1: prepare more text or lower block_size"
                 )
-            self.splits[split] = tokens
+            self.splits[split] = np.memmap(path, dtype=dtype, mode="r")
+
+    def verify(self) -> None:
+        """Check every byte against ``meta.json`` (sha256, largest id): see :func:`verify_dataset`."""
+        verify_dataset(self.folder, self.vocab_size)
 
     def __len__(self) -> int:
         return len(self.splits["train"])

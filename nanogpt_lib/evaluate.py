@@ -41,7 +41,8 @@ def val_loss(model: GPT, data: TokenData, batch_size: int = 64, progress: bool =
     device = next(model.parameters()).device
     model.eval()
     total = 0.0
-    for s in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc="val"):
+    bar = {} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+    for s in tqdm(range(0, n, batch_size), unit="batch", desc="val", **bar):
         xb, yb = x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)
         _, loss = model(xb, yb)
         total += loss.item() * xb.size(0)

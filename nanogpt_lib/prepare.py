@@ -5,9 +5,11 @@ local ``.txt``/``.jsonl``/``.parquet`` files, and Hugging Face hub datasets (Ope
 parquet export). Streaming means nothing is downloaded in full and no dataset cache is left behind.
 
 Documents are tokenized in batches on all cores, each followed by ``<|endoftext|>``, and routed whole to
-train or val by a deterministic rule, so memory is bounded by ``chunk_chars``, not by the corpus. Output
-is written to temporary files and renamed into place only when complete: an interrupted or failed run
-leaves the previous dataset as it was.
+train or val by a deterministic rule, so memory is bounded by ``chunk_chars``, not by the corpus.
+
+A data set is published as one unit (see :func:`_publish`): ``meta.json`` is the commit record and names
+the split files it vouches for, so a run killed at any point leaves either the previous data set or the
+new one complete, never a mix, with the usual names ``train.bin``, ``val.bin`` and ``meta.json`` at rest.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +30,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import paths
+from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
+from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
+from .files import tmp_path as _tmp_name
 from .tokenizer import EOT_ID, N_VOCAB, get_tokenizer
 from .tokenizer import NAME as TOKENIZER_NAME
 
@@ -35,7 +41,8 @@ OPENWEBTEXT_ID = "Skylion007/openwebtext"
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 META_VERSION = 1
-SPLITS = ("train", "val")
+SPLITS = tuple(SPLIT_IDS)
+_GEN = re.compile(r"^\.(train|val)\.bin\.gen-[0-9a-f]+$")  # split files named by meta.json mid-publication
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -231,18 +238,19 @@ def read_meta(out: Path) -> dict[str, Any] | None:
 
 
 def _is_current(out: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    meta = read_meta(out)
-    if not meta or meta.get("version") != META_VERSION or meta.get("request") != request:
+    """The meta of ``out`` if it was built from ``request`` and its files match it, else None."""
+    try:
+        meta = load_meta(out)
+        check_files(out, meta)
+    except DatasetError:
         return None
-    for split in SPLITS:
-        f = out / f"{split}.bin"
-        if not f.is_file() or f.stat().st_size != meta["splits"][split]["bytes"]:
-            return None
+    if meta.get("version") != META_VERSION or meta.get("request") != request:
+        return None
     return meta
 
 
 class _SplitWriter:
-    """Appends uint16 tokens to a temporary file, counting and hashing as it goes."""
+    """Appends uint16 tokens to a temporary file, counting, hashing and tracking the largest id."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -250,6 +258,7 @@ class _SplitWriter:
         self.sha = hashlib.sha256()
         self.tokens = 0
         self.docs = 0
+        self.max_id = -1
 
     def write(self, docs: list[list[int]]) -> None:
         if not docs:
@@ -264,19 +273,96 @@ class _SplitWriter:
         self.sha.update(buf)
         self.tokens += arr.size
         self.docs += len(docs)
+        self.max_id = max(self.max_id, int(arr.max()))
 
     def close(self) -> dict[str, Any]:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        return {"tokens": self.tokens, "docs": self.docs, "bytes": self.tokens * 2, "sha256": self.sha.hexdigest()}
+        if not self.fh.closed:
+            try:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+            finally:
+                self.fh.close()
+        return {"tokens": self.tokens, "docs": self.docs, "bytes": self.tokens * 2, "sha256": self.sha.hexdigest(),
+                "max_id": self.max_id}
+
+
+# ---- publishing a data set as one unit -----------------------------------------------------------
+# meta.json is the commit record: readers open the split files it names, and it is replaced atomically.
+# 1. the new splits, complete and fsynced, get unique names .train.bin.gen-XXXX (the old set is untouched);
+# 2. meta.json is replaced by one naming them: the commit point, the new set is live;
+# 3. train.bin and val.bin become hard links to them (each replaced atomically);
+# 4. meta.json is replaced by one naming train.bin and val.bin, and the .gen files are removed.
+# A kill before 2 leaves the old set, after it the new one; a later prepare finishes 3-4 and removes
+# what a killed run left behind.
+
+def _naming(meta: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    splits = {split: {**meta["splits"][split], "file": files[split]} for split in SPLITS}
+    return {**meta, "splits": splits}
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
+
+
+def _commit(out: Path, meta: dict[str, Any], written: dict[str, Path]) -> dict[str, Any]:
+    """Steps 1-2: make the new set live under unique names; return the meta.json that names them."""
+    token = secrets.token_hex(4)
+    gen = {split: out / f".{split}.bin.gen-{token}" for split in SPLITS}
+    for split in SPLITS:
+        os.replace(written[split], gen[split])
+    fsync_dir(out)
+    pending = _naming(meta, {split: gen[split].name for split in SPLITS})
+    _write_meta(out, pending)
+    return pending
+
+
+def _settle(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Steps 3-4: give the live split files their usual names and remove leftover .gen files."""
+    if any(split_file(out, meta, split).name != f"{split}.bin" for split in SPLITS):
+        for split in SPLITS:
+            src = split_file(out, meta, split)
+            if src.name != f"{split}.bin":
+                atomic_link(src, out / f"{split}.bin")
+        fsync_dir(out)
+        meta = _naming(meta, {split: f"{split}.bin" for split in SPLITS})
+        _write_meta(out, meta)
+    _remove_unnamed_gen(out)
+    return meta
+
+
+def _remove_unnamed_gen(out: Path) -> None:
+    """Remove .gen split files that meta.json does not name (a run killed before or after its commit)."""
+    try:
+        meta = load_meta(out)
+        named = {split_file(out, meta, split).name for split in SPLITS}
+    except DatasetError:
+        named = set()
+    for p in out.iterdir():
+        if _GEN.match(p.name) and p.name not in named:
+            p.unlink(missing_ok=True)
+
+
+def _with_max_ids(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Record each split's largest id in a meta.json written before it was recorded (one read)."""
+    if all(isinstance(meta["splits"][split].get("max_id"), int) for split in SPLITS):
+        return meta
+    splits = {}
+    for split in SPLITS:
+        tokens = np.memmap(split_file(out, meta, split), dtype=np.uint16, mode="r")
+        splits[split] = {**meta["splits"][split], "max_id": int(tokens.max())}
+    try:
+        _write_meta(out, {**meta, "splits": splits})
+    except OSError:  # a read-only copy stays usable; TokenData then checks vocab_size instead
+        return meta
+    return {**meta, "splits": splits}
 
 
 def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig,
                    total: int | None) -> None:
     enc = get_tokenizer()
+    # disable only when asked: an explicit disable=False would override TQDM_DISABLE
     bar = tqdm(total=total, unit="doc", desc="tokenizing", dynamic_ncols=True, mininterval=0.5,
-               disable=not cfg.progress)
+               **({} if cfg.progress else {"disable": True}))
     start, n_tokens, index = time.perf_counter(), 0, 0
     batch: list[str] = []
     chars = 0
@@ -324,15 +410,17 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"the output folder {out} is the source folder itself: choose another --name")
     request = _request(cfg, source)
     if not cfg.force and (meta := _is_current(out, request)):
+        clean_stale_tmp(out)
+        meta = _with_max_ids(out, _settle(out, meta))  # finish what a killed run left half-published
         print(f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
         return meta
 
     created_dir = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}"
-    tmp = {split: out / f"{split}.bin{tag}" for split in SPLITS}
-    tmp_meta = out / f"meta.json{tag}"
+    clean_stale_tmp(out)
+    tmp = {split: _tmp_name(out / f"{split}.bin") for split in SPLITS}
     started = time.perf_counter()
+    committed = False
     try:
         writers = {split: _SplitWriter(tmp[split]) for split in SPLITS}
         try:
@@ -352,6 +440,8 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
                 f"{cfg.source} has {docs} document(s), too few to split into train and val with "
                 f"--val-every {cfg.val_every}: add documents (one .txt file is one document) or lower --val-every"
             )
+        if max(s["max_id"] for s in stats.values()) >= N_VOCAB:  # the tokenizer's ids must fit the vocabulary
+            raise PrepareError(f"token id {max(s['max_id'] for s in stats.values())} >= vocab size {N_VOCAB}")
         meta = {
             "version": META_VERSION,
             "name": source.name,
@@ -369,16 +459,19 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
             "splits": stats,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        with open(tmp_meta, "w") as fh:
-            json.dump(meta, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for split in SPLITS:  # meta.json last: it vouches for the .bin files beside it
-            os.replace(tmp[split], out / f"{split}.bin")
-        os.replace(tmp_meta, out / "meta.json")
+        meta = _commit(out, meta, tmp)
+        committed = True
+        meta = _settle(out, meta)
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        state = ("the new data set is complete; run prepare again to tidy the folder" if committed
+                 else "the previous data set, if any, is intact")
+        raise PrepareError(f"{os_error_line(e, e.filename or out)}; {state}") from None
     finally:
-        for f in [*tmp.values(), tmp_meta]:
+        for f in tmp.values():
             f.unlink(missing_ok=True)
+        _remove_unnamed_gen(out)
         if created_dir and not any(out.iterdir()):
             out.rmdir()
     t, v = stats["train"], stats["val"]

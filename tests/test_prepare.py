@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,10 @@ def check_output(out: Path, docs: list[str], seed: int = 0, every: int = 10) -> 
         info = meta["splits"][split]
         assert info["tokens"] == tokens.size and info["bytes"] == 2 * tokens.size
         assert info["sha256"] == hashlib.sha256((out / f"{split}.bin").read_bytes()).hexdigest()
+        assert info["max_id"] == int(tokens.max()) and info["file"] == f"{split}.bin"
     assert meta["splits"]["train"]["docs"] + meta["splits"]["val"]["docs"] == len(docs)
     assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257
-    assert not list(out.glob("*.tmp-*"))
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]  # nothing left over
     return meta
 
 
@@ -257,6 +259,26 @@ def test_cli_prepare_and_info(txt_dir, tmp_path, capsys):
     assert main(["info", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mine" in out and "torch" in out and "devices: " in out
+
+
+def test_progress_bar_respects_tqdm_disable(txt_dir, tmp_path, capsys):
+    """conftest sets TQDM_DISABLE=1 (tqdm reads it at import): an explicit disable=False would override it."""
+    assert os.environ.get("TQDM_DISABLE") == "1"
+    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d", progress=True))
+    assert "tokenizing" not in capsys.readouterr().err
+
+
+def test_a_meta_json_from_before_max_ids_gets_them_on_the_next_run(txt_dir, tmp_path):
+    meta = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
+    old = {**meta, "splits": {s: {k: v for k, v in i.items() if k not in ("max_id", "file")}
+                              for s, i in meta["splits"].items()}}
+    (tmp_path / "d" / "txt" / "meta.json").write_text(json.dumps(old))
+    stamp = (tmp_path / "d" / "txt" / "train.bin").stat().st_mtime_ns
+    again = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
+    assert (tmp_path / "d" / "txt" / "train.bin").stat().st_mtime_ns == stamp  # not rebuilt: one read
+    for split in ("train", "val"):
+        assert again["splits"][split]["max_id"] == meta["splits"][split]["max_id"]
+    assert json.loads((tmp_path / "d" / "txt" / "meta.json").read_text()) == again
 
 
 def test_non_utf8_jsonl_is_named(tmp_path):

@@ -1,0 +1,145 @@
+"""The command line: answers --help without heavy imports, one-line user errors (exit 2), real bugs keep
+their traceback, NANOGPT_DEBUG=1 shows it for user errors too."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nanogpt_lib import cli
+from nanogpt_lib.checkpoint import CheckpointError, export_weights, save_checkpoint
+from nanogpt_lib.data import DatasetError
+from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.prepare import PrepareConfig, prepare
+
+HEAVY = ("torch", "datasets", "numpy", "tiktoken", "tqdm", "safetensors", "nanogpt_lib.train")
+
+PARSE_ONLY = f"""
+import sys
+from nanogpt_lib.cli import main
+for argv in (["--help"], ["sample", "--help"], ["train", "--help"], ["train", "--mode", "bogus"], ["nonsense"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == (0 if "--help" in argv else 2), (argv, e.code)
+    else:
+        raise AssertionError(f"{{argv}} did not exit")
+print("loaded:", [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)
+"""
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """--help and argument errors are answered by argparse before any command imports torch or datasets."""
+    proc = subprocess.run([sys.executable, "-c", PARSE_ONLY], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "loaded: []"
+    assert "invalid choice: 'bogus'" in proc.stderr and "usage: nanogpt sample" in proc.stdout
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    torch.manual_seed(0)
+    folder = tmp_path / "weights"
+    export_weights(GPT(TINY), TINY, folder)
+    return folder
+
+
+def test_empty_checkpoint(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
+    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(tmp_path / "run"), "--device", "cpu"),
+                    "ckpt.pt is corrupt or truncated (the file is empty)")
+
+
+def test_checkpoint_without_config(tmp_path, capsys):
+    save_checkpoint(tmp_path / "run" / "ckpt.pt", {"model": {"w": torch.zeros(2)}, "step": 3})
+    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(tmp_path / "run"), "--device", "cpu"),
+                    "ckpt.pt has no 'config' entry")
+
+
+def test_config_json_that_is_a_list(exported, capsys):
+    (exported / "config.json").write_text(json.dumps([1, 2, 3]))
+    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(exported), "--device", "cpu"),
+                    "config.json holds a list, not an object")
+
+
+def test_config_json_with_bad_settings(exported, capsys):
+    (exported / "config.json").write_text(json.dumps({"model": {**TINY.to_dict(), "n_layers": 2}}))
+    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(exported), "--device", "cpu"),
+                    "config.json: bad model settings: unknown GPTConfig key(s) n_layers")
+
+
+@pytest.fixture
+def home(tmp_path, txt_dir, monkeypatch):
+    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
+    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "home" / "data"))
+    return tmp_path / "home"
+
+
+def test_odd_byte_count_in_train_bin(home, exported, capsys):
+    with open(home / "data" / "txt" / "train.bin", "ab") as fh:
+        fh.write(b"\x01")
+    assert_one_line(*run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
+                    "train.bin has", "an odd count", "--force")
+
+
+def test_meta_json_without_splits(home, exported, capsys):
+    meta_file = home / "data" / "txt" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["splits"]
+    meta_file.write_text(json.dumps(meta))
+    assert_one_line(*run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
+                    "meta.json has no 'splits' entry", "--force")
+
+
+@pytest.mark.parametrize("code, fix", [
+    (errno.ENOSPC, "free some space"), (errno.EACCES, "check the permissions"), (errno.EROFS, "the file system is read-only"),
+])
+def test_os_errors_the_user_can_fix_name_the_path(monkeypatch, capsys, code, fix):
+    def fail(args):
+        raise OSError(code, os.strerror(code), "/data/x/train.bin")
+
+    monkeypatch.setitem(cli.COMMANDS, "prepare", fail)
+    assert_one_line(*run_cli(capsys, "prepare"), f"{os.strerror(code)}: /data/x/train.bin: {fix}")
+
+
+def test_a_user_error_without_a_message_still_prints_one_line(monkeypatch, capsys):
+    def fail(args):
+        raise DatasetError()  # the old handler itself failed with IndexError on an empty message
+
+    monkeypatch.setitem(cli.COMMANDS, "prepare", fail)
+    assert_one_line(*run_cli(capsys, "prepare"), "error: DatasetError")
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    for exc in (ZeroDivisionError("a bug"), OSError(errno.EIO, "I/O error", "/x")):
+        monkeypatch.setitem(cli.COMMANDS, "prepare", lambda args, exc=exc: (_ for _ in ()).throw(exc))
+        with pytest.raises(type(exc)):
+            cli.main(["prepare"])
+
+
+def test_nanogpt_debug_shows_the_traceback_of_user_errors(tmp_path, monkeypatch):
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    monkeypatch.setenv("NANOGPT_DEBUG", "1")
+    with pytest.raises(CheckpointError, match="the file is empty"):
+        cli.main(["sample", "--ckpt", str(tmp_path), "--device", "cpu"])
