@@ -322,8 +322,10 @@ def _open(context, lab, artifacts: Path, name: str, shot: str):
     """A page showing the whole notebook, its kernel connected and idle: only then is Run All safe.
 
     JupyterLab draws the first cells before the rest of the notebook has loaded and before its kernel
-    session exists ("No Kernel | Initializing"). A Run All then runs only the cells loaded so far and,
-    finding no kernel, asks for one per cell: a "Select Kernel" dialog, cells cleared but never run."""
+    session exists (status bar: "No Kernel | Initializing"). A Run All issued then finds no kernel: the
+    cells are cleared but never run (or a "Select Kernel" dialog waits for an answer), and the new kernel
+    soon reports idle with no cell queued. Waiting for "idle and no [*] prompt" then passed at once, with
+    no sampler on the page: the flaky "expected one Generate button, found 0"."""
     base, token, n_cells = lab
     page = context.new_page()
     page.goto(f"{base}/lab/tree/{name}?token={token}")
