@@ -44,9 +44,9 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
 SAMPLING, DATA_PREP = "06_sampling.ipynb", "01_data_prep.ipynb"
 
 # Upper bounds in seconds, not delays: every wait returns as soon as its state holds. Measured on a 2-core
-# machine shared with other CPU work: server up in ~5 s, notebook + kernel ready in ~10 s, Run All of 06 in
-# ~60 s, a Generate click in ~2 s. The bounds leave 5-10x for a slower or busier machine (or emulated AVX2)
-# while still ending a hung run in minutes.
+# machine: server up in ~5 s, notebook + kernel ready in ~5 s, Run All of 06 in ~15 s when idle and ~250 s
+# at load average 10 (other test runs beside it, native or emulated AVX2), a Generate click in 1-10 s. The
+# bounds leave >3x over the loaded figures and still end a hung run within minutes.
 SERVER_S = 180           # jupyter lab answers /api/status
 NOTEBOOK_S = 300         # the page shows the whole notebook and its kernel is connected and idle
 RUN_ALL_S = 900          # every code cell of 06 has run
