@@ -107,15 +107,16 @@ def _run_train(args: argparse.Namespace) -> None:
     from .train import EXIT_PAUSED, train
 
     overrides = list(args.overrides)
-    if args.name:
+    if args.name is not None:  # an empty --name is refused by the config, not taken for no name
         overrides.append(f"name={args.name}")
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
     best = "none yet" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
-    print(f"{result.status} at step {result.step}: best val loss {best}, "
-          f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
+        print(f"{result.status} at step {result.step}: best val loss {best}, "
+              f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
     if args.export and result.status == "finished":
         _export(result.run_dir, "best", args.export)
     if result.status == "paused":

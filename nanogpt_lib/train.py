@@ -43,7 +43,6 @@ CKPT = "ckpt.pt"
 PREV_CKPT = "ckpt.prev.pt"  # the previous good checkpoint, kept by save_checkpoint
 RUN_FILES = (CKPT, PREV_CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what a fresh start removes
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
-TIMING_KEYS = ("tokens_per_s", "mfu")  # the only metrics that differ between a straight and a resumed run
 
 __all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "lr_at", "train"]
 
@@ -438,7 +437,9 @@ class Trainer:
                     bar.update(1)
                     if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                         last_eval = self._eval_and_save()
-                        bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, val {last_eval['val_loss']:.4f}")
+                        if self.dist.main:
+                            bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, "
+                                      f"val {last_eval['val_loss']:.4f}")
                     if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                         self.save(signals)
                     if self.dist.any(signals.requested):  # agreed: every rank pauses after this same step
