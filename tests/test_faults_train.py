@@ -367,3 +367,25 @@ def test_cli_refuses_a_run_name_that_is_not_a_plain_folder(env, capsys, name):
     assert main(["train", "--name", name, "--set", "dataset=txt"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "plain folder name" in err
+
+
+def test_a_second_ctrl_c_waits_for_the_checkpoint_being_written_and_a_launchers_is_ignored():
+    from nanogpt_lib.runctl import PauseSignals
+
+    by_hand = PauseSignals(launched=False)
+    written = False
+    with by_hand.installed():
+        signal.raise_signal(signal.SIGINT)
+        assert by_hand.requested
+        with pytest.raises(KeyboardInterrupt):
+            with by_hand.saving():
+                signal.raise_signal(signal.SIGINT)  # mid-save: noted, not raised here
+                written = True  # the rest of the save still runs
+        assert written
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # outside a save, the second Ctrl-C aborts at once
+    under_torchrun = PauseSignals(launched=True)
+    with under_torchrun.installed():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            signal.raise_signal(sig)  # the launcher's forwarded signal, its SIGTERM to survivors: no abort
+        assert under_torchrun.requested
