@@ -16,6 +16,7 @@ signal, lock and rank machinery is in ``runctl.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import shutil
@@ -100,8 +101,10 @@ def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
     return resume
 
 
+@functools.lru_cache(maxsize=None)
 def _peak_flops(device: torch.device, precision: Precision) -> float:
-    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul."""
+    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul (measured
+    once per process: a sweep or a notebook makes many trainers on one machine)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         table = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
