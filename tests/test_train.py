@@ -1,4 +1,5 @@
-"""The trainer: artefacts, exact resume (pause, and SIGKILL in a subprocess), modes, NaN, bad input, DDP."""
+"""The trainer: artefacts, exact resume after a pause, modes, NaN, bad input, DDP (SIGKILL and the other
+faults: test_faults_train.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -103,35 +103,6 @@ def test_resuming_with_another_optimizer_is_refused(home):
     train(cfg("max_steps=2", "name=opt", "optimizer=muon"), progress=False)
     with pytest.raises(TrainError, match="optimizer"):
         Trainer(cfg("max_steps=4", "name=opt", "optimizer=adamw"), mode="resume", progress=False)
-
-
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from nanogpt_lib import train as t
-    from nanogpt_lib.config import load_config
-    real_log = t.Trainer._log
-    def log_then_die(self, record):
-        real_log(self, record)
-        if record["kind"] == "step" and record["step"] == 10:   # two steps after the step-8 checkpoint
-            os.kill(os.getpid(), signal.SIGKILL)
-    t.Trainer._log = log_then_die
-    t.train(load_config(None, sys.argv[1:]), progress=False)
-""")
-
-
-def test_sigkill_after_a_checkpoint_then_resume_is_exact(home):
-    args = [*TINY, "max_steps=14", "eval_every=4", "ckpt_every=4", "log_every=1"]
-    proc = subprocess.run([sys.executable, "-c", KILLER, *args, "name=killed"], capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    killed = home / "runs" / "killed"
-    assert load_checkpoint(killed / "ckpt.pt")["step"] == 8
-    assert max(r["step"] for r in read_metrics(killed)) == 10  # the log ran ahead of the checkpoint
-    train(load_config(None, [*args, "name=killed"]), progress=False)  # mode auto resumes
-    train(load_config(None, [*args, "name=straight"]), progress=False)
-    straight = home / "runs" / "straight"
-    assert losses(killed) == losses(straight)
-    wk, ws = weights(killed), weights(straight)
-    assert all(torch.equal(wk[k], ws[k]) for k in wk)
 
 
 def test_modes(home, capsys):
