@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -167,13 +168,21 @@ def torchrun(tmp: Path, env: dict[str, str], name: str, nodes: str = "") -> subp
 
 
 def finish(*launchers: subprocess.Popen) -> list[str]:
+    """Each launcher's output once it exits; past WAIT, SIGTERM (torchrun then stops its workers, which live in
+    sessions of their own), and SIGKILL a minute later."""
     outputs = []
     for p in launchers:
         try:
             outputs.append(p.communicate(timeout=WAIT)[0])
         except subprocess.TimeoutExpired:
             for q in launchers:
-                os.killpg(q.pid, signal.SIGKILL)
+                if q.poll() is None:
+                    os.killpg(q.pid, signal.SIGTERM)
+            for q in launchers:
+                try:
+                    q.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(q.pid, signal.SIGKILL)
             raise
     return outputs
 
@@ -260,6 +269,8 @@ def test_a_second_trainer_on_a_run_is_refused_and_a_dead_holders_lock_is_taken_o
     args = [*GPT2_DROPOUT, "max_steps=2", "eval_every=1", "name=locked"]
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = threading.Timer(WAIT, holder.kill)  # bounds the reads below
+    deadline.start()
     try:
         lines = iter(holder.stdout.readline, "")  # ends when the holder's stdout closes
         assert any(line.strip() == "evaluating" for line in lines)
@@ -272,6 +283,7 @@ def test_a_second_trainer_on_a_run_is_refused_and_a_dead_holders_lock_is_taken_o
         holder.kill()  # SIGKILL: the OS drops the flock, the pid stays in the file
         holder.wait(timeout=WAIT)
     finally:
+        deadline.cancel()
         holder.kill()
         holder.communicate(timeout=WAIT)
     result = train(load_config(None, args), progress=False)
