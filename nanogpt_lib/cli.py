@@ -109,13 +109,17 @@ def _run_bench(args: argparse.Namespace) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .runctl import EXIT_PAUSED  # train.EXIT_PAUSED, without train's imports (matplotlib) for every command
+
     p = sub.add_parser("train", help="train a GPT (pause with Ctrl-C, resume by running it again)",
                        description="Train from a TOML config plus --set overrides. Ctrl-C or SIGTERM finishes "
-                                   "the step, saves a checkpoint and exits; running again resumes.")
+                                   "the step, saves a checkpoint and exits; running again resumes.",
+                       epilog=f"exit status: 0 finished; {EXIT_PAUSED} paused by a signal, checkpoint saved "
+                              "(EX_TEMPFAIL: run the same command again to resume); 2 a usage or data error.")
     p.add_argument("--config", type=Path, help="TOML file (default: the built-in defaults = configs/default.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set lr=3e-4 --set model.n_layer=6 (repeatable)")
-    p.add_argument("--name", help="run name: runs/NAME (same as --set name=NAME)")
+    p.add_argument("--name", help="run name, a plain folder name: runs/NAME (same as --set name=NAME)")
     p.add_argument("--mode", default="auto", choices=["auto", "new", "resume", "reset"],
                    help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
@@ -125,20 +129,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .train import train
+    from .train import EXIT_PAUSED, train
 
     overrides = list(args.overrides)
-    if args.name:
+    if args.name is not None:  # an empty --name is refused by the config, not taken for no name
         overrides.append(f"name={args.name}")
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
     best = "none yet" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
-    print(f"{result.status} at step {result.step}: best val loss {best}, "
-          f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
+        print(f"{result.status} at step {result.step}: best val loss {best}, "
+              f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
     if args.export and result.status == "finished":
         _export(result.run_dir, "best", args.export)
+    if result.status == "paused":
+        raise SystemExit(EXIT_PAUSED)  # a pre-empted job, not a finished one: schedulers requeue on it
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -193,11 +200,14 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 
 def _export(run_dir: Path, which: str, out: Path) -> None:
-    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, export_weights
+    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, export_weights
     from .files import atomic_write
     from .sample import load_model
 
-    if which == "best" and (run_dir / "best" / WEIGHTS_FILE).is_file():
+    if which == "best" and not (run_dir / "best" / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{run_dir / 'best'} holds no best weights (no evaluation finished yet): "
+                              "use --which last for the latest checkpoint")
+    if which == "best":
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             atomic_write(out / name, lambda fh, src=run_dir / "best" / name: fh.write(src.read_bytes()))
     else:

@@ -8,6 +8,8 @@ say what is valid, so a typo never trains the wrong model overnight.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import sys
 import types
 import typing
@@ -74,6 +76,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = GPTConfig(**{**MODEL_DEFAULTS, **self.model})
+        _check_name(self.name)
+        for f in dataclasses.fields(self):  # nan passes every comparison below and inf most of them
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
             "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
@@ -81,6 +88,8 @@ class TrainConfig:
             "ckpt_every": self.ckpt_every >= 1, "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr,
             "warmup_steps": self.warmup_steps >= 0,
             "decay_frac": 0 < self.decay_frac <= 1, "muon_lr": self.muon_lr > 0, "grad_clip": self.grad_clip >= 0, "threads": self.threads >= 0,
+            "weight_decay": self.weight_decay >= 0, "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1,
+            "muon_momentum": 0 <= self.muon_momentum < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -106,6 +115,15 @@ class TrainConfig:
             return cls(model=GPTConfig(**{**MODEL_DEFAULTS, **model_typed}), **typed)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
+
+
+def _check_name(name: str) -> None:
+    """A run name is one plain folder under runs/: never a path that leads elsewhere (``--mode reset``
+    deletes files in the run folder, so ``../x`` or ``/home/me`` must not be one)."""
+    bad = (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
+           or any(sep in name for sep in ("/", "\\", os.sep)) or Path(name).is_absolute())
+    if bad:
+        raise ConfigError(f"name must be a plain folder name (runs/NAME: no '/', '\\', '..' or empty name), got {name!r}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -77,8 +77,11 @@ def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
               "best_val_loss": outcome.best_val_loss, "tokens": outcome.step * trainer.tokens_per_step,
               "tokens_per_s": outcome.tokens_per_s, "seconds": time.perf_counter() - started,
               "device": str(trainer.device), "precision": trainer.precision.name}
-    (out_dir / spec["name"] / "ckpt.pt").unlink(missing_ok=True)  # finished: the checkpoint is dead weight
     atomic_write_text(out_dir / spec["name"] / RESULT, json.dumps(result, indent=1))
+    # Finished and recorded: only now is the checkpoint dead weight (deleted first, a failed write of
+    # result.json would leave a run that can be neither resumed nor counted).
+    for name in ("ckpt.pt", "ckpt.prev.pt"):
+        (out_dir / spec["name"] / name).unlink(missing_ok=True)
     return result
 
 

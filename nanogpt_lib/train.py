@@ -4,19 +4,22 @@ Resume is exact: a checkpoint holds the weights, the optimizer, the step and the
 rate is a function of the step, and batch ``k`` is a function of ``(seed, k)`` alone (see ``data.py``).
 So stopping at step k and resuming to n gives bitwise the run that went straight to n (on CPU).
 
+Nothing that runs after a restore may draw from the global RNG (the peak-FLOP/s probe uses its own
+generator), or dropout masks after a resume would differ from the straight run's.
+
 Ctrl-C, SIGTERM (cloud pre-emption) and a notebook's interrupt finish the current step, write a
-checkpoint, and return; a second Ctrl-C aborts at once and the previous checkpoint stands.
+checkpoint, and return "paused" (``nanogpt train`` then exits with :data:`EXIT_PAUSED`); by hand, a second
+Ctrl-C aborts and the previous checkpoint stands. Under torchrun the ranks agree on the pause step. The
+signal, lock and rank machinery is in ``runctl.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
-import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,15 +37,15 @@ from .devices import Precision, choose_precision, pick_device
 from .files import atomic_write_text
 from .model import GPT, GPTConfig
 from .plots import read_metrics, save_loss_plot
+from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
 
 MODES = ("auto", "new", "resume", "reset")
 CKPT = "ckpt.pt"
-RUN_FILES = (CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what reset removes
+PREV_CKPT = "ckpt.prev.pt"  # the previous good checkpoint, kept by save_checkpoint
+RUN_FILES = (CKPT, PREV_CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what a fresh start removes
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
 
-
-class TrainError(Exception):
-    """A run that cannot start or go on; the message says why and what to do."""
+__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "lr_at", "train"]
 
 
 @dataclass
@@ -56,17 +59,6 @@ class TrainResult:
     last_eval: dict[str, float] = field(default_factory=dict)
     tokens_per_s: float = 0.0
     seconds: float = 0.0
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -85,68 +77,34 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
-class _PauseFlag:
-    """SIGINT/SIGTERM set a flag the loop checks between steps; a second SIGINT raises at once."""
+def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
+    """Apply ``mode`` (on rank 0, under the run lock); return True when the run resumes from its checkpoint.
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = signal.Signals(signum).name
-        print(f"\n{name} received: finishing this step, then saving a checkpoint (Ctrl-C again to abort)", flush=True)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_PauseFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signals can only be handled on the main thread
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handler)
-        try:
-            yield self
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
-
-
-def _setup_distributed() -> Dist:
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return Dist()
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _prepare_run_dir(run_dir: Path, mode: str, is_main: bool) -> bool:
-    """Apply ``mode``; return True when the run resumes from ``run_dir/ckpt.pt``."""
-    if mode not in MODES:
-        raise TrainError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    has_ckpt = (run_dir / CKPT).is_file()
+    A run that starts from scratch owns the folder: what an earlier attempt left (the metrics of a run
+    killed before its first checkpoint, its best weights) is removed, so its log never mixes with a stale one.
+    """
+    has_ckpt = any((run_dir / name).is_file() for name in (CKPT, PREV_CKPT))
     if mode == "resume" and not has_ckpt:
         raise TrainError(f"nothing to resume: {run_dir / CKPT} does not exist (use --mode new or auto)")
     if mode == "new" and run_dir.exists() and any(run_dir.iterdir()):
         raise TrainError(f"run {run_dir} already exists: --mode resume continues it, --mode reset starts it over")
-    if mode == "reset" and is_main:
-        for name in RUN_FILES:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        has_ckpt = False
+    resume = has_ckpt and mode in ("auto", "resume")
     if mode == "auto":
-        print(f"{'resuming' if has_ckpt else 'starting new run'} in {paths.shown(run_dir)}", flush=True)
-    return has_ckpt and mode in ("auto", "resume")
+        print(f"{'resuming' if resume else 'starting new run'} in {paths.shown(run_dir)}", flush=True)
+    if not resume:
+        stale = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if stale and mode == "auto":
+            print(f"removing {', '.join(stale)} of an earlier attempt that wrote no checkpoint", flush=True)
+        for name in stale:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return resume
 
 
+@functools.lru_cache(maxsize=None)
 def _peak_flops(device: torch.device, precision: Precision) -> float:
-    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul."""
+    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul (measured
+    once per process: a sweep or a notebook makes many trainers on one machine)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         table = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
@@ -154,8 +112,9 @@ def _peak_flops(device: torch.device, precision: Precision) -> float:
             if key in name:
                 return value if precision.autocast else value / 2
     n, reps, best = 1024, 4, 0.0
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    own = torch.Generator().manual_seed(0)  # never the global RNG: this runs after a resume restored it
+    a = torch.randn(n, n, generator=own).to(device)
+    b = torch.randn(n, n, generator=own).to(device)
     with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
         (a @ b).sum().item()
         for _ in range(3):  # the best of three rounds: a busy moment must not lower the peak
@@ -167,6 +126,19 @@ def _peak_flops(device: torch.device, precision: Precision) -> float:
     return best
 
 
+def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict[str, Any]]]) -> list[str]:
+    """Put the config's hyperparameters back after ``load_state_dict`` restored the checkpoint's; name the
+    ones that differ. A changed lr, weight decay, betas or momentum on resume is applied, never ignored."""
+    changes: dict[str, str] = {}
+    for opt, groups in zip(optimizers, configured):
+        for group, values in zip(opt.param_groups, groups):
+            for key, value in values.items():
+                if key != "lr" and group.get(key) != value:  # lr itself is set by the schedule every step
+                    changes.setdefault(f"{type(opt).__name__} {key}", f"{group.get(key)} -> {value}")
+                group[key] = value
+    return [f"{k} {v}" for k, v in changes.items()]
+
+
 class Trainer:
     """One run: ``Trainer(cfg).run()``. Notebooks may call :meth:`run` again after a pause to resume."""
 
@@ -175,10 +147,14 @@ class Trainer:
                  on_eval: Callable[[dict[str, Any]], None] | None = None, artifacts: bool = True) -> None:
         """``artifacts=False`` skips the best-weights export and the loss plot at each evaluation (for
         sweeps of many short runs, where only metrics.jsonl matters)."""
+        if mode not in MODES:
+            raise TrainError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         self.cfg = cfg
         self.artifacts = artifacts
-        self.dist = _setup_distributed()
+        self.dist = setup_distributed()
         self.run_dir = Path(runs_dir or paths.runs_dir()) / cfg.name
+        # The lock sits beside the run folder, so `reset` never removes it and listings of the run stay clean.
+        self._lock = RunLock(self.run_dir.parent / f".{cfg.name}.lock", cfg.name)
         self.progress = progress and self.dist.main
         self.on_eval = on_eval
         if cfg.threads:
@@ -205,12 +181,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.step = 0
         self.best_val: float | None = None
-        resume = _prepare_run_dir(self.run_dir, mode, self.dist.main)
-        if resume:
-            self._load(self.run_dir / CKPT)
-        elif self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        self._saved_step: int | None = None  # the step of the newest checkpoint of this run, if any
+        with self._exclusive():
+            # Rank 0 alone touches the run folder and reads the checkpoint; the others get it from rank 0.
+            ckpt = self.dist.broadcast(self.dist.agree(lambda: self._open(mode) if self.dist.main else None))
+            if ckpt is not None:
+                self.dist.agree(lambda: self._restore(ckpt))
+            self._stamp = self._ckpt_stamp()
         self.ddp_model: torch.nn.Module = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -219,13 +196,43 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.ddp_model = torch.compile(self.ddp_model)
-        self._peak = None
+        self._peak: float | None = None
 
     @property
     def tokens_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.cfg.model.block_size * self.dist.world
 
-    # ---- checkpoints ------------------------------------------------------------------------------
+    # ---- the run folder and checkpoints -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the run lock (on rank 0) while writing to the run folder; a taken lock fails every rank."""
+        self.dist.agree(lambda: self._lock.acquire() if self.dist.main else None)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _ckpt_stamp(self) -> tuple[int, int] | None:
+        path = self.run_dir / CKPT
+        if not self.dist.main or not path.is_file():
+            return None
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def _check_unchanged(self) -> None:
+        """Refuse to go on if another trainer wrote this run while this one held no lock (between calls)."""
+        if self.dist.main and self._ckpt_stamp() != self._stamp:
+            raise TrainError(f"run {self.cfg.name!r} was changed by another trainer since this one last saved it: "
+                             "make a new Trainer (mode resume) to continue from its checkpoint")
+
+    def _open(self, mode: str) -> dict[str, Any] | None:
+        """Rank 0: apply ``mode`` to the run folder; return the checkpoint to resume from, or None."""
+        if _prepare_run_dir(self.run_dir, mode):
+            return load_checkpoint(self.run_dir / CKPT)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+        return None
 
     def _state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -244,12 +251,16 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save(self) -> None:
-        if self.dist.main:
-            save_checkpoint(self.run_dir / CKPT, self._state())
+    def save(self, signals: PauseSignals | None = None) -> None:
+        """Write the checkpoint (rank 0); a second Ctrl-C meanwhile waits until the file is whole."""
+        with signals.saving() if signals else contextlib.nullcontext():
+            if self.dist.main:
+                save_checkpoint(self.run_dir / CKPT, self._state())
+        self._saved_step = self.step
+        self._stamp = self._ckpt_stamp()
 
-    def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        path = self.run_dir / CKPT
         saved = GPTConfig.from_dict(ckpt["config"]["model"])
         if saved != self.cfg.model:
             raise TrainError(
@@ -261,13 +272,16 @@ class Trainer:
         if len(saved_opts) != len(self.optimizers):
             raise TrainError(f"{path} was trained with {len(saved_opts)} optimizer(s), this config uses "
                              f"{len(self.optimizers)} (optimizer = {self.cfg.optimizer!r}): use --mode reset")
+        configured = [[{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+                      for opt in self.optimizers]
         for opt, saved_state in zip(self.optimizers, saved_opts):
             opt.load_state_dict(saved_state)
+        changes = _reapply(self.optimizers, configured)
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.cfg.dtype == "auto" and "precision" in ckpt:
             self.precision = choose_precision(self.device, ckpt["precision"])
-        self.step = int(ckpt["step"])
+        self.step = self._saved_step = int(ckpt["step"])
         self.best_val = ckpt["best_val"]
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
@@ -275,6 +289,8 @@ class Trainer:
         self._truncate_metrics()
         if self.dist.main:
             print(f"resumed {self.run_dir.name} at step {self.step}", flush=True)
+            if changes:
+                print(f"the config's hyperparameters replace the checkpoint's: {', '.join(changes)}", flush=True)
 
     def _truncate_metrics(self) -> None:
         """Drop records logged after the checkpoint (a killed run's tail) so the log matches a straight run."""
@@ -352,6 +368,13 @@ class Trainer:
             dist.all_reduce(mean, op=dist.ReduceOp.AVG)
         return mean
 
+    def _applied_lrs(self) -> dict[str, float]:
+        """The rates the last step used, read from the optimizers (what was applied is what is logged)."""
+        lrs = {"lr": self.optimizers[0].param_groups[0]["lr"]}
+        if self.cfg.optimizer == "muon":
+            lrs["muon_lr"] = self.optimizers[-1].param_groups[0]["lr"]
+        return lrs
+
     def _eval_and_save(self) -> dict[str, float]:
         cfg = self.cfg
         result = self.evaluate()
@@ -369,8 +392,20 @@ class Trainer:
             self.on_eval(record)
         return result
 
+    def _diverged(self, loss_value: float) -> TrainError:
+        kept = ("no checkpoint was written yet, so start again" if self._saved_step is None else
+                f"the last good checkpoint ({paths.shown(self.run_dir / CKPT)}, step {self._saved_step}) is "
+                "kept; resume from it")
+        return TrainError(f"loss is {loss_value} at step {self.step}: training stopped; {kept} "
+                          "after lowering lr or raising warmup_steps")
+
     def run(self) -> TrainResult:
         """Train to ``max_steps`` (or until paused); return where it stopped."""
+        with self._exclusive():
+            self.dist.agree(self._check_unchanged)
+            return self._run()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         if self._peak is None:
             self._peak = _peak_flops(self.device, self.precision)
@@ -384,33 +419,36 @@ class Trainer:
                    dynamic_ncols=True, desc=cfg.name)
         self.model.train()
         window_time, window_steps = 0.0, 0
+        prefix = f"rank {self.dist.rank}: " if self.dist.world > 1 else ""
+        signals = PauseSignals(launched=launched_by_torchrun(), prefix=prefix)
         try:
-            with _PauseFlag().installed() as pause:
+            with signals.installed():
                 while self.step < cfg.max_steps:
                     step_start = time.perf_counter()
                     loss_value = self._train_step().item()  # .item() waits for the device
                     window_time += time.perf_counter() - step_start  # tokens/s: training steps only
                     window_steps += 1
-                    if not math.isfinite(loss_value):
-                        raise TrainError(
-                            f"loss is {loss_value} at step {self.step}: training stopped; the last good checkpoint "
-                            f"({self.run_dir / CKPT}) is kept. Lower lr or raise warmup_steps, then resume."
-                        )
+                    if not math.isfinite(loss_value):  # the loss is all-reduced: every rank stops here
+                        raise self._diverged(loss_value)
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         tps = self.tokens_per_step * window_steps / window_time
                         mfu = tps * self.model.flops_per_token() / self._peak
-                        self._log({"kind": "step", "step": self.step, "loss": loss_value,
-                                   "lr": lr_at(self.step - 1, cfg), "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4)})
+                        self._log({"kind": "step", "step": self.step, "loss": loss_value, **self._applied_lrs(),
+                                   "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4)})
                         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
                         window_time, window_steps = 0.0, 0
                     bar.update(1)
                     if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                         last_eval = self._eval_and_save()
-                        bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, val {last_eval['val_loss']:.4f}")
+                        if self.dist.main:
+                            bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, "
+                                      f"val {last_eval['val_loss']:.4f}")
                     if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
-                        self.save()
-                    if pause.requested:
-                        self.save()
+                        self.save(signals)
+                    if self.dist.any(signals.requested):  # agreed: every rank pauses after this same step
+                        if self._saved_step != self.step:
+                            self.save(signals)
+                        self.dist.barrier()  # no rank exits (so torchrun stops none) before the file is whole
                         status = "paused"
                         if self.dist.main:
                             print(f"paused at step {self.step}; checkpoint {paths.shown(self.run_dir / CKPT)}. "
@@ -419,15 +457,15 @@ class Trainer:
                         break
         finally:
             bar.close()
+        if not last_eval and status == "finished":  # nothing left to train (a finished run resumed)
+            last_eval = self.evaluate()
         elapsed = time.perf_counter() - started
         tps = self.tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
         return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed)
 
     def close(self) -> None:
-        if self.dist.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        self._lock.release()
+        self.dist.close()
 
 
 def train(cfg: TrainConfig, mode: str = "auto", **kwargs: Any) -> TrainResult:
@@ -437,4 +475,3 @@ def train(cfg: TrainConfig, mode: str = "auto", **kwargs: Any) -> TrainResult:
         return trainer.run()
     finally:
         trainer.close()
-

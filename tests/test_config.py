@@ -79,3 +79,30 @@ def test_override_syntax():
 def test_round_trip_dict():
     cfg = load_config(None, ["model.n_layer=2", "lr=0.01"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("key", ["lr", "muon_lr", "weight_decay", "grad_clip", "beta2"])
+def test_non_finite_hyperparameters_are_refused(key, value):
+    """nan passes `lr > 0 is False`-style checks in neither direction, and inf passes most: both are refused."""
+    with pytest.raises(ConfigError, match=f"{key} must be a finite number, got {value}"):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_out_of_range_optimizer_settings_are_refused():
+    for bad in ("beta1=1.0", "beta2=-0.1", "muon_momentum=1", "weight_decay=-0.1"):
+        with pytest.raises(ConfigError, match=f"invalid value for {bad.split('=')[0]}"):
+            load_config(None, [bad])
+
+
+@pytest.mark.parametrize("name", ["/tmp/x", "../x", "a/b", "a\\b", "..", ".", "", "   ", "x\0y"])
+def test_a_run_name_must_be_a_plain_folder_name(name):
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        load_config(None, [f"name={name}"])
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        TrainConfig(name=name)
+
+
+def test_plain_run_names_are_accepted():
+    for name in ("default", "run-1", "lr_3e-4", "a.b", "..hidden-ish"):
+        assert load_config(None, [f"name={name}"]).name == name

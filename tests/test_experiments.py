@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from nanogpt_lib import cli
 from nanogpt_lib.experiments import SCALES, Experiments, markdown_table, run_experiments, write_report
-from nanogpt_lib.plots import experiment_figures
+from nanogpt_lib.plots import experiment_figures, read_metrics
 from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.sweep import Grid, RunSpec, run_grid, steps_to_target
 
@@ -48,6 +49,29 @@ def test_grid_runs_each_spec_once_and_resumes(tmp_path, data_dir):
     again = run_grid(specs, g)
     assert (g.out_dir / "a" / "result.json").stat().st_mtime_ns == stamp  # finished: not redone
     assert again[1]["final"] == first[1]["final"]  # redone from scratch, same seed, same result
+
+
+def test_a_run_keeps_its_checkpoint_until_its_result_is_written(tmp_path, data_dir, monkeypatch):
+    from nanogpt_lib import sweep
+
+    g = grid(tmp_path, data_dir)
+    real = sweep.atomic_write_text
+
+    def disk_full_for_results(path, text):
+        if Path(path).name == "result.json":
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(sweep, "atomic_write_text", disk_full_for_results)
+    with pytest.raises(RuntimeError, match="No space left on device"):
+        run_grid([RunSpec("a", "a", ())], g)
+    run = g.out_dir / "a"
+    assert (run / "ckpt.pt").is_file() and not (run / "result.json").exists()  # the trained run is not lost
+    monkeypatch.setattr(sweep, "atomic_write_text", real)
+    result = run_grid([RunSpec("a", "a", ())], g)[0]  # resumes at the end: records the result, no training
+    last = [r for r in read_metrics(run) if r["kind"] == "eval"][-1]
+    assert result["step"] == 4 and result["final"] == {"train_loss": last["train_loss"], "val_loss": last["val_loss"]}
+    assert not (run / "ckpt.pt").exists()
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, data_dir):
