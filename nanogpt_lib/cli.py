@@ -22,7 +22,7 @@ from .files import USER_ERRNOS, AtomicWriteError, os_error_line
 USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("nanogpt_lib.prepare", "PrepareError"), ("nanogpt_lib.data", "DatasetError"),
     ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
-    ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.train", "TrainError"),
+    ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.runctl", "TrainError"),
 )
 
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 
 try:
     import fcntl
@@ -161,6 +160,7 @@ class Dist:
         """True on every rank when ``flag`` is true on any (one tiny all-reduce per call)."""
         if self.world == 1:
             return flag
+        import torch
         import torch.distributed as dist
 
         device = "cuda" if dist.get_backend() == "nccl" else "cpu"
@@ -218,6 +218,7 @@ def setup_distributed() -> Dist:
     """Join the torchrun job, if there is one (gloo on CPU, NCCL on CUDA)."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return Dist()
+    import torch  # here, not at the top: the CLI reads EXIT_PAUSED from this module without loading torch
     import torch.distributed as dist
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
