@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not locked
