@@ -170,6 +170,7 @@ def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     printed = _printed(home / "runs" / "overnight.ipynb")
     assert "resuming in runs/overnight" in printed
+    assert "ladder read from runs/overnight-ladder.json" in printed  # finished before the kill: not redone
     assert f"resumed overnight at step {killed_at}" in printed
     assert f"steps {killed_at}->{last}" in printed
     assert f"status 'finished' at step {last}" in printed
