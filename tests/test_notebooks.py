@@ -1,5 +1,5 @@
-"""Notebooks as papermill runs them headless, with small parameters: 05 (the README's overnight command)
-and 07 (the experiments, on the tiny grid).
+"""Notebooks as papermill runs them headless, with small parameters: 05 (the lesson, and the README's
+overnight command killed and run again) and 07 (the experiments, on the tiny grid).
 
 nbval (``python -m pytest`` collects ``notebooks/``) runs every notebook with its committed defaults; these
 tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what the runs left on disk.
@@ -8,7 +8,12 @@ tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,21 +23,54 @@ from nanogpt_lib import paths
 
 papermill = pytest.importorskip("papermill")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A fresh project home holding only the shipped plays: the notebook prepares data/ and writes runs/ there.
+def _home(tmp_path: Path) -> Path:
+    """A throwaway project home: the shipped plays (the notebook prepares data/ from them), the configs, and
+    links to the notebooks and the shipped model (read only)."""
     home = tmp_path / "home"
     shutil.copytree(paths.shakespeare_dir(), home / "data" / "shakespeare" / "plays")
+    shutil.copytree(ROOT / "configs", home / "configs")
+    (home / "notebooks").symlink_to(NOTEBOOKS, target_is_directory=True)
+    (home / "trained_model").symlink_to(ROOT / "trained_model", target_is_directory=True)
+    return home
+
+
+SMALL_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}  # the seed's is 4, 4, 128, 64
+
+
+def _shrink(config: Path, values: dict[str, int]) -> None:
+    """Set ``key = value`` lines of a TOML config in place (every key must be there once): the same recipe,
+    smaller, so a papermill run takes seconds."""
+    text = config.read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
+        assert n == 1, key
+    config.write_text(text)
+
+
+def _printed(notebook: Path) -> str:
+    nb = json.loads(notebook.read_text())
+    return "".join("".join(o.get("text", "")) for cell in nb["cells"] if cell["cell_type"] == "code"
+                   for o in cell["outputs"])
+
+
+def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh project home: the notebook prepares data/ and writes runs/ there; the recipe's model is shrunk
+    # (nbval runs the notebook at full size).
+    home = _home(tmp_path)
+    _shrink(home / "configs" / "default.toml", SMALL_MODEL)
     monkeypatch.setenv("NANOGPT_HOME", str(home))  # inherited by the papermill kernel
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert paths.runs_dir() == home / "runs"
 
     out = tmp_path / "05_training.out.ipynb"
     parameters = dict(run_name="papermill-test", mode="reset", max_steps=6, eval_every=2, eval_batches=1,
-                      batch_size=4, warmup_steps=0, device="cpu", dtype="float32", demo_pause_at=4)
+                      batch_size=4, warmup_steps=0, device="cpu", dtype="float32", demo_pause_at=4,
+                      ladder_steps=2, ladder_batch=2)
     papermill.execute_notebook(str(NOTEBOOKS / "05_training.ipynb"), str(out), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
 
@@ -57,11 +95,91 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
     # The executed notebook shows the injected parameters, the demonstration pause and the resume.
     nb = json.loads(out.read_text())
     assert any("injected-parameters" in cell["metadata"].get("tags", []) for cell in nb["cells"])
-    printed = "".join(
-        "".join(o.get("text", "")) for cell in nb["cells"] if cell["cell_type"] == "code" for o in cell["outputs"]
-    )
+    printed = _printed(out)
     assert "status 'paused' at step 4" in printed
     assert "status 'finished' at step 6" in printed
+
+
+def _overnight_command() -> str:
+    """The README's overnight command (the fenced block that runs papermill over 05 into runs/overnight.ipynb)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [b.strip() for b in blocks if "papermill notebooks/05_training.ipynb runs/overnight.ipynb" in b]
+    assert len(found) == 1, "README.md: expected one overnight command block"
+    return found[0]
+
+
+def test_overnight_command_is_the_same_in_readme_and_notebook() -> None:
+    # Notebook 05 prints the same command as the README, and it is the real run: the default recipe as
+    # written (full_run), its own run name, and mode auto, so running it again resumes instead of wiping.
+    command = _overnight_command()
+    nb = json.loads((NOTEBOOKS / "05_training.ipynb").read_text())
+    markdown = "".join("".join(cell["source"]) for cell in nb["cells"] if cell["cell_type"] == "markdown")
+    assert command in markdown
+    params = dict(re.findall(r"-p (\S+) (\S+)", command))
+    assert params["run_name"] == "overnight" and params["mode"] == "auto" and params["full_run"] == "True"
+    assert "config_file" not in params  # the notebook's default: configs/default.toml
+    for key in ("max_steps", "batch_size", "eval_batches", "eval_every", "demo_pause_at"):
+        assert key not in params, f"{key}: full_run trains the config's own value"
+
+
+def _kill_tree(proc: subprocess.Popen) -> int:
+    """SIGKILL a process and everything under it (papermill, and the kernel it started in its own session);
+    return the process's exit status."""
+    import psutil  # a dependency of ipykernel, which runs the notebooks
+    children = psutil.Process(proc.pid).children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.kill()
+    psutil.wait_procs(children, timeout=30)
+    return proc.wait()  # reaped here, so the status is the real one
+
+
+def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
+    # The README's overnight command, run from a throwaway project home whose configs/default.toml is the
+    # real one shrunk (same keys, smaller sizes) and with a two-step ladder. Killed once a checkpoint exists
+    # (as a closed laptop or a killed kernel would), then run again unchanged: it must resume, not restart.
+    home = _home(tmp_path)
+    small = {"max_steps": 60, "batch_size": 2, "eval_every": 30, "eval_batches": 1, "log_every": 1,
+             "ckpt_every": 5, "warmup_steps": 5, **SMALL_MODEL}
+    _shrink(home / "configs" / "default.toml", small)
+    command = re.sub(r"-p ladder_steps \S+", "-p ladder_steps 2", _overnight_command())
+    command = re.sub(r"-p ladder_batch \S+", "-p ladder_batch 2", command)
+    env = {**os.environ, "NANOGPT_HOME": str(home), "TQDM_DISABLE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this env's papermill
+    run_dir, log = home / "runs" / "overnight", tmp_path / "first.log"
+
+    with open(log, "w") as out:
+        first = subprocess.Popen(["bash", "-c", command], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while not (run_dir / "ckpt.pt").exists():
+                assert first.poll() is None, f"the first run ended before its first checkpoint:\n{log.read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint within 240 s"
+                time.sleep(0.02)
+        finally:
+            status = _kill_tree(first)
+    assert status == -9, status  # killed, not finished
+    killed_at = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)["step"]
+    last = small["max_steps"]
+    assert 0 < killed_at < last
+
+    second = subprocess.run(["bash", "-c", command], cwd=home, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    printed = _printed(home / "runs" / "overnight.ipynb")
+    assert "resuming in runs/overnight" in printed
+    assert "ladder read from runs/overnight-ladder.json" in printed  # finished before the kill: not redone
+    assert f"resumed overnight at step {killed_at}" in printed
+    assert f"steps {killed_at}->{last}" in printed
+    assert f"status 'finished' at step {last}" in printed
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, last + 1))  # each step once
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [last // 2, last]
+    ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == last and ckpt["config"]["name"] == "overnight" and ckpt["config"]["batch_size"] == 2
 
 
 def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
