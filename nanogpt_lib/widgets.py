@@ -95,8 +95,9 @@ def sampler_widget(model: GPT, **defaults: Any) -> tuple[SamplerWidget, Generate
     ``defaults`` set the controls' starting values (``prompt``, ``temperature``, ``top_k``, ``top_p``,
     ``max_new_tokens``, ``seed``; ``top_p`` None or 1.0 is off). The callback, ``generate_into(output, prompt,
     temperature, top_k, max_new_tokens, seed, top_p=None) -> str``, streams a sample into ``output`` and
-    returns the generated text (the prompt's continuation, as ``generate_text`` returns it). The button calls it with the controls' values,
-    disables itself while it runs, and shows any error (an empty prompt, say) in the output area.
+    returns the generated text (the prompt's continuation, as ``generate_text`` returns it). The button
+    calls it with the controls' values, disables itself while it runs, and shows any error (an empty
+    prompt, say) in the output area.
     """
     widget = SamplerWidget(**defaults)
 
