@@ -10,7 +10,8 @@ Stages, each a grid of runs (see ``sweep.py``) at equal tokens with two or more 
 5. ``recipe`` (for the shipped model): short runs of the winner, one change at a time (WSD schedule,
    half the batch for twice the steps, dropout), compared on best val loss at equal tokens.
 
-``run_experiments`` runs them in order (resumable) and writes ``summary.json``, ``results.md`` and figures.
+``run_experiments`` runs them in order (resumable) and writes ``summary.json``, ``results.md`` and figures;
+each is rewritten only when its content changes, so re-reading a finished experiment changes no file.
 """
 
 from __future__ import annotations
@@ -358,14 +359,54 @@ def run_experiments(out_dir: str | Path, scale: str | Scale = "full", config: st
     return exp
 
 
-def write_report(exp: Experiments) -> None:
+def write_report(exp: Experiments) -> list[Path]:
+    """Write ``summary.json`` and ``results.md`` into the grid's folder; return the files that changed.
+
+    Re-reading finished runs must leave a committed experiment as it was (``git status`` clean), so a file
+    is rewritten only when its text changes, and wall times come from the runs that trained: a stage that
+    trained nothing in this call keeps the time the previous ``summary.json`` recorded for it, and so does
+    the total (``decisions["seconds"]``) when no stage trained.
+    """
     out = exp.grid.out_dir
     rows = exp.all_rows()
-    summary = {"decisions": exp.decisions, "rows": rows,
+    summary = {"decisions": _timed_decisions(exp.decisions, _previous_decisions(out / "summary.json")),
+               "rows": rows,
                "recipe": [{"label": r["label"], "best_val_loss": r["best_val_loss"], "final": r["final"],
                            "step": r["step"], "seconds": r["seconds"]} for r in exp.results.get("recipe", [])]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
-    atomic_write_text(out / "results.md", markdown_table(rows, exp.decisions["target"]))
+    texts = {out / "summary.json": json.dumps(summary, indent=1, default=str),
+             out / "results.md": markdown_table(rows, exp.decisions["target"])}
+    return [path for path, text in texts.items() if _write_if_changed(path, text)]
+
+
+def _previous_decisions(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("decisions", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _timed_decisions(decisions: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """``decisions`` with the timings of this call merged over the ``previous`` ones, in the key order a
+    fresh run writes (stage times first, the total last), so that unchanged content gives unchanged text."""
+    now = decisions.get("stage_seconds", {})  # only the stages that trained in this call
+    stage_seconds = {**previous.get("stage_seconds", {}), **now}
+    merged: dict[str, Any] = {"stage_seconds": stage_seconds} if stage_seconds else {}
+    merged.update((k, v) for k, v in decisions.items() if k not in ("stage_seconds", "seconds"))
+    seconds = decisions.get("seconds") if now or "seconds" not in previous else previous["seconds"]
+    if seconds is not None:
+        merged["seconds"] = seconds
+    return merged
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` (atomically) unless the file already holds exactly it."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
 
 
 

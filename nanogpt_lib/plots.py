@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+from PIL import Image
 
 from .files import atomic_write
 
@@ -101,6 +106,8 @@ def lr_figure(results: list[dict[str, Any]], range_test: dict[str, list[float]] 
         ax.plot([lr] * len(by_lr[lr]), by_lr[lr], "o", color="tab:blue", alpha=0.5, ms=4)
     ax.plot(lrs, [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs], "-", color="tab:blue", label="mean over seeds")
     ax.set_xscale("log")
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs], minor=False)  # the swept rates, not 2x10^-3-style labels
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("final val loss")
     ax.set_title("learning-rate sweep (baseline)")
@@ -144,7 +151,13 @@ def speedup_figure(rows: list[dict[str, Any]], title: str = "steps to the baseli
 
 
 def experiment_figures(exp: Any, out_dir: str | Path) -> list[Path]:
-    """``lr_sweep.png``, ``val_curves.png`` and ``steps_to_target.png`` for an :class:`Experiments`."""
+    """``lr_sweep.png``, ``val_curves.png`` and ``steps_to_target.png`` for an :class:`Experiments`.
+
+    Returns the three paths. A figure is drawn and written only when its PNG is missing or was drawn from
+    other data or by other drawing code: each PNG carries a fingerprint of both in a text chunk, and no
+    timestamp or library version. Re-reading a finished experiment therefore rewrites no figure, whatever
+    matplotlib would render today (fonts and versions change pixels, not the data).
+    """
     out_dir = Path(out_dir)
     range_file = out_dir / "lr_range.json"
     range_test = json.loads(range_file.read_text()) if range_file.is_file() else None
@@ -152,11 +165,49 @@ def experiment_figures(exp: Any, out_dir: str | Path) -> list[Path]:
     for stage in ("variant", "combo", "half"):
         for r in exp.results.get(stage, []):
             groups.setdefault(r["label"], []).append(r)
-    figures = {"lr_sweep.png": lr_figure(exp.results["lr"], range_test),
-               "val_curves.png": curves_figure(groups, exp.decisions["target"]),
-               "steps_to_target.png": speedup_figure(exp.all_rows())}
-    written = []
-    for name, fig in figures.items():
-        atomic_write(out_dir / name, lambda fh, fig=fig: fig.savefig(fh, format="png"))
-        written.append(out_dir / name)
-    return written
+    figures: dict[str, tuple[Callable[..., Figure], tuple[Any, ...]]] = {
+        "lr_sweep.png": (lr_figure, (exp.results["lr"], range_test)),
+        "val_curves.png": (curves_figure, (groups, exp.decisions["target"])),
+        "steps_to_target.png": (speedup_figure, (exp.all_rows(),)),
+    }
+    for name, (draw, args) in figures.items():
+        save_png_if_changed(out_dir / name, lambda draw=draw, args=args: draw(*args), (name, args),
+                            code=(draw, _mean_curve))
+    return [out_dir / name for name in figures]
+
+
+FINGERPRINT_KEY = "nanogpt fingerprint"  # the PNG text chunk holding what a figure was drawn from
+
+
+def figure_fingerprint(data: Any, code: tuple[Callable[..., Any], ...] = ()) -> str:
+    """sha256 of ``data`` (JSON-able) and of the source of the functions in ``code`` that draw it, so new
+    data and new drawing code both count as a change (line endings normalised: a Windows checkout agrees)."""
+    source = "".join(inspect.getsource(f) for f in code).replace("\r\n", "\n")
+    blob = json.dumps(data, sort_keys=True, default=str) + "\0" + source
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks of a PNG file ({} when it is missing or not a PNG)."""
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def save_png_if_changed(path: str | Path, draw: Callable[[], Figure], data: Any,
+                        code: tuple[Callable[..., Any], ...] = ()) -> bool:
+    """Draw and write ``path`` unless it already holds a figure fingerprinted with ``data`` and ``code`` (see
+    :func:`figure_fingerprint`); True if written.
+
+    The PNG is written atomically with the fingerprint as its only metadata (matplotlib's default
+    ``Software`` entry names its version, which would change the bytes on every upgrade).
+    """
+    key = figure_fingerprint(data, code)
+    if png_text(path).get(FINGERPRINT_KEY) == key:
+        return False
+    fig = draw()
+    atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", metadata={"Software": None,
+                                                                              FINGERPRINT_KEY: key}))
+    return True

@@ -148,14 +148,62 @@ def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
         assert (out / name).is_file()
 
 
+REPORT = ("summary.json", "results.md", "lr_range.json", "lr_sweep.png", "val_curves.png", "steps_to_target.png")
+
+
 def test_run_experiments_is_resumable(tmp_path, data_dir):
     scale = replace(TINY, base=(*TINY.base, "dataset=txt"), lrs=(3e-3,), seeds=(1,), recipe=False, range_steps=5)
     out = tmp_path / "again"
     first = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    report = {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in REPORT}
     second = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
     assert second.decisions["target"] == first.decisions["target"]
+    # Nothing trained, so no file is rewritten (a committed experiment stays clean in git), and the summary
+    # keeps the first call's wall times.
+    assert "stage_seconds" not in second.decisions
+    assert {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in REPORT} == report
+    timings = json.loads((out / "summary.json").read_text())["decisions"]
+    assert timings["stage_seconds"] == first.decisions["stage_seconds"]
+    assert set(timings["stage_seconds"]) >= {"lr", "variant"}
+    assert timings["seconds"] == first.decisions["seconds"]
+
+    # One variant run redone: its stage's time is new, the other stages' times are kept.
+    next(out.glob("variant-rope-*/result.json")).unlink()
+    third = run_experiments(out, scale, data_dir=data_dir, progress=False, say=lambda _: None)
+    assert set(third.decisions["stage_seconds"]) == {"variant"}
+    timings = json.loads((out / "summary.json").read_text())["decisions"]
+    assert timings["stage_seconds"] == {**first.decisions["stage_seconds"], **third.decisions["stage_seconds"]}
+    assert timings["seconds"] == third.decisions["seconds"]
+    assert list(timings)[0] == "stage_seconds" and list(timings)[-1] == "seconds"  # the order a fresh run writes
+
+
+def test_figures_are_redrawn_only_when_their_data_changes(tmp_path):
+    from PIL import Image
+
+    from nanogpt_lib import plots
+
+    drawn = []
+
+    def draw():
+        drawn.append(1)
+        return plots.speedup_figure(rows)
+
+    rows = [dict(label="baseline", steps=10.0, steps_min=9.0, steps_max=11.0, speedup=1.0)]
+    png = tmp_path / "fig.png"
+    assert plots.save_png_if_changed(png, draw, rows, code=(plots.speedup_figure,)) and len(drawn) == 1
+    first = png.read_bytes()
+    with Image.open(png) as image:  # the fingerprint is the only metadata: no matplotlib version, no date
+        assert set(image.text) == {plots.FINGERPRINT_KEY}
+    assert not plots.save_png_if_changed(png, draw, rows, code=(plots.speedup_figure,))
+    assert len(drawn) == 1 and png.read_bytes() == first  # same data, same code: not even drawn
+    rows[0]["steps"] = 9.5
+    assert plots.save_png_if_changed(png, draw, rows, code=(plots.speedup_figure,)) and len(drawn) == 2
+    assert not plots.save_png_if_changed(png, draw, rows, code=(plots.speedup_figure,))
+    assert plots.save_png_if_changed(png, draw, rows, code=(plots.lr_figure,))  # other drawing code: redrawn
+    png.write_bytes(b"not a png")
+    assert plots.save_png_if_changed(png, draw, rows) and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
