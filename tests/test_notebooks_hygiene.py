@@ -70,14 +70,7 @@ def test_checked_cells_hold_no_memory_addresses(path):
     assert not found, f"checked outputs with memory addresses: {found}"
 
 
-# Being rewritten on other branches; their opening cell does not name a module yet. strict: the test fails
-# once it does, so the mark cannot outlive the fix.
-PENDING_MODULE = {"04_gpt_model": "its opening cell must name nanogpt_lib/model.py (and nanogpt_lib/loss.py)"}
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=PENDING_MODULE[p.stem]))
-    if p.stem in PENDING_MODULE else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_opening_cell_names_the_module_it_teaches(path):
     first = cells(path)[0]
     assert first["cell_type"] == "markdown"
