@@ -76,7 +76,7 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
 
     assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
     run_dir = home / "runs" / "papermill-test"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "ckpt.pt", "ckpt.prev.pt", "config.json", "loss.png", "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "ckpt.prev.pt", "ckpt.pt", "config.json", "loss.png", "metrics.jsonl"]
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
