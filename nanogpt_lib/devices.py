@@ -30,7 +30,9 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def describe_devices() -> str:
-    lines = [f"devices: {', '.join(available_devices())} (cpu threads: {torch.get_num_threads()})"]
+    """What ``nanogpt info`` prints: the devices, and the CPU's class (measured, about 0.1 s)."""
+    lines = [f"devices: {', '.join(available_devices())} (cpu threads: {torch.get_num_threads()})",
+             f"  cpu: {cpu_class()}, bf16 matmuls {cpu_bf16_speedup():.2f}x fp32 (bf16 is used above 1.25x)"]
     if torch.cuda.is_available():
         lines.append(f"  cuda: {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
     return "\n".join(lines)
@@ -55,8 +57,9 @@ FP32 = Precision(torch.float32, autocast=False, grad_scaler=False)
 def _time_matmul(dtype: torch.dtype | None, reps: int = 7) -> float:
     """Fastest seconds of a forward+backward of an LM-head-shaped matmul on the CPU (the minimum is the
     figure least disturbed by other work on the machine)."""
-    x = torch.randn(512, 128, requires_grad=True)
-    w = torch.randn(8192, 128, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)  # never the global RNG: a resumed run must draw the same dropout
+    x = torch.randn(512, 128, generator=gen, requires_grad=True)
+    w = torch.randn(8192, 128, generator=gen, requires_grad=True)
     times = []
     for i in range(reps + 1):
         start = time.perf_counter()
@@ -76,6 +79,24 @@ def cpu_bf16_speedup() -> float:
     slower. A measurement, not a flag check, decides.
     """
     return _time_matmul(None) / _time_matmul(torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_class() -> str:
+    """The CPU's class as far as training speed goes: ``AVX2``, ``AVX512``, ``AVX512-BF16`` or ``AMX`` (or
+    torch's own name for other kinds, e.g. ``DEFAULT`` on Arm).
+
+    The vector width is torch's (``get_cpu_capability``, which honours ``ATEN_CPU_CAPABILITY``); native
+    bf16 is the measured speed-up, not a flag, since oneDNN can be capped below what the chip has
+    (``ONEDNN_MAX_CPU_ISA``); AMX is told from AVX512-BF16 by its tile flag.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "AVX512":
+        return capability
+    if cpu_bf16_speedup() <= 1.25:
+        return "AVX512"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()  # private in torch 2.x: guarded
+    return "AMX" if amx else "AVX512-BF16"
 
 
 def choose_precision(device: torch.device, requested: str = "auto") -> Precision:

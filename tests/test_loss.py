@@ -77,17 +77,19 @@ def test_bf16_autocast_is_close_with_float32_results():
         assert (a - b).abs().max() < 0.03 * b.abs().max()
 
 
-def test_a_hopeless_prediction_has_its_true_loss_not_inf():
-    """A target 200 nats below the best logit: its probability is exp(-200), zero in float32, so a loss
-    taken as -log p[target] would be inf. The log-sum-exp route gives the true ~200 (float32 rounding of
-    200-sized logits: 1e-4)."""
+@pytest.mark.parametrize("softcap", [0.0, 150.0])
+def test_a_hopeless_prediction_has_its_true_loss_not_inf(softcap):
+    """A target 200 nats below the best logit (130 once capped at 150): its probability is exp(-200), zero
+    in float32, so a loss read off as -log p[target] would be inf. Such rows are recomputed, and give the
+    true ~200 (float32 rounding of 200-sized logits: 1e-4 relative), with the other rows' losses intact."""
     h, w, t = problem(8, 4, 50, dtype=torch.float32)
     h[:, 0], w[:, 0] = 1.0, 0.0
     w[0, 0] = -200.0  # token 0 is 200 below the rest at every position
-    t[:] = 0
-    ref = F.cross_entropy(h.double() @ w.double().t(), t)
-    loss = linear_cross_entropy(h, w, t, chunk=3)
-    assert ref.item() > 190 and abs(loss.item() - ref.item()) < 1e-4 * ref.item()
+    t[:5] = 0
+    z = h.double() @ w.double().t()
+    ref = F.cross_entropy(softcap * torch.tanh(z / softcap) if softcap else z, t)
+    loss = linear_cross_entropy(h, w, t, chunk=3, softcap=softcap)
+    assert ref.item() > 70 and abs(loss.item() - ref.item()) < 1e-4 * ref.item()
 
 
 def test_fp16_gradients_do_not_underflow_under_a_loss_scale():
