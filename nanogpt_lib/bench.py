@@ -15,11 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import paths
 
@@ -93,101 +90,135 @@ def bench_prepare(repeats: int = 3) -> dict[str, Any]:
     return {"title": "prepare throughput", "ours": asdict(rate)}
 
 
-def naive_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The same GPT written out plainly in fp32: attention as explicit matmuls, mask and softmax, and a
-    full log-softmax over the 50k vocabulary (the training benchmark's baseline)."""
-    tr, cfg = model.transformer, model.config
-    B, T = x.shape
-    C, H = cfg.n_embd, cfg.n_head
-    h = tr.wte(x) + tr.wpe(torch.arange(T, device=x.device))
-    mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
-    for block in tr.h:
-        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in block.attn.c_attn(block.ln_1(h)).split(C, dim=2))
-        att = ((q @ k.transpose(-2, -1)) / math.sqrt(C // H)).masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        h = h + block.attn.c_proj((att @ v).transpose(1, 2).reshape(B, T, C))
-        h = h + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(h)), approximate="tanh"))
-    logits = tr.ln_f(h) @ tr.wte.weight.t()
-    return -logits.log_softmax(dim=-1).gather(-1, y[..., None]).mean()
-
-
-def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_steps: int = 30) -> dict[str, Any]:
-    """Training tokens/s of the library's default path (precision chosen by measurement, chunked LM-head
-    loss) against :func:`naive_loss` in fp32, at the default config; then the loss each reaches after
-    ``loss_steps`` steps from the same init on the same batches (faster must not mean worse)."""
-    from .config import TrainConfig
-    from .data import TokenData
-    from .devices import choose_precision
-    from .model import GPT, GPTConfig
-
-    cfg = TrainConfig(model=GPTConfig(), optimizer="adamw", lr=1e-3)  # GPT-2: the model naive_loss writes out
-    data = TokenData(paths.data_dir() / cfg.dataset, cfg.model.block_size, cfg.model.vocab_size)
-    precision = choose_precision(torch.device("cpu"), "auto")
-
-    def make(seed: int = 0) -> tuple[GPT, torch.optim.Optimizer]:
-        torch.manual_seed(seed)
-        model = GPT(cfg.model)
-        return model, model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")[0]
-
-    def stepper(fast_path: bool) -> Callable[[], float]:
-        model, opt = make()
-        k = iter(range(10**9))
-
-        def step() -> float:
-            x, y = data.get_batch("train", next(k), batch_size, cfg.seed)
-            if fast_path:
-                with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
-                    _, loss = model(x, y)
-            else:
-                loss = naive_loss(model, x, y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss.item()
-        return step
-
-    tokens = batch_size * cfg.model.block_size
-    ours = measure(f"library default ({precision.name}, chunked CE)", "token", stepper(True), tokens, steps, repeats)
-    naive = measure("naive fp32 (eager attention, full CE)", "token", stepper(False), tokens, steps, repeats)
-    result = compare(f"training step, B={batch_size} T={cfg.model.block_size}, {torch.get_num_threads()} threads",
-                     ours, naive)
-    # The default recipe trains a different model (RoPE, ReLU^2) with another optimizer (Muon): its speed
-    # per token, for scale; its gain is in steps to a loss (README "Experiments"), not tokens/s.
-    recipe = TrainConfig()
-    torch.manual_seed(0)
-    recipe_model = GPT(recipe.model)
-    recipe_opts = recipe_model.configure_optimizers(recipe.weight_decay, recipe.lr, (recipe.beta1, recipe.beta2),
-                                                    "cpu", recipe.optimizer, recipe.muon_lr, recipe.muon_momentum)
+def _train_stepper(make: Callable[[], tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]],
+                   data: Any, batch_size: int, seed: int, clip: float) -> Callable[[], torch.Tensor]:
+    """One training step per call, as the trainer takes it: a batch, forward and loss, backward, gradient
+    clipping, each optimizer's step, ``zero_grad(set_to_none=True)``. Batch k is the same for every row."""
+    model, loss_of, opts = make()
     k = iter(range(10**9))
 
-    def recipe_step() -> None:
-        x, y = data.get_batch("train", next(k), batch_size, cfg.seed)
-        with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
-            _, loss = recipe_model(x, y)
+    def step() -> torch.Tensor:
+        x, y = data.get_batch("train", next(k), batch_size, seed)
+        loss = loss_of(x, y)
         loss.backward()
-        for opt in recipe_opts:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        for opt in opts:
             opt.step()
             opt.zero_grad(set_to_none=True)
+        return loss.detach()
+    return step
 
-    default = measure("default recipe (RoPE, ReLU^2, Muon)", "token", recipe_step, tokens, steps, repeats)
-    print(f"  {default}")
-    result["default_recipe"] = {"median": default.median, "min": min(default.rates), "max": max(default.rates)}
-    final = {}
-    for label, fast_path in (("library default", True), ("naive fp32", False)):
-        step = stepper(fast_path)
-        final[label] = [step() for _ in range(loss_steps)][-1]
-    print(f"  loss after {loss_steps} steps from the same init: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
-    result["loss_after_steps"] = {"steps": loss_steps, **final}
+
+def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_steps: int = 20,
+                compiled: bool = True) -> dict[str, Any]:
+    """Training tokens/s, side by side in one process with the rounds interleaved:
+
+    - the baseline (:class:`~.baseline.PlainGPT`: fp32, full logits and ``F.cross_entropy``, plain AdamW),
+    - ours with the GPT-2 architecture and AdamW (the precision chosen by measurement, the chunked loss),
+    - ours with the default recipe (RoPE, ReLU^2, Muon), eager and (``compiled``) under ``torch.compile``,
+      whose compile time is printed apart.
+
+    Then the baseline and our GPT-2 from the same weights on the same batches: their first losses agree
+    (the same function), and after ``loss_steps`` steps neither is worse (faster must not mean worse).
+    """
+    from .baseline import PlainGPT
+    from .config import TrainConfig
+    from .data import TokenData
+    from .devices import choose_precision, cpu_class
+    from .loss import chunk_rows
+    from .model import GPT, GPTConfig
+
+    recipe = TrainConfig()
+    gpt2 = TrainConfig(model=GPTConfig(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
+    data = TokenData(paths.data_dir() / recipe.dataset, recipe.model.block_size, recipe.model.vocab_size)
+    precision = choose_precision(torch.device("cpu"), "auto")
+    ns_dtype = precision.dtype if precision.autocast else torch.float32
+    tokens = batch_size * recipe.model.block_size
+    print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, torch {torch.__version__}; precision "
+          f"{precision.name} (bf16 is used where it measured faster), LM-head loss in chunks of "
+          f"{chunk_rows(recipe.model.vocab_size)} rows; B={batch_size} T={recipe.model.block_size}")
+
+    def baseline() -> tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]:
+        torch.manual_seed(0)
+        weights = GPT(gpt2.model).state_dict()  # our GPT-2's initialisation: both start from the same weights
+        model = PlainGPT(gpt2.model)
+        model.load_state_dict(weights)
+        return model, model, [model.optimizer(gpt2.lr, gpt2.weight_decay, (gpt2.beta1, gpt2.beta2))]
+
+    def ours(cfg: TrainConfig, compile_it: bool = False) -> Callable[[], Any]:
+        def make() -> tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]:
+            torch.manual_seed(0)
+            model = GPT(cfg.model)
+            opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
+                                              cfg.muon_lr, cfg.muon_momentum, ns_dtype=ns_dtype)
+            forward = torch.compile(model) if compile_it else model
+
+            def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
+                    return forward(x, y)[1]
+            return model, loss_of, opts
+        return make
+
+    rows = {"nanoGPT-style baseline (fp32, full logits, AdamW)": baseline,
+            "ours, GPT-2 architecture + AdamW": ours(gpt2),
+            "ours, default recipe (RoPE, ReLU^2, Muon)": ours(recipe)}
+    if compiled:
+        rows["ours, default recipe, torch.compile"] = ours(recipe, compile_it=True)
+    steppers, first_call = {}, {}
+    for name, make in rows.items():
+        steppers[name] = _train_stepper(make, data, batch_size, recipe.seed, recipe.grad_clip)
+        start = time.perf_counter()
+        steppers[name]()  # warm-up; for the compiled row, this is where it compiles
+        first_call[name] = time.perf_counter() - start
+    rates: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeats):  # interleaved: a busy moment on the machine hits every row alike
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[name].append(tokens * steps / (time.perf_counter() - start))
+    base = statistics.median(rates[next(iter(rows))])
+    print(f"== training step, {steps} steps x {repeats} interleaved rounds")
+    print(f"  {'':<52} {'tokens/s':>9}  {'spread':>15}  {'vs baseline':>11}")
+    result: dict[str, Any] = {"cpu_class": cpu_class(), "precision": precision.name, "threads": torch.get_num_threads(),
+                              "chunk": chunk_rows(recipe.model.vocab_size), "batch_size": batch_size, "rows": {}}
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:<52} {med:>9,.0f}  {min(r):>7,.0f}..{max(r):<7,.0f}  {med / base:>10.2f}x")
+        result["rows"][name] = {"median": med, "min": min(r), "max": max(r), "ratio": med / base}
+    if compiled:
+        name = "ours, default recipe, torch.compile"
+        step_s = tokens / statistics.median(rates[name])
+        result["compile_s"] = max(first_call[name] - step_s, 0.0)
+        print(f"  torch.compile: {result['compile_s']:.0f} s to compile (the first step), paid once per run")
+    if loss_steps:
+        result["loss"] = _same_loss(baseline, ours(gpt2), data, batch_size, recipe, loss_steps)
     return result
 
 
-def bench_sample(new_tokens: int = 200, repeats: int = 3,
-                 block_sizes: tuple[int, ...] = (64, 256, 1024)) -> dict[str, Any]:
-    """Greedy sampling tokens/s with the KV cache against recomputing the whole window each token, from a
-    prompt half a block long (so the window is well filled, and slides at the small block sizes)."""
+def _same_loss(baseline: Callable, ours: Callable, data: Any, batch_size: int, cfg: Any,
+               loss_steps: int) -> dict[str, float]:
+    """The baseline and our GPT-2 from the same weights on the same batches: first and last loss."""
+    out = {}
+    for label, make in (("baseline", baseline), ("ours", ours)):
+        step = _train_stepper(make, data, batch_size, cfg.seed, cfg.grad_clip)
+        losses = [step().item() for _ in range(loss_steps)]
+        out[f"{label}_first"], out[f"{label}_last"] = losses[0], losses[-1]
+    print(f"  same weights, same batches: first loss baseline {out['baseline_first']:.4f}, ours "
+          f"{out['ours_first']:.4f}; after {loss_steps} steps {out['baseline_last']:.4f} and {out['ours_last']:.4f}")
+    return out
+
+
+def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int, ...] = (64, 256, 1024),
+                 batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
+    """Sampling tokens/s: the KV cache against recomputing the whole window each token (greedy, from a
+    prompt half a block long, so the window is well filled and slides at the small block sizes); then
+    N samples in one batch at block 64 (the CLI's settings), where the LM head's weight is read once per
+    step for all N rows."""
     from .model import GPT, GPTConfig
     from .sample import generate
 
-    results = {}
+    results: dict[str, Any] = {}
     for block in block_sizes:
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=block)).eval()
@@ -199,6 +230,18 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3,
         ours = measure("KV cache", "token", sampler(True), new_tokens, 1, repeats)
         naive = measure("recompute the context", "token", sampler(False), new_tokens, 1, repeats)
         results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}", ours, naive)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(pos="rope", mlp="relu2")).eval()  # the default recipe's model, block 64
+    rates = {}
+    for n in batches:
+        prompt = torch.randint(0, 50257, (n, 32), generator=torch.Generator().manual_seed(n))
+        rates[n] = measure(f"{n} sample(s) in one batch", "token",
+                           lambda p=prompt: generate(model, p, new_tokens, temperature=0.8, top_k=200, seed=0),
+                           n * new_tokens, 1, repeats)
+    print(f"== sampling {new_tokens} tokens per sample, N samples in one batch, block 64, temperature 0.8, top-k 200")
+    for n, rate in rates.items():
+        print(f"  {rate}  {rate.median / rates[batches[0]].median:.2f}x N={batches[0]}")
+    results["batched"] = {str(n): asdict(rate) for n, rate in rates.items()}
     return results
 
 
@@ -216,10 +259,12 @@ def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[s
         results["prepare"] = bench_prepare(repeats=1 if fast else 3)
     if "train" in which:
         results["train"] = bench_train(steps=1 if fast else 5, repeats=1 if fast else 3,
-                                       batch_size=8 if fast else 64, loss_steps=2 if fast else 30)
+                                       batch_size=8 if fast else 64, loss_steps=2 if fast else 20,
+                                       compiled=not fast)
     if "sample" in which:
         results["sample"] = bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
-                                         block_sizes=(64,) if fast else (64, 256, 1024))
+                                         block_sizes=(64,) if fast else (64, 256, 1024),
+                                         batches=(1, 4) if fast else (1, 4, 16))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))

@@ -232,15 +232,25 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
     p.add_argument("--seed", type=int, default=None, help="fix the randomness for a reproducible sample")
+    p.add_argument("--num-samples", type=_positive_int, default=1,
+                   help="N samples generated together in one batch (about the cost of one on a CPU), printed "
+                        "one after another; 1 (default) streams the text as it comes")
     p.add_argument("--ckpt", type=Path, default=None,
                    help="weights: trained_model/ (default), an export folder, a weights file, or a run folder")
     p.add_argument("--device", default="auto")
 
 
 def _run_sample(args: argparse.Namespace) -> None:
-    from .sample import load_model, stream_text
+    from .sample import generate_texts, load_model, stream_text
 
     model = load_model(args.ckpt, device=args.device)
+    if args.num_samples > 1:
+        texts = generate_texts(model, args.prompt, args.num_samples, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+        for i, text in enumerate(texts, 1):
+            print(("\n" if i > 1 else "") + f"---------- sample {i} of {len(texts)} ----------")
+            print(args.prompt + text, flush=True)
+        return
     print(args.prompt, end="", flush=True)
     for piece in stream_text(model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed):

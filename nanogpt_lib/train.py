@@ -173,9 +173,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(device)
         try:
-            self.optimizers = self.model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
-                                                              device.type, cfg.optimizer, cfg.muon_lr,
-                                                              cfg.muon_momentum)
+            self.optimizers = self.model.configure_optimizers(
+                cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type, cfg.optimizer, cfg.muon_lr,
+                cfg.muon_momentum, ns_dtype=self.precision.dtype if self.precision.autocast else torch.float32)
         except RuntimeError as e:
             raise TrainError(str(e)) from None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None

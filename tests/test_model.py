@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib.loss import linear_cross_entropy
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.sample import generate, generate_stream
 
@@ -100,38 +99,6 @@ def test_ignore_index_and_gpt2_init(model):
     assert big.transformer.h[0].attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert big.transformer.h[0].mlp.c_proj.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)
     assert big.transformer.h[0].mlp.c_fc.bias.abs().max() == 0
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 128])
-def test_linear_cross_entropy_matches_the_plain_loss_and_gradients(chunk):
-    """The chunked LM-head loss equals F.cross_entropy over full logits, in value and in both gradients."""
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(50, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(300, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    t = torch.randint(0, 300, (50,), generator=g)
-    t[::6] = -1
-    ref = torch.nn.functional.cross_entropy(h @ w.t(), t, ignore_index=-1)
-    ref_gh, ref_gw = torch.autograd.grad(3 * ref, (h, w))
-    loss = linear_cross_entropy(h, w, t, chunk=chunk)
-    gh, gw = torch.autograd.grad(3 * loss, (h, w))
-    torch.testing.assert_close(loss, ref, rtol=0, atol=1e-12)
-    torch.testing.assert_close(gh, ref_gh, rtol=0, atol=1e-10)
-    torch.testing.assert_close(gw, ref_gw, rtol=0, atol=1e-10)
-    with torch.no_grad():  # evaluation: the same value, no gradient work
-        torch.testing.assert_close(linear_cross_entropy(h, w, t, chunk=chunk), ref, rtol=0, atol=1e-12)
-
-
-def test_linear_cross_entropy_under_bf16_autocast_is_close():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(64, 32, generator=g, requires_grad=True)
-    w = (0.1 * torch.randn(500, 32, generator=g)).requires_grad_()
-    t = torch.randint(0, 500, (64,), generator=g)
-    ref = torch.nn.functional.cross_entropy(h @ w.t(), t)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = linear_cross_entropy(h, w, t)
-    assert loss.dtype == torch.float32 and abs(loss.item() - ref.item()) < 1e-2
-    loss.backward()
-    assert h.grad.dtype == w.grad.dtype == torch.float32
 
 
 def test_tiny_overfit_one_batch():

@@ -11,7 +11,7 @@ import torch
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib import sample
-from nanogpt_lib.sample import generate, generate_text, load_model, stream_text
+from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, stream_text
 from nanogpt_lib.tokenizer import decode, encode
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
@@ -125,3 +125,60 @@ def test_padding_ids_are_never_sampled(model):
     assert generate(model, prompt, 3, temperature=0)[0, 1:].max().item() < 50257  # the default limit
     text = generate_text(model, "x", max_new_tokens=5, temperature=0)
     assert all(t < 50257 for t in encode(text)) and text
+
+
+def test_generate_texts_samples_a_batch_reproducibly(model):
+    """N samples in one batch: greedy rows all equal the single greedy continuation; sampled rows are
+    reproducible with a seed and differ from one another."""
+    greedy = generate_text(model, "ROMEO:", max_new_tokens=8, temperature=0)
+    assert generate_texts(model, "ROMEO:", 3, max_new_tokens=8, temperature=0) == [greedy] * 3
+    texts = generate_texts(model, "ROMEO:", 4, max_new_tokens=8, temperature=1.0, top_k=None, seed=5)
+    assert len(texts) == 4 and len(set(texts)) > 1
+    assert texts == generate_texts(model, "ROMEO:", 4, max_new_tokens=8, temperature=1.0, top_k=None, seed=5)
+    with pytest.raises(ValueError, match="num_samples"):
+        generate_texts(model, "x", 0)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-38])
+def test_a_tiny_temperature_is_greedy_not_nan(model, temperature):
+    """1e-45 is a float32 denormal (and 1e-50 would round to 0): dividing logits by it gave inf and NaN
+    probabilities. It samples the argmax, as temperature 0 does."""
+    logits = torch.tensor([[1.0, 3.0, -2.0, 2.9999]])
+    gen = torch.Generator().manual_seed(0)
+    assert [sample.sample_next(logits, temperature, gen=gen).item() for _ in range(20)] == [1] * 20
+    p = torch.tensor([encode("ROMEO:")])
+    assert torch.equal(generate(model, p, 6, temperature=temperature, seed=1), generate(model, p, 6, temperature=0))
+
+
+def test_cli_num_samples_prints_each_sample(model, tmp_path, capsys):
+    from nanogpt_lib.cli import main
+
+    export_weights(model, TINY, tmp_path)
+    assert main(["sample", "--ckpt", str(tmp_path), "--prompt", "ROMEO:", "--num-samples", "3",
+                 "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    greedy = generate_text(model, "ROMEO:", max_new_tokens=5, temperature=0)
+    for i in (1, 2, 3):
+        assert f"---------- sample {i} of 3 ----------\nROMEO:{greedy}\n" in out
+
+
+@pytest.mark.parametrize("top_k, top_p, temperature", [(3, None, 1.0), (None, 0.7, 0.5), (4, 0.8, 2.0), (None, None, 1.0)])
+def test_sample_next_draws_from_the_kept_tokens_with_their_probabilities(top_k, top_p, temperature):
+    """20,000 draws (one per row) against the distribution written out here: softmax(logits / T), cut to the
+    k likeliest, then to the smallest prefix holding top_p, renormalised. Each frequency within 5 standard
+    errors (sqrt(p (1 - p) / n) <= 0.0036), and nothing outside the kept set is ever drawn."""
+    base = torch.tensor([2.0, 0.5, 1.5, -1.0, 1.0, 0.0, 1.8, -0.5])
+    probs = torch.softmax(base / temperature, dim=0)
+    order = probs.argsort(descending=True)
+    keep = order[:top_k] if top_k else order
+    if top_p is not None:
+        p = probs[keep] / probs[keep].sum()
+        keep = keep[:int(((p.cumsum(0) - p) < top_p).sum())]
+    expected = torch.zeros_like(probs)
+    expected[keep] = probs[keep] / probs[keep].sum()
+    n = 20_000
+    draws = sample.sample_next(base.expand(n, -1), temperature, top_k, top_p, gen=torch.Generator().manual_seed(0))
+    assert draws.shape == (n, 1)
+    freq = torch.bincount(draws[:, 0], minlength=len(base)).double() / n
+    assert (freq[expected == 0] == 0).all()
+    assert ((freq - expected).abs() <= 5 * (expected * (1 - expected) / n).sqrt() + 1e-12).all()
