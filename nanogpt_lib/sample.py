@@ -29,28 +29,24 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = No
     """One token id per row of (B, vocab) float logits, shape (B, 1).
 
     ``temperature`` 0 (or below the dtype's smallest normal number) is greedy (argmax); otherwise the
-    logits are divided by it, ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set holding
-    at least that much probability, and one token is drawn from what is left (from ``gen`` if given, so
-    the global RNG is untouched).
+    logits are divided by it, ``top_k`` keeps the k
+    likeliest tokens, ``top_p`` the smallest set holding at least that much probability, and one token is
+    drawn from what is left (from ``gen`` if given, so the global RNG is untouched).
     """
     if temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small (1e-45) it would itself round to 0
         return logits.argmax(dim=-1, keepdim=True)
-    ids = None  # where the candidates sit in the vocabulary, once they are cut down and sorted
-    if top_k is not None and top_k < logits.size(-1):
-        # Only the k candidates go on: the draw costs a random number per entry, and over the whole
-        # vocabulary that was 60% of a step with 16 samples in a batch (top-k 200).
-        logits, ids = torch.topk(logits, top_k)
-    elif top_p is not None and top_p < 1:
-        logits, ids = logits.sort(dim=-1, descending=True)
     # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to -inf, never
     # past the largest float (inf - inf would be NaN in the softmax); the shift changes no probability.
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
-    if top_p is not None and top_p < 1:  # candidates are sorted, largest first
-        probs = logits.softmax(dim=-1)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
         outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
-        logits = logits.masked_fill(outside, float("-inf"))
-    choice = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
-    return choice if ids is None else ids.gather(-1, choice)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
 
 
 # ---- the sampling loop ----------------------------------------------------------------------------

@@ -160,25 +160,3 @@ def test_cli_num_samples_prints_each_sample(model, tmp_path, capsys):
     greedy = generate_text(model, "ROMEO:", max_new_tokens=5, temperature=0)
     for i in (1, 2, 3):
         assert f"---------- sample {i} of 3 ----------\nROMEO:{greedy}\n" in out
-
-
-@pytest.mark.parametrize("top_k, top_p, temperature", [(3, None, 1.0), (None, 0.7, 0.5), (4, 0.8, 2.0), (None, None, 1.0)])
-def test_sample_next_draws_from_the_kept_tokens_with_their_probabilities(top_k, top_p, temperature):
-    """20,000 draws (one per row) against the distribution written out here: softmax(logits / T), cut to the
-    k likeliest, then to the smallest prefix holding top_p, renormalised. Each frequency within 5 standard
-    errors (sqrt(p (1 - p) / n) <= 0.0036), and nothing outside the kept set is ever drawn."""
-    base = torch.tensor([2.0, 0.5, 1.5, -1.0, 1.0, 0.0, 1.8, -0.5])
-    probs = torch.softmax(base / temperature, dim=0)
-    order = probs.argsort(descending=True)
-    keep = order[:top_k] if top_k else order
-    if top_p is not None:
-        p = probs[keep] / probs[keep].sum()
-        keep = keep[:int(((p.cumsum(0) - p) < top_p).sum())]
-    expected = torch.zeros_like(probs)
-    expected[keep] = probs[keep] / probs[keep].sum()
-    n = 20_000
-    draws = sample.sample_next(base.expand(n, -1), temperature, top_k, top_p, gen=torch.Generator().manual_seed(0))
-    assert draws.shape == (n, 1)
-    freq = torch.bincount(draws[:, 0], minlength=len(base)).double() / n
-    assert (freq[expected == 0] == 0).all()
-    assert ((freq - expected).abs() <= 5 * (expected * (1 - expected) / n).sqrt() + 1e-12).all()
