@@ -137,7 +137,11 @@ WORKER = textwrap.dedent("""
     sys.exit(code)
 """)
 # No dropout here: every rank draws the same masks, so 2 ranks would not equal 2 accumulated micro-batches.
-DDP_RUN = [*GPT2_DROPOUT, "model.dropout=0.0", "max_steps=12", "eval_every=6", "log_every=1", "ckpt_every=5"]
+# 60 steps: long enough that a signal sent after the third record lands mid-run on a fast machine too (at
+# 12 steps the whole run could end before the signals arrived).
+DDP_STEPS = 60
+DDP_RUN = [*GPT2_DROPOUT, "model.dropout=0.0", f"max_steps={DDP_STEPS}", "eval_every=20", "log_every=1",
+           "ckpt_every=5"]
 
 
 def free_port() -> int:
@@ -219,7 +223,7 @@ def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly
     # Each worker saw SIGINT twice (ours, then torchrun's); before, the second one aborted the save.
     assert [(tmp_path / f"exit-{r}").read_text() for r in (0, 1)] == [str(EXIT_PAUSED)] * 2, out[-3000:]
     step = load_checkpoint(run / "ckpt.pt")["step"]
-    assert 3 <= step < 12 and f"paused at step {step}" in out
+    assert 3 <= step < DDP_STEPS and f"paused at step {step}" in out
     assert max(r["step"] for r in read_metrics(run)) == step
 
     resumed = torchrun(tmp_path, env, "ddp-paused")
@@ -239,7 +243,7 @@ def test_two_nodes_pause_when_one_node_is_signalled_and_resume_exactly(env, home
     assert [(tmp_path / f"exit-{r}").read_text() for r in (0, 1)] == [str(EXIT_PAUSED)] * 2, out[-3000:]
     assert "exitcode  : 75" in out  # node A's torchrun reports its worker as pre-empted (75), not crashed
     step = load_checkpoint(run / "ckpt.pt")["step"]
-    assert 3 <= step < 12 and f"paused at step {step}" in out
+    assert 3 <= step < DDP_STEPS and f"paused at step {step}" in out
 
     port = free_port()
     a, b = (torchrun(tmp_path, env, "two-nodes", nodes=f"{port}:resume") for _ in range(2))
