@@ -465,6 +465,11 @@ class Trainer:
 
     def close(self) -> None:
         self._lock.release()
+        if self.dist.world > 1:
+            # Every rank arrives, then DDP's reducer (which holds the process group) is freed while the peers
+            # are still alive: freed later, after a peer had exited, its gloo group's destructor waited forever.
+            self.dist.barrier()
+            self.ddp_model = self.model
         self.dist.close()
 
 
