@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# The chapters and their solutions (notebooks/solutions/NN_*.ipynb).
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("**/[0-9][0-9]_*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 # What tqdm leaves in an output: "42%|####  |", "[00:03<00:05, 7.1it/s]", "0doc [00:00, ?doc/s]".
 TQDM_RESIDUE = re.compile(r"\d+%\||\[\d+:\d\d[<,]|[\d?.]+\s?[A-Za-z]*/s\]")
@@ -75,7 +76,8 @@ def test_the_opening_cell_names_the_module_it_teaches(path):
     first = cells(path)[0]
     assert first["cell_type"] == "markdown"
     named = {a or b for a, b in MODULE.findall(source(first))}
-    existing = {name for name in named if (ROOT / "nanogpt_lib" / f"{name}.py").is_file()}
+    existing = {name for name in named if (ROOT / "nanogpt_lib" / f"{name}.py").is_file()
+                or (ROOT / "nanogpt_lib" / name / "__init__.py").is_file()}  # a module or a package
     assert existing, f"the opening cell names no nanogpt_lib module (found {sorted(named) or 'none'})"
 
 

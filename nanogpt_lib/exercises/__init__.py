@@ -1,0 +1,130 @@
+"""Checks for the chapters' exercises: right or wrong, and why, without giving the answer away.
+
+Each chapter's checks live in ``chNN.py`` beside this file and register themselves with :func:`exercise`. A
+notebook calls ``check("03.2", answer)``: it prints one verdict and returns ``True`` or ``False``, so an
+unanswered exercise (``None``, ``...``, or a function that still raises ``NotImplementedError``) never fails a
+chapter run, while the solutions notebooks ``assert check(...)`` so that a check that rots fails the build.
+
+A checker receives the learner's answer and either returns (optionally a short remark to print with the
+verdict) or raises :class:`Wrong` with the reason. Reasons say *what* is off (a shape, a value at an index, a
+property that fails) and never print the expected answer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Checker = Callable[[Any], "str | None"]
+
+
+class Wrong(Exception):
+    """Raised by a checker: the answer is wrong, and the message says why (without the solution)."""
+
+
+class NotAnswered(Exception):
+    """Raised by a checker when the answer is a placeholder the learner has not filled in yet."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str        # "03.2": chapter, then number
+    title: str     # one line, as the notebook's heading names it
+    answer: str    # what to pass to check(): "a function causal_mask(T) -> bool tensor (T, T)"
+    checker: Checker
+
+
+_REGISTRY: dict[str, Exercise] = {}
+_ID = re.compile(r"^(\d\d)\.(\d+)$")
+
+
+def exercise(id: str, title: str, answer: str) -> Callable[[Checker], Checker]:
+    """Register ``checker`` as the check of exercise ``id`` (used by the ``chNN`` modules)."""
+    if not _ID.match(id):
+        raise ValueError(f"exercise id {id!r} is not of the form '03.2'")
+
+    def register(checker: Checker) -> Checker:
+        if id in _REGISTRY:
+            raise ValueError(f"exercise {id} is registered twice")
+        _REGISTRY[id] = Exercise(id, title, answer, checker)
+        return checker
+
+    return register
+
+
+def expect(condition: bool, why: str) -> None:
+    """Raise :class:`Wrong` with ``why`` unless ``condition`` holds (a checker's one-line assert)."""
+    if not condition:
+        raise Wrong(why)
+
+
+def _load_chapter(chapter: str) -> None:
+    try:
+        importlib.import_module(f"{__name__}.ch{chapter}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.ch{chapter}":
+            raise
+        raise ValueError(f"chapter {chapter} has no exercises") from None
+
+
+def exercises(chapter: str | int) -> list[Exercise]:
+    """The exercises of a chapter (``"03"`` or ``3``), in order."""
+    chapter = f"{int(chapter):02d}"
+    _load_chapter(chapter)
+    found = [e for i, e in _REGISTRY.items() if i.startswith(chapter + ".")]
+    return sorted(found, key=lambda e: int(e.id.split(".")[1]))
+
+
+def get(id: str) -> Exercise:
+    """The exercise called ``id`` (``"03.2"``); a ``ValueError`` names the chapter's exercises if unknown."""
+    m = _ID.match(id)
+    if not m:
+        raise ValueError(f"exercise id {id!r} is not of the form '03.2'")
+    _load_chapter(m.group(1))
+    if id not in _REGISTRY:
+        known = ", ".join(e.id for e in exercises(m.group(1)))
+        raise ValueError(f"no exercise {id}; chapter {m.group(1)} has {known}")
+    return _REGISTRY[id]
+
+
+def _unanswered(answer: Any) -> bool:
+    return answer is None or answer is Ellipsis
+
+
+def verdict(id: str, answer: Any) -> tuple[bool | None, str]:
+    """Run the check of ``id`` on ``answer``: ``(True, remark)``, ``(False, why)`` or ``(None, how to answer)``.
+
+    ``None`` means not answered yet. A learner's code that raises is a wrong answer (its error is the why),
+    except ``NotImplementedError``, the placeholder a chapter leaves in a function to fill in.
+    """
+    ex = get(id)
+    how = f"not answered yet: give check({id!r}, ...) {ex.answer}, then run the cell again"
+    if _unanswered(answer):
+        return None, how
+    try:
+        remark = ex.checker(answer)
+    except NotAnswered:
+        return None, how
+    except NotImplementedError:
+        return None, how
+    except Wrong as w:
+        return False, str(w)
+    except Exception as e:  # the learner's code failed inside the check
+        return False, f"your answer raised {type(e).__name__}: {e}"
+    return True, remark or ""
+
+
+def check(id: str, answer: Any) -> bool:
+    """Check exercise ``id``: print the verdict (right, wrong and why, or how to answer) and return it as a bool."""
+    ok, text = verdict(id, answer)
+    title = get(id).title
+    if ok is None:
+        print(f"Exercise {id} ({title}): {text}.")
+    elif ok:
+        print(f"✓ Exercise {id} ({title}): right." + (f" {text}" if text else ""))
+    else:
+        print(f"✗ Exercise {id} ({title}): not yet: {text}")
+    return bool(ok)
