@@ -29,24 +29,31 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = No
     """One token id per row of (B, vocab) float logits, shape (B, 1).
 
     ``temperature`` 0 (or below the dtype's smallest normal number) is greedy (argmax); otherwise the
-    logits are divided by it, ``top_k`` keeps the k
-    likeliest tokens, ``top_p`` the smallest set holding at least that much probability, and one token is
-    drawn from what is left (from ``gen`` if given, so the global RNG is untouched).
+    logits are divided by it, ``top_k`` keeps the k likeliest tokens (exactly k: ties at the k-th are
+    broken by ``torch.topk``), ``top_p`` the smallest set holding at least that much probability, and one
+    token is drawn from what is left (from ``gen`` if given, so the global RNG is untouched).
+
+    With ``top_k`` the draw is among the k candidates only (``topk`` gives them likeliest first, with their
+    ids): ``torch.multinomial`` draws one random number per entry of a row, so drawing from all 50,304
+    entries when only k can win cost 0.8 ms per row, 12.5 ms per step for 16 samples, more than the model
+    itself (measured on a 2-core AVX512 CPU); among 200 candidates it costs next to nothing.
     """
     if temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small (1e-45) it would itself round to 0
         return logits.argmax(dim=-1, keepdim=True)
     # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to -inf, never
     # past the largest float (inf - inf would be NaN in the softmax); the shift changes no probability.
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    ids = None  # the token id of each column of `logits`, where they are no longer the vocabulary's order
     if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits, ids = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # the candidates, likeliest first
     if top_p is not None and top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
+        if ids is None:
+            logits, ids = logits.sort(dim=-1, descending=True)
+        probs = logits.softmax(dim=-1)
         outside = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(outside, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
+        logits = logits.masked_fill(outside, float("-inf"))
+    choice = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
+    return choice if ids is None else ids.gather(-1, choice)
 
 
 # ---- the sampling loop ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib import sample
-from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, stream_text
+from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, sample_next, stream_text
 from nanogpt_lib.tokenizer import decode, encode
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
@@ -160,3 +160,28 @@ def test_cli_num_samples_prints_each_sample(model, tmp_path, capsys):
     greedy = generate_text(model, "ROMEO:", max_new_tokens=5, temperature=0)
     for i in (1, 2, 3):
         assert f"---------- sample {i} of 3 ----------\nROMEO:{greedy}\n" in out
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=0.7, top_k=5), dict(temperature=1.3, top_p=0.8),
+                                   dict(temperature=0.9, top_k=6, top_p=0.7), dict(temperature=1.0)])
+def test_sample_next_draws_from_the_cut_distribution(knobs):
+    # The exact distribution, computed independently in float64: softmax(logits / T), keep the k likeliest,
+    # then the likeliest tokens until the mass above a token reaches p, renormalise. 40,000 seeded draws
+    # must land on kept tokens only, each with its probability: the standard error of a frequency is at most
+    # sqrt(0.25 / 40,000) = 0.0025, so 6 standard errors is a bound a correct sampler never crosses here.
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0, 0.0, 1.5, -2.0, 2.5, 1.0, -0.5, 0.2, 0.8])
+    ranked = (logits.double() / knobs["temperature"]).softmax(-1).sort(descending=True)
+    p = ranked.values.clone()
+    p[knobs.get("top_k", len(p)):] = 0  # top-k, then renormalise
+    p /= p.sum()
+    if "top_p" in knobs:  # top-p on what top-k left: drop a token once the mass ranked above it reaches p
+        p[(p.cumsum(-1) - p) >= knobs["top_p"]] = 0
+        p /= p.sum()
+    expected = torch.zeros_like(p).scatter(-1, ranked.indices, p)
+    keep = expected > 0
+    n = 40_000
+    drawn = sample_next(logits.expand(n, -1), gen=torch.Generator().manual_seed(0), **knobs)
+    freq = torch.bincount(drawn.flatten(), minlength=len(logits)).double() / n
+    assert freq[~keep].sum() == 0, "drew a token outside the cut"
+    bound = 6 * (expected * (1 - expected) / n).sqrt() + 1e-12
+    assert ((freq - expected).abs() <= bound).all(), (freq, expected)
