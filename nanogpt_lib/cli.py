@@ -180,7 +180,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                    "runs, each in OUT/<run>; finished runs are never redone. Writes summary.json, "
                                    "results.md and plots to OUT.")
     p.add_argument("--scale", default="full", choices=["full", "tiny"],
-                   help="full: the README's run (about 50 runs of 1500 steps); tiny: seconds, checks the machinery")
+                   help="full: the run in experiments/README.md (about 50 runs of 1500 steps); tiny: seconds, checks the machinery")
     p.add_argument("--out", type=Path, help="folder of the runs (default: runs/experiments-SCALE)")
     p.add_argument("--config", type=Path, help="TOML file under every run (default: the built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -48,7 +48,7 @@ GPT2_BASELINE: tuple[str, ...] = ("optimizer=adamw", "model.pos=learned", "model
 
 @dataclass
 class Scale:
-    """How big each stage is. ``full`` is the README's run; ``tiny`` checks the machinery in seconds."""
+    """How big each stage is. ``full`` is the run experiments/README.md reports; ``tiny`` checks the machinery in seconds."""
 
     base: tuple[str, ...]  # overrides under every run (model size, eval cadence, ...)
     max_steps: int
@@ -116,7 +116,7 @@ def best_row(rows: list[dict[str, Any]], key: str = "val") -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
-    """Rows as a Markdown table (what the README shows)."""
+    """Rows as a Markdown table (what experiments/README.md shows)."""
     def fmt_steps(row: dict[str, Any]) -> str:
         if not math.isfinite(row["steps"]):
             reached = sum(math.isfinite(x) for x in row["steps_each"])
