@@ -42,6 +42,7 @@ CHROMIUM = Path(os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium"))  # Debian's
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SAMPLING, DATA_PREP = "06_sampling.ipynb", "01_data_prep.ipynb"
+TOKENIZER, ATTENTION = "02_tokenizer.ipynb", "03_attention.ipynb"  # the tokenizer and attention explorers
 
 # Upper bounds in seconds, not delays: every wait returns as soon as its state holds. Measured on a 2-core
 # machine: server up in ~5 s, notebook + kernel ready in ~5 s, Run All of 06 in ~15 s when idle and ~250 s
@@ -239,14 +240,14 @@ def _stop_server(proc: subprocess.Popen, base: str, token: str, tmp: Path) -> No
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, dict[str, int]]]:
     """A JupyterLab server over a tmp folder holding copies of the notebooks.
 
-    Yields (base url, token, {notebook: number of cells}). 06 is copied without outputs (see ``_strip``);
-    01 with its committed outputs, whose plots the second test looks for."""
+    Yields (base url, token, {notebook: number of cells}). 06, 02 and 03 are copied without outputs (see
+    ``_strip``); 01 with its committed outputs, whose plots one test looks for and which another presents."""
     _require(CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install chromium")
     _require(importlib.util.find_spec("playwright") is not None, 'playwright not installed: pip install -e ".[e2e]"')
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "root"
     root.mkdir()
-    n_cells = {SAMPLING: _strip(REPO / "notebooks" / SAMPLING, root / SAMPLING)}
+    n_cells = {name: _strip(REPO / "notebooks" / name, root / name) for name in (SAMPLING, TOKENIZER, ATTENTION)}
     shutil.copy(REPO / "notebooks" / DATA_PREP, root / DATA_PREP)
     n_cells[DATA_PREP] = len(json.loads((root / DATA_PREP).read_text(encoding="utf-8"))["cells"])
     env = dict(os.environ)
@@ -455,4 +456,129 @@ def test_data_prep_plots_render(browser_context, lab, artifacts: Path) -> None:
     page.screenshot(path=artifacts / "01-plots.png", full_page=True)
     n = page.locator(selector).count()
     assert n >= 2, f"expected >= 2 PNG plots in {DATA_PREP}'s outputs, found {n}"
+    page.close()
+
+
+# ---- the explorers and the slideshow ---------------------------------------------------------------
+# The explorers give their controls and outputs stable CSS classes (nanogpt-<explorer>-<part>, set with
+# ``add_class`` in nanogpt_lib/explorers/), so the test finds them whatever the layout around them.
+
+
+def _run_notebook(context, lab, artifacts: Path, name: str, shot: str):
+    page = _open(context, lab, artifacts, name, shot)
+    counts = _run_all(page, artifacts, name, shot)
+    assert counts == sorted(set(counts)), f"Run All did not run each code cell of {name} once, in order: {counts}"
+    return page
+
+
+def _part(page, artifacts: Path, shot: str, cls: str):
+    """The explorer's element with class ``cls`` (the last one: the live widget, not a saved view)."""
+    from playwright.sync_api import expect
+
+    part = page.locator(f".{cls}").last
+    try:
+        expect(part).to_be_attached(timeout=WIDGET_S * 1000)
+    except AssertionError as e:
+        _fail(page, artifacts, shot, f"no .{cls} on the page within {WIDGET_S} s: {e}")
+    part.scroll_into_view_if_needed()
+    return part
+
+
+def _set(part, value: str) -> None:
+    """Set a control whatever its kind: a dropdown, a slider (through its editable readout), a text box."""
+    if part.locator("select").count():
+        part.locator("select").select_option(label=value)
+    elif part.locator(".widget-readout").count():
+        readout = part.locator(".widget-readout")
+        readout.click()
+        readout.press("Control+a")
+        readout.press_sequentially(value)
+        readout.press("Enter")
+    else:
+        box = part.locator("input, textarea").first
+        box.fill(value)
+        box.press("Tab" if box.evaluate("e => e.tagName") == "TEXTAREA" else "Enter")  # commit the value
+
+
+def _options(part) -> list[str]:
+    """The values a control offers: a dropdown's labels, or a slider's min..max."""
+    if part.locator("select").count():
+        return [o.strip() for o in part.locator("select option").all_inner_texts()]
+    lo, hi = (part.evaluate(f"e => e.querySelector('[aria-value{m}]')?.getAttribute('aria-value{m}')")
+              for m in ("min", "max"))
+    if lo is not None and hi is not None:
+        return [str(v) for v in range(int(float(lo)), int(float(hi)) + 1)]  # noUiSlider's handle says both
+    raise AssertionError(f"cannot read the options of {part}")
+
+
+def _redrawn(page, artifacts: Path, shot: str, plot, before: bytes, what: str) -> bytes:
+    """Wait until the plot's pixels differ from ``before`` (it was redrawn for the new setting)."""
+    state: dict[str, bytes] = {}
+
+    def changed() -> tuple[bool, object]:
+        try:
+            state["now"] = plot.screenshot()
+        except Exception as e:  # noqa: BLE001 - detached while the output is cleared and redrawn
+            return False, str(e)
+        return state["now"] != before, "the same pixels"
+
+    _poll(page, artifacts, shot, what, WIDGET_S, changed)
+    return state["now"]
+
+
+def test_attention_explorer_redraws(browser_context, lab, artifacts: Path) -> None:
+    page = _run_notebook(browser_context, lab, artifacts, ATTENTION, "03")
+    plot = _part(page, artifacts, "03", "nanogpt-attention-plot")
+    layer, head = (_part(page, artifacts, "03", f"nanogpt-attention-{p}") for p in ("layer", "head"))
+    _poll(page, artifacts, "03", "the attention heatmap drawn", WIDGET_S,
+          lambda: (plot.locator("img, canvas, svg").count() > 0, "no image in the plot output"))
+    page.screenshot(path=artifacts / "03-1-explorer.png", full_page=True)
+    first = plot.screenshot()
+    _set(layer, _options(layer)[-1])  # the last layer
+    second = _redrawn(page, artifacts, "03", plot, first, "heatmap redrawn for another layer")
+    _set(head, _options(head)[-1])  # and its last head
+    _redrawn(page, artifacts, "03", plot, second, "heatmap redrawn for another head")
+    plot.screenshot(path=artifacts / "03-2-explorer-changed.png")
+    for bad in ("Error displaying widget", "Traceback"):
+        assert page.get_by_text(bad).count() == 0, f"the notebook shows {bad!r}"
+    page.close()
+
+
+def test_tokenizer_explorer_counts_like_the_library(browser_context, lab, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    from nanogpt_lib.tokenizer import encode
+
+    page = _run_notebook(browser_context, lab, artifacts, TOKENIZER, "02")
+    box = _part(page, artifacts, "02", "nanogpt-tokens-text")
+    count = _part(page, artifacts, "02", "nanogpt-tokens-count")
+    text = "Wherefore art thou Romeo? Deny thy father, 12345 times; refuse thy name!"
+    n = len(encode(text))
+    _set(box, text)
+    expect(count).to_contain_text(re.compile(rf"\b{n} tokens?\b"), timeout=WIDGET_S * 1000)
+    page.screenshot(path=artifacts / "02-tokenizer-explorer.png", full_page=True)
+    page.close()
+
+
+def test_a_chapter_presents_as_a_slideshow(browser_context, lab, artifacts: Path) -> None:
+    # jupyterlab-rise serves a chapter as a reveal.js slideshow at /rise/<path> (what its toolbar button
+    # opens); its cells stay live. The first slide is the chapter's title; the next key press moves on.
+    base, token, _ = lab
+    page = browser_context.new_page()
+    page.goto(f"{base}/rise/{DATA_PREP}?token={token}")
+    heading_js = """() => {
+      const shown = Array.from(document.querySelectorAll('.reveal .slides section.present'))
+                         .filter(s => !s.querySelector('section.present'));  // the innermost one shown
+      const h = shown.length ? shown[0].querySelector('h1, h2, h3') : null;
+      return h ? h.textContent.trim() : null;
+    }"""
+    _poll(page, artifacts, "rise", "the slideshow's first slide", NOTEBOOK_S,
+          lambda: (bool(page.evaluate(heading_js)), "no slide heading yet"))
+    first = page.evaluate(heading_js)
+    page.screenshot(path=artifacts / "rise-1-title.png")
+    assert first.startswith("01"), f"the first slide shows {first!r}, not the chapter's title"
+    page.keyboard.press("ArrowRight")
+    _poll(page, artifacts, "rise", "the next slide", WIDGET_S,
+          lambda: ((h := page.evaluate(heading_js)) not in (None, first), h))
+    page.screenshot(path=artifacts / "rise-2-next.png")
     page.close()
