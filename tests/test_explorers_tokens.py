@@ -64,7 +64,7 @@ def test_html_shows_every_token_with_its_id():
     assert shown_ids == ids
     labels = re.findall(r'<span style="white-space:pre">(.*?)</span>', page)
     assert labels == [html.escape(p.label) for p in tx.token_pieces(text)]
-    assert "&lt;" in labels and not any("<" in label for label in labels)  # escaped, never rendered as markup
+    assert "␣&lt;" in labels and not any("<" in label for label in labels)  # escaped, never rendered as markup
     colours = re.findall(r"background:(#[0-9a-f]{6})", page)
     assert all(a != b for a, b in zip(colours, colours[1:]))  # neighbours always differ
 
