@@ -83,8 +83,8 @@ def _released(ids: list[int]) -> list[str]:
     return [decoder.decode(enc.decode_single_token_bytes(i)) for i in ids]
 
 
-STREAM_TEXTS = ("東京 🎭 and Zürich", "生きるべきか死ぬべきか", "Exit, pursued by a bear 🐻🎭", "naïve café",
-                "plain ASCII text")
+STREAM_TEXTS = ("東京 🎭 and Zürich", "生きるべきか死ぬべきか", "Exit, pursued by a bear 🐻🎭",
+                "naïve café", "plain ASCII text")
 
 
 @exercise("02.3", "Decode a stream of tokens without showing broken characters",

@@ -24,6 +24,12 @@ from ..tokenizer import EOT_ID, GPT2_PAT_STR, encode, get_tokenizer
 
 # Pastel backgrounds cycled over the tokens, so that neighbouring tokens always differ.
 COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
+# Merge steps: a single byte, a piece made by an earlier merge, and the piece this step made.
+BYTE, MERGED, NEW = "#e5e7eb", "#bfdbfe", "#fde68a"
+
+
+def _step_colour(piece: bytes, new: bool) -> str:
+    return NEW if new else MERGED if len(piece) > 1 else BYTE
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,9 @@ def merge_step_html(steps: list[MergeStep], k: int) -> str:
     boxes = []
     for i, (piece, token_id) in enumerate(zip(step.pieces, step.ids)):
         outline = "outline:2px solid #dc2626;" if i == step.at else ""
+        colour = _step_colour(piece, i == step.at)
         boxes.append(
-            f'<span style="display:inline-block;margin:1px;padding:0 3px;background:{COLOURS[i % len(COLOURS)]};'
+            f'<span style="display:inline-block;margin:1px;padding:0 3px;background:{colour};'
             f'{outline}border-radius:3px;text-align:center;font-family:monospace">'
             f'<span style="white-space:pre">{html.escape(_show(piece))}</span><br>'
             f'<small style="color:#555">{token_id}</small></span>'
@@ -189,7 +196,10 @@ def merge_step_html(steps: list[MergeStep], k: int) -> str:
 
 
 def merges_figure(chunk: str) -> Any:
-    """A matplotlib Figure: one row per merge step, each piece a box as wide as its bytes, labelled."""
+    """A matplotlib Figure: one row per merge step, each piece a box as wide as its bytes, labelled.
+
+    Grey: a single byte; blue: a piece made by an earlier merge; yellow, outlined: the piece this step made.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -200,7 +210,7 @@ def merges_figure(chunk: str) -> Any:
         x = 0
         for i, piece in enumerate(step.pieces):
             edge = "#dc2626" if i == step.at else "white"
-            ax.add_patch(Rectangle((x, row), len(piece), 0.9, facecolor=COLOURS[i % len(COLOURS)],
+            ax.add_patch(Rectangle((x, row), len(piece), 0.9, facecolor=_step_colour(piece, i == step.at),
                                    edgecolor=edge, linewidth=1.5))
             ax.text(x + len(piece) / 2, row + 0.45, _show(piece), ha="center", va="center", fontsize=8,
                     family="monospace")
