@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -137,8 +139,11 @@ def test_01_4_get_batch():
     assert "not a torch tensor" in wrong("01.4", numpy_out)
 
 
-def test_checks_write_only_into_their_scratch_folder(tmp_path):
-    # the data sets live in one temporary folder for the process, outside the repository
-    folder = ch01.dataset(0, 10)
-    assert folder.is_relative_to(ch01._scratch()) and (folder / "train.bin").is_file()
-    assert "nanogpt-ex01-" in str(ch01._scratch())
+def test_checks_leave_no_files_behind(tmp_path, monkeypatch):
+    # the data sets are prepared in a temporary folder that is gone when the check returns, right or wrong
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert verdict("01.4", right_get_batch)[0] is True
+    assert verdict("01.1", lambda p: (0, 0))[0] is False
+    assert list(tmp_path.iterdir()) == []
+    folder = ch01.dataset(tmp_path, 1, 3)  # the helper itself prepares where it is told
+    assert json.loads((folder / "meta.json").read_text())["request"]["seed"] == 1

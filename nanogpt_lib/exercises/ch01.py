@@ -1,7 +1,7 @@
 """Chapter 01 (data prep): count a split from its file, the train/val rule, prepare's files and a batch by hand.
 
-The checks build their own small data sets with ``prepare`` (a few dozen documents in a temporary folder that
-lives as long as the process), run the learner's function on them, and compare with what the library wrote or
+The checks build their own small data sets with ``prepare`` (a few dozen documents, in a temporary folder
+removed when the check ends), run the learner's function on them, and compare with what the library wrote or
 reads: ``meta.json``, ``train.bin``/``val.bin``, ``prepare.is_val`` and ``TokenData.get_batch``.
 """
 
@@ -15,6 +15,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,21 +40,18 @@ def check_documents() -> tuple[str, ...]:
                  for i in range(N_DOCS))
 
 
-@functools.lru_cache(maxsize=1)
-def _scratch() -> Path:
-    # One temporary folder per process, removed when the process exits (the object lives in the cache).
-    folder = tempfile.TemporaryDirectory(prefix="nanogpt-ex01-")
-    _scratch_keep.append(folder)
-    return Path(folder.name)
+def _in_scratch(checker: Callable[[Any, Path], str]) -> Callable[[Any], str]:
+    """Run ``checker(answer, root)`` with a fresh temporary folder ``root``, removed when the check ends."""
+    @functools.wraps(checker)
+    def run(answer: Any) -> str:
+        # ignore_cleanup_errors: a memmap the learner left open must not turn a verdict into a crash
+        with tempfile.TemporaryDirectory(prefix="nanogpt-ex01-", ignore_cleanup_errors=True) as root:
+            return checker(answer, Path(root))
+    return run
 
 
-_scratch_keep: list[Any] = []
-
-
-@functools.lru_cache(maxsize=None)
-def dataset(seed: int = 0, val_every: int = 10) -> Path:
-    """A data set prepared by the library from :func:`check_documents` with this split seed and ``val_every``."""
-    root = _scratch()
+def dataset(root: Path, seed: int = 0, val_every: int = 10) -> Path:
+    """A data set prepared by the library under ``root`` from :func:`check_documents`, with this split."""
     source = root / "docs.jsonl"
     if not source.exists():
         source.write_text("".join(json.dumps({"text": t}) + "\n" for t in check_documents()), encoding="utf-8")
@@ -76,13 +74,14 @@ def _split_ids(folder: Path, split: str) -> np.ndarray:
 
 @exercise("01.1", "Count a split's tokens and documents from its .bin file",
           "a function count_split(path) -> (n_tokens, n_docs) that reads one .bin file")
-def _count_split(count_split: Any) -> str:
+@_in_scratch
+def _count_split(count_split: Any, root: Path) -> str:
     for seed, val_every in ((0, 10), (1, 3)):
-        folder = dataset(seed, val_every)
+        folder = dataset(root, seed, val_every)
         meta = _meta(folder)
         for split in ("train", "val"):
             # A copy on its own, so the answer must come from the file, not from the meta.json beside it.
-            alone = _scratch() / "alone" / f"{split}-{seed}-{val_every}"
+            alone = root / "alone" / f"{split}-{seed}-{val_every}"
             alone.mkdir(parents=True, exist_ok=True)
             path = alone / f"{split}.bin"
             shutil.copyfile(folder / f"{split}.bin", path)
@@ -141,10 +140,11 @@ def _first_difference(got: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
 @exercise("01.3", "Predict prepare's token files",
           "a function split_tokens(docs, seed, val_every) -> (train_ids, val_ids): what prepare writes to "
           "train.bin and val.bin for this list of document texts")
-def _split_tokens(split_tokens: Any) -> str:
+@_in_scratch
+def _split_tokens(split_tokens: Any, root: Path) -> str:
     docs = check_documents()
     for seed, val_every in ((0, 10), (1, 3), (5, 2)):
-        folder = dataset(seed, val_every)
+        folder = dataset(root, seed, val_every)
         got = split_tokens(list(docs), seed, val_every)
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
                f"split_tokens should return a pair (train_ids, val_ids), it returned {type(got).__name__}")
@@ -176,8 +176,9 @@ def _is_window(row: np.ndarray, data: np.ndarray) -> bool:
 @exercise("01.4", "A training batch by hand from the memmap",
           "a function my_get_batch(folder, split, k, batch_size, block_size, seed) -> (x, y), int64 tensors "
           "equal to TokenData(folder, block_size).get_batch(split, k, batch_size, seed=seed)")
-def _get_batch(my_get_batch: Any) -> str:
-    folder = dataset(0, 10)
+@_in_scratch
+def _get_batch(my_get_batch: Any, root: Path) -> str:
+    folder = dataset(root, 0, 10)
     cases = (("train", 0, 4, 8, 0), ("val", 3, 5, 16, 7), ("train", 11, 3, 1, 3), ("train", 2, 6, 32, 1))
     for split, k, batch_size, block_size, seed in cases:
         x_true, y_true = TokenData(folder, block_size).get_batch(split, k, batch_size, seed=seed)
