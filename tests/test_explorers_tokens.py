@@ -160,3 +160,13 @@ def test_widget_follows_its_controls():
     assert box.count.value == tx.count_line("   ") and "no word" in box.merges.value
     with pytest.raises(ValueError, match="pre-tokens"):
         tx.explorer("To be", word="not")
+
+
+def test_plain_functions_need_no_widgets():
+    # ipywidgets is an extra: importing the module and its plain functions must not pull it in
+    import subprocess
+    import sys
+
+    code = ("import sys, nanogpt_lib.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
+            "assert 'ipywidgets' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -47,9 +47,7 @@ class TokenPiece:
     @property
     def label(self) -> str:
         """How the piece is shown: its text with space and newline made visible, or its bytes in hex."""
-        if self.text is None:
-            return "<" + " ".join(f"{b:02X}" for b in self.bytes) + ">"
-        return self.text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+        return _label(self.bytes)
 
 
 def _as_text(data: bytes) -> str | None:
@@ -57,6 +55,13 @@ def _as_text(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _label(data: bytes) -> str:
+    text = _as_text(data)
+    if text is None:
+        return "<" + " ".join(f"{b:02X}" for b in data) + ">"
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
 
 
 def token_pieces(text: str) -> list[TokenPiece]:
@@ -164,18 +169,13 @@ def bpe_encode(text: str) -> list[int]:
     return [i for chunk in pre_tokens(text) for i in merge_steps(chunk)[-1].ids]
 
 
-def _show(piece: bytes) -> str:
-    text = _as_text(piece)
-    return TokenPiece(0, piece, text).label
-
-
 def describe_step(steps: list[MergeStep], k: int) -> str:
     """One line for step ``k``: which pair was merged into which token, at what rank."""
     step = steps[k]
     if step.merged is None:
         return f"step 0 of {len(steps) - 1}: {len(step.pieces)} single bytes"
     a, b = step.merged
-    return (f"step {k} of {len(steps) - 1}: {_show(a)} + {_show(b)} -> {_show(a + b)} "
+    return (f"step {k} of {len(steps) - 1}: {_label(a)} + {_label(b)} -> {_label(a + b)} "
             f"(rank {step.rank}), {len(step.pieces)} pieces")
 
 
@@ -189,7 +189,7 @@ def merge_step_html(steps: list[MergeStep], k: int) -> str:
         boxes.append(
             f'<span style="display:inline-block;margin:1px;padding:0 3px;background:{colour};'
             f'{outline}border-radius:3px;text-align:center;font-family:monospace">'
-            f'<span style="white-space:pre">{html.escape(_show(piece))}</span><br>'
+            f'<span style="white-space:pre">{html.escape(_label(piece))}</span><br>'
             f'<small style="color:#555">{token_id}</small></span>'
         )
     return f"<div>{html.escape(describe_step(steps, k))}</div><div>{''.join(boxes)}</div>"
@@ -212,7 +212,7 @@ def merges_figure(chunk: str) -> Any:
             edge = "#dc2626" if i == step.at else "white"
             ax.add_patch(Rectangle((x, row), len(piece), 0.9, facecolor=_step_colour(piece, i == step.at),
                                    edgecolor=edge, linewidth=1.5))
-            ax.text(x + len(piece) / 2, row + 0.45, _show(piece), ha="center", va="center", fontsize=8,
+            ax.text(x + len(piece) / 2, row + 0.45, _label(piece), ha="center", va="center", fontsize=8,
                     family="monospace")
             x += len(piece)
     ax.set_xlim(0, n_bytes)
