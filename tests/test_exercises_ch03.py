@@ -70,7 +70,7 @@ def one_head(x, w_attn, b_attn, w_proj, b_proj, scale=None, mask=True):
 
 
 def test_one_head_right():
-    assert verdict("03.2", one_head) == (True, "it matches CausalSelfAttention(n_head=1) to float32 rounding, and "
+    assert verdict("03.2", one_head) == (True, "It matches CausalSelfAttention(n_head=1) to float32 rounding, and "
                                                "the future cannot reach the past.")
 
 

@@ -82,7 +82,7 @@ def _check_causal_mask(causal_mask: Callable[[int], torch.Tensor]) -> str:
     # the same kernel on the same inputs, a boolean mask instead of is_causal: equal to float32 rounding
     expect(torch.allclose(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6),
            "F.scaled_dot_product_attention(attn_mask=causal_mask(13)) differs from is_causal=True")
-    return "as an attn_mask it gives exactly F.scaled_dot_product_attention(..., is_causal=True)."
+    return "As an attn_mask it gives exactly F.scaled_dot_product_attention(..., is_causal=True)."
 
 
 # ---- 03.2 ------------------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def _check_one_head(one_head: Callable[..., torch.Tensor]) -> str:
                         raise Wrong(f"your scores {mistake} (d = {C}, the head's width)")
             raise Wrong(f"for C = {C}, T = {T} the output differs from the library's layer by up to {err:.2g}; "
                         "check each step against notebook 03's section 3")
-    return "it matches CausalSelfAttention(n_head=1) to float32 rounding, and the future cannot reach the past."
+    return "It matches CausalSelfAttention(n_head=1) to float32 rounding, and the future cannot reach the past."
 
 
 # ---- 03.3 ------------------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def _check_alibi_bias(alibi_bias: Callable[[int, int], torch.Tensor]) -> str:
         # float32 slopes times distances < 12: ~1e-7 relative; 1e-5 leaves room
         expect(torch.allclose(b.detach().double().cpu()[finite], ref[finite], rtol=1e-5, atol=0),
                f"alibi_bias({H}, {T}) has the right shape of bias but not the right values")
-    return "the bias is 0 on the diagonal, falls linearly with distance at each head's slope, -inf above."
+    return "The bias is 0 on the diagonal, falls linearly with distance at each head's slope, -inf above."
 
 
 # ---- 03.4 ------------------------------------------------------------------------------------------------------
@@ -338,5 +338,5 @@ def _check_alibi_attention(alibi_attention: Attend) -> str:
     expect(run.val_loss < run.unigram,
            f"after 100 steps the tiny model's validation loss is {run.val_loss:.2f} nats, not below the "
            f"{run.unigram:.2f} of character frequencies alone: it has not learned to use the context")
-    return (f"with ALiBi as its only position signal the tiny model reached {run.val_loss:.2f} nats in 100 steps, "
+    return (f"With ALiBi as its only position signal the tiny model reached {run.val_loss:.2f} nats in 100 steps, "
             f"below the {run.unigram:.2f} of character frequencies alone.")

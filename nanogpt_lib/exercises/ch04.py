@@ -132,7 +132,7 @@ def _check_layer_norm(cls: Callable[[int], nn.Module]) -> str:
     # the same LayerNorm up to float32 rounding, through 2 blocks: 1e-5 on logits of size ~0.1-1
     expect((after - before).abs().max() <= 1e-5, "put in place of a bias-free GPT's LayerNorms, it changes the "
                                                  "logits")
-    return "it equals nn.LayerNorm(bias=False), gradients included, and a bias-free GPT's logits do not move."
+    return "It equals nn.LayerNorm(bias=False), gradients included, and a bias-free GPT's logits do not move."
 
 
 # ---- 04.2 ------------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _check_count_params(count_params: Callable[[GPTConfig], int]) -> str:
         if n != truth:
             raise Wrong(f"{what} is too {'high' if n > truth else 'low'}: {hint}")
     recipe = _count(replace(_BASE, pos="rope", mlp="relu2"))
-    return f"right for all {len(_PARAM_CASES)} configs; the default recipe's model has {recipe:,} parameters."
+    return f"All {len(_PARAM_CASES)} configs agree; the default recipe's model has {recipe:,} parameters."
 
 
 # ---- 04.3 ------------------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def _check_adamw_bytes(adamw_state_bytes: Callable[[GPTConfig], int]) -> str:
         expect(not (n * 4 == truth or n * 4 == truth - 4 * P), f"{what}: count bytes (4 per float32), not numbers")
         raise Wrong(f"{what} is too {'high' if n > truth else 'low'}")
     weights = sum(p.nbytes for p in model.parameters())
-    return (f"the default recipe's model: {state_bytes(opt) / 1e6:.1f} MB of AdamW state, "
+    return (f"The default recipe's model: {state_bytes(opt) / 1e6:.1f} MB of AdamW state, "
             f"{state_bytes(opt) / weights:.2f}x its {weights / 1e6:.1f} MB of weights.")
 
 
@@ -334,5 +334,5 @@ def _check_loss_memory(loss_memory: Callable[[int, int, int], tuple[int, int]]) 
             raise Wrong(f"{what}: the chunked path's bytes are too {'high' if chunked > true_chunked else 'low'}")
     N, V = 64 * 64, 50304
     full, chunked = loss_memory(N, V, chunk_rows(V))
-    return (f"at the default batch (64 x 64 tokens, vocabulary {V:,}, chunks of {chunk_rows(V)}): "
+    return (f"At the default batch (64 x 64 tokens, vocabulary {V:,}, chunks of {chunk_rows(V):,}): "
             f"{full / 1e9:.2f} GB for the full path, {chunked / 1e6:.0f} MB chunked.")
