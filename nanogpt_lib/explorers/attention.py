@@ -114,10 +114,10 @@ def plot_heads(weights: torch.Tensor, labels: Sequence[str], layer: int) -> Figu
     """All heads of ``layer`` side by side, on a shared colour scale, to compare what each one reads."""
     _check_layer(weights, labels, layer)
     H, T = weights.size(1), len(labels)
-    cols = min(H, 4)
+    cols = math.ceil(math.sqrt(H))  # a square-ish grid: 4 heads in 2 x 2, 8 in 3 x 3
     rows = math.ceil(H / cols)
-    side = min(5.0, 2.2 + 0.08 * T)
-    fig = Figure(figsize=(cols * side + 1.0, rows * side + 0.6), layout="constrained")
+    side = min(4.5, 2.4 + 0.07 * T)
+    fig = Figure(figsize=(cols * side + 1.4, rows * side + 1.0), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
     font = _fontsize(T) * 0.8
     for h, ax in enumerate(axes.flat):
