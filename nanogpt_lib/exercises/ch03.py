@@ -91,7 +91,8 @@ def _one_head_layer(C: int, seed: int) -> CausalSelfAttention:
     """A one-head library layer with weights of size 1/sqrt(C) (not GPT-2's 0.02, whose scores are all ~0 and
     would make any scale right): scores of size ~1, so a missing 1/sqrt(d) or mask shows."""
     g = torch.Generator().manual_seed(seed)
-    layer = CausalSelfAttention(GPTConfig(n_embd=C, n_head=1, block_size=64)).eval()
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's init draws from the global RNG: leave it untouched
+        layer = CausalSelfAttention(GPTConfig(n_embd=C, n_head=1, block_size=64)).eval()
     with torch.no_grad():
         for p in layer.parameters():
             p.copy_(torch.randn(p.shape, generator=g) / (math.sqrt(C) if p.dim() == 2 else 10.0))
@@ -282,7 +283,7 @@ def train_tiny(attend: Attend, steps: int = 100, seed: int = 0, lr: float = 1e-2
     ``attend`` (see :func:`use_attention`), ``steps`` AdamW steps of 32 windows; about a second on a CPU."""
     train, val, alphabet = tiny_corpus()
     T, B = 32, 32
-    with _one_thread():
+    with _one_thread(), torch.random.fork_rng(devices=[]):  # seeded here, the caller's RNG left as it was
         torch.manual_seed(seed)
         config = GPTConfig(vocab_size=len(alphabet), block_size=T, n_layer=2, n_head=4, n_embd=32, pos="rope",
                            mlp="relu2")

@@ -118,8 +118,9 @@ def _check_layer_norm(cls: Callable[[int], nn.Module]) -> str:
     expect(x.grad is not None and (x.grad - x_ref.grad).abs().max() <= 1e-4,
            "the input's gradient differs from nn.LayerNorm's")
     # and it slots into a model without biases
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=16, vocab_size=97, bias=False)).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=16, vocab_size=97, bias=False)).eval()
     idx = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         before, _ = model(idx, all_logits=True)
@@ -171,7 +172,8 @@ def _count(config: GPTConfig) -> int:
 def _check_count_params(count_params: Callable[[GPTConfig], int]) -> str:
     for config, hint in _PARAM_CASES:
         what = f"count_params({_changed(config)})"
-        n = _whole(count_params(replace(config)), what)
+        with torch.random.fork_rng(devices=[]):  # a model built in the answer leaves the caller's RNG alone
+            n = _whole(count_params(replace(config)), what)
         truth = _count(config)
         if n != truth:
             raise Wrong(f"{what} is too {'high' if n > truth else 'low'}: {hint}")
@@ -184,11 +186,12 @@ def _check_count_params(count_params: Callable[[GPTConfig], int]) -> str:
 def adamw_state_after_one_step(config: GPTConfig) -> tuple[torch.optim.Optimizer, GPT]:
     """The model's AdamW (``configure_optimizers(optimizer="adamw")``, as the trainer sets it up on a CPU) after
     one real step on a batch of 2 x 8 tokens."""
-    torch.manual_seed(0)
-    model = GPT(config)
+    with torch.random.fork_rng(devices=[]):  # seeded here, the caller's RNG left as it was
+        torch.manual_seed(0)
+        model = GPT(config)
+        idx = torch.randint(0, config.vocab_size, (2, min(8, config.block_size)))
     (opt,) = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99), device_type="cpu",
                                         optimizer="adamw")
-    idx = torch.randint(0, config.vocab_size, (2, min(8, config.block_size)))
     _, loss = model(idx, idx)
     loss.backward()
     opt.step()
@@ -215,7 +218,8 @@ _ADAM_CASES = [
 def _check_adamw_bytes(adamw_state_bytes: Callable[[GPTConfig], int]) -> str:
     for config in _ADAM_CASES:
         what = f"adamw_state_bytes({_changed(config)})"
-        n = _whole(adamw_state_bytes(replace(config)), what)
+        with torch.random.fork_rng(devices=[]):  # a model built in the answer leaves the caller's RNG alone
+            n = _whole(adamw_state_bytes(replace(config)), what)
         opt, model = adamw_state_after_one_step(config)  # the last: the default recipe's, for the remark
         truth = state_bytes(opt)
         if n == truth:
