@@ -181,7 +181,7 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
                f"{what}: returned {type(mine).__name__}, not a number")
         expect(not math.isnan(mine), f"{what}: you returned nan (inf - inf or 0 / 0 in the interpolation?)")
         if math.isinf(truth) or math.isinf(mine):
-            expect(mine == truth, f"{what}: the curve {'never' if math.isinf(truth) else 'does'} reach(es) the "
+            expect(mine == truth, f"{what}: the curve {'never reaches' if math.isinf(truth) else 'reaches'} the "
                    f"target, yet you returned {mine}")
             continue
         # Linear interpolation in float64: ~1e-13 steps apart whatever the order of operations.
