@@ -142,12 +142,12 @@ def test_newton_schulz():
 # ---- 05.4 -------------------------------------------------------------------------------------------------
 
 def find_divergence() -> float:
-    """A factor-2 sweep up from 1e-3 to the first rate that diverges, then two halvings of the bracket."""
-    lo, hi = 1e-3, 1e-3
+    """A factor-4 sweep up from the recipe's 2e-3 to the first rate that diverges, then three bisections."""
+    lo, hi = 2e-3, 2e-3
     while not ch05.diverged(ch05.short_run(hi)):
-        lo, hi = hi, hi * 2
+        lo, hi = hi, hi * 4
         assert hi < 100, "the short run never diverged"
-    for _ in range(2):
+    for _ in range(3):
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if not ch05.diverged(ch05.short_run(mid)) else (lo, mid)
     return hi

@@ -28,6 +28,9 @@ def experiment_dir() -> Path:
 def results(stage: str | None = None) -> list[dict[str, Any]]:
     """Every finished run of the full experiment (``sweep.load_result``: result.json plus its val curve),
     optionally of one stage, in folder order."""
+    if not experiment_dir().is_dir():
+        raise FileNotFoundError(f"{paths.shown(experiment_dir())} is missing: the exercises read the committed "
+                                "experiment of the repository (is NANOGPT_HOME set elsewhere?)")
     runs = [load_result(d) for d in sorted(experiment_dir().iterdir()) if (d / RESULT).is_file()]
     return [r for r in runs if stage is None or r["stage"] == stage]
 
