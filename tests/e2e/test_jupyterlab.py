@@ -530,8 +530,9 @@ def test_attention_explorer_redraws(browser_context, lab, artifacts: Path) -> No
     page = _run_notebook(browser_context, lab, artifacts, ATTENTION, "03")
     plot = _part(page, artifacts, "03", "nanogpt-attention-plot")
     layer, head = (_part(page, artifacts, "03", f"nanogpt-attention-{p}") for p in ("layer", "head"))
+    drawn_js = "e => (e.tagName === 'IMG' ? e : e.querySelector('img')) ?.naturalWidth > 0"  # an Image widget
     _poll(page, artifacts, "03", "the attention heatmap drawn", WIDGET_S,
-          lambda: (plot.locator("img, canvas, svg").count() > 0, "no image in the plot output"))
+          lambda: (plot.evaluate(drawn_js), "no image in the plot output"))
     page.screenshot(path=artifacts / "03-1-explorer.png", full_page=True)
     first = plot.screenshot()
     _set(layer, _options(layer)[-1])  # the last layer
