@@ -209,6 +209,67 @@ def _same_loss(baseline: Callable, ours: Callable, data: Any, batch_size: int, c
     return out
 
 
+def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048) -> dict[str, Any]:
+    """Where a default-recipe training step's time goes, in the precision the trainer would choose: the
+    trunk's forward, the LM head and its loss (whose forward also computes the head's gradients, see
+    ``loss.py``), the rest of the backward, and clipping + optimizers; medians of ``steps`` steps after two
+    warm-up steps. Then the head's arithmetic rate against a ``size`` x ``size`` matmul in the same precision on this CPU:
+    how far the largest part of the step is from what the machine can do (``nanogpt bench phases``)."""
+    from .config import TrainConfig
+    from .devices import choose_precision, cpu_class
+    from .loss import linear_cross_entropy
+    from .model import GPT
+
+    cfg = TrainConfig()
+    precision = choose_precision(torch.device("cpu"), "auto")
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
+                                      cfg.muon_lr, cfg.muon_momentum,
+                                      ns_dtype=precision.dtype if precision.autocast else torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    T, V = cfg.model.block_size, cfg.model.vocab_size
+    x, y = (torch.randint(0, 50257, (batch_size, T), generator=gen) for _ in range(2))
+    names = ("trunk forward", "LM head + loss (forward and its gradients)", "backward (the trunk)",
+             "clip + optimizers + zero_grad")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(steps + 2):
+        with torch.autocast("cpu", precision.dtype, enabled=precision.autocast):
+            t0 = time.perf_counter()
+            h, _ = model._trunk(x)
+            t1 = time.perf_counter()
+            loss = linear_cross_entropy(h.view(-1, h.size(-1)), model.lm_head.weight, y.view(-1))
+            t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if i >= 2:
+            for name, a, b in zip(names, (t0, t1, t2, t3), (t1, t2, t3, t4)):
+                times[name].append(b - a)
+    medians = {n: statistics.median(v) for n, v in times.items()}
+    step = sum(medians.values())
+    print(f"== where a default-recipe step goes: CPU class {cpu_class()}, {torch.get_num_threads()} threads, "
+          f"{precision.name}, B={batch_size} T={T}")
+    for name, t in medians.items():
+        print(f"  {name:<44} {t * 1e3:8.0f} ms  {t / step:4.0%}  (spread {min(times[name]) * 1e3:,.0f}.."
+              f"{max(times[name]) * 1e3:,.0f})")
+    print(f"  {'step':<44} {step * 1e3:8.0f} ms  -> {batch_size * T / step:,.0f} tokens/s")
+    head_flop = 3 * 2 * batch_size * T * cfg.model.n_embd * V  # logits, d(h), d(W): three matmuls
+    head_rate = head_flop / medians[names[1]]
+    dtype = precision.dtype if precision.autocast else torch.float32  # the head's matmuls run in this
+    a, b = (torch.randn(size, size, generator=gen).to(dtype) for _ in range(2))
+    out = torch.empty(size, size, dtype=dtype)
+    square = measure(f"{size}x{size} matmul", "FLOP", lambda: torch.mm(a, b, out=out), 2 * size**3, 3, 3)
+    print(f"  the head's three matmuls: {head_rate / 1e9:,.0f} GFLOP/s; a {size}x{size} {precision.name} matmul "
+          f"here: {square.median / 1e9:,.0f} GFLOP/s ({head_rate / square.median:.0%})")
+    return {"cpu_class": cpu_class(), "precision": precision.name, "seconds": medians, "step_seconds": step,
+            "head_gflops": head_rate / 1e9, "square_matmul_gflops": square.median / 1e9}
+
+
 def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int, ...] = (64, 256, 1024),
                  batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
     """Sampling tokens/s: the KV cache against recomputing the whole window each token (greedy, from a
@@ -261,6 +322,9 @@ def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[s
         results["train"] = bench_train(steps=1 if fast else 5, repeats=1 if fast else 3,
                                        batch_size=8 if fast else 64, loss_steps=2 if fast else 20,
                                        compiled=not fast)
+    if "phases" in which:
+        results["phases"] = bench_phases(steps=1 if fast else 5, batch_size=8 if fast else 64,
+                                         size=256 if fast else 2048)
     if "sample" in which:
         results["sample"] = bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
                                          block_sizes=(64,) if fast else (64, 256, 1024),

@@ -98,7 +98,7 @@ def _run_info(args: argparse.Namespace) -> None:
                            "rebuild each with `nanogpt prepare SOURCE --name NAME --force`")
 
 
-BENCHMARKS = ("data", "prepare", "train", "sample")
+BENCHMARKS = ("data", "prepare", "train", "phases", "sample")
 
 
 def _run_bench(args: argparse.Namespace) -> None:
