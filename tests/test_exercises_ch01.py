@@ -17,6 +17,8 @@ from nanogpt_lib.exercises import ch01, exercises, verdict
 from nanogpt_lib.prepare import is_val
 from nanogpt_lib.tokenizer import EOT_ID, encode
 
+from exercise_helpers import todo, wrong
+
 
 def right_count_split(path):
     ids = np.fromfile(path, dtype=np.uint16)
@@ -42,17 +44,6 @@ def right_get_batch(folder, split, k, batch_size, block_size, seed):
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
     rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
     return rows[:, :-1], rows[:, 1:]
-
-
-def todo(*args):
-    raise NotImplementedError  # the placeholder a chapter leaves
-
-
-def wrong(id, answer):
-    ok, why = verdict(id, answer)
-    assert ok is False, (id, ok, why)
-    assert why
-    return why
 
 
 def test_chapter_has_four_exercises_in_order():

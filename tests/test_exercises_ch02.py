@@ -10,6 +10,8 @@ from nanogpt_lib.exercises import exercises, verdict
 from nanogpt_lib.explorers.tokens import mergeable_ranks
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
 
+from exercise_helpers import todo, wrong
+
 
 def right_ratio(text):
     return len(text.encode("utf-8")) / len(encode(text))
@@ -52,17 +54,6 @@ def greedy_longest(chunk):
         out.append(ranks[data[i:j]])
         i = j
     return out
-
-
-def todo(*args):
-    raise NotImplementedError
-
-
-def wrong(id, answer):
-    ok, why = verdict(id, answer)
-    assert ok is False, (id, ok, why)
-    assert why
-    return why
 
 
 def test_chapter_has_five_exercises_in_order():
