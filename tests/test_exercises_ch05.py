@@ -25,25 +25,38 @@ def test_placeholders_are_not_answered(id):
 
 # ---- 05.1 -------------------------------------------------------------------------------------------------
 
-def adam_bytes_by_hand() -> int:
-    with torch.device("meta"):
-        model = GPT(TrainConfig().model)
-    params = list(model.parameters())  # the tied head is wte: counted once
-    return 2 * 4 * sum(p.numel() for p in params) + 4 * len(params)  # m and v in float32, a float32 step each
+def accumulate(model, x, y, k):
+    for xs, ys in zip(x.chunk(k), y.chunk(k)):
+        _, loss = model(xs, ys)
+        (loss / k).backward()
 
 
-def test_adam_bytes():
-    truth = adam_bytes_by_hand()
-    assert verdict("05.1", truth)[0] is True and verdict("05.1", float(truth))[0] is True
-    slips = [truth - 4 * 51, 4 * (truth - 4 * 51) // 8, truth + 1, truth - 8, 3 * truth]
-    for answer in slips:
-        why = wrong("05.1", answer)
-        assert str(truth) not in why and f"{truth:,}" not in why, why
-    assert "m and v" in wrong("05.1", truth - 4 * 51)  # forgot the step counters
-    assert "two running averages" in wrong("05.1", (truth - 4 * 51) // 2)
-    assert "not the optimizer's state" in wrong("05.1", 2 * truth)
-    assert "too low" in wrong("05.1", truth - 1) and "too high" in wrong("05.1", truth + 1)
-    assert "whole number" in wrong("05.1", 1.5) and "whole number" in wrong("05.1", "57 MB")
+def test_accumulate():
+    assert verdict("05.1", accumulate)[0] is True
+
+    def unscaled(model, x, y, k):
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            model(xs, ys)[1].backward()
+
+    def zeroing(model, x, y, k):
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            model.zero_grad()
+            (model(xs, ys)[1] / k).backward()
+
+    def whole_batch(model, x, y, k):
+        model(x, y)[1].backward()
+
+    def half_the_batch(model, x, y, k):
+        for xs, ys in list(zip(x.chunk(k), y.chunk(k)))[:-1]:
+            (model(xs, ys)[1] / k).backward()
+        model(x[:x.size(0) // k], y[:y.size(0) // k])  # the right number of calls, one batch twice, one lost
+
+    assert "times too large" in wrong("05.1", unscaled)
+    assert "only the last micro-batch" in wrong("05.1", zeroing)
+    assert "micro-batches of 4 rows" in wrong("05.1", whole_batch)
+    assert "differs from the whole batch" in wrong("05.1", half_the_batch)
+    assert "give a function" in wrong("05.1", 3)
+
 
 
 # ---- 05.2 -------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Checks for notebook 05 (training): AdamW's memory, the WSD schedule, Newton-Schulz, the diverging rate.
+"""Checks for notebook 05 (training): gradient accumulation, the WSD schedule, Newton-Schulz, the diverging rate.
 
 Every check recomputes its truth from the library (``nanogpt_lib.train.lr_at``, ``nanogpt_lib.optim``, a
-real AdamW after one step, real training runs) rather than from numbers written here, so a change to the
+whole batch's real gradient, real training runs) rather than from numbers written here, so a change to the
 library moves the answers with it.
 """
 
@@ -21,47 +21,66 @@ from ..tokenizer import encode
 from ..train import lr_at
 from . import Wrong, expect, exercise
 
-# ---- 05.1 AdamW's state -------------------------------------------------------------------------------
+# ---- 05.1 gradient accumulation ------------------------------------------------------------------------
+
+ACCUM_CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128)
 
 
-def adamw_state_bytes() -> tuple[int, int, int]:
-    """(bytes of AdamW's state, weights, parameter tensors) for the recipe's model with ``optimizer='adamw'``,
-    read from a real optimizer after one step (its state is created lazily, at the first step)."""
-    cfg = TrainConfig()
-    with torch.random.fork_rng():  # the learner's global RNG is left as it was
-        torch.manual_seed(0)
-        model = GPT(cfg.model)
-        (opt,) = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", "adamw")
-        x = torch.randint(0, cfg.model.vocab_size, (1, 8))
-        _, loss = model(x, x)
-    loss.backward()
-    opt.step()
-    total = sum(t.nbytes for state in opt.state.values() for t in state.values() if torch.is_tensor(t))
-    params = list(model.parameters())
-    return total, sum(p.numel() for p in params), len(params)
+def _accum_case(k: int, seed: int) -> tuple[GPT, torch.Tensor, torch.Tensor]:
+    """A tiny GPT and one batch of 8 rows, from ``seed`` (the learner's global RNG is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GPT(ACCUM_CONFIG)
+        x, y = (torch.randint(0, ACCUM_CONFIG.vocab_size, (8, ACCUM_CONFIG.block_size)) for _ in range(2))
+    return model, x, y
 
 
-@exercise("05.1", "How many bytes does AdamW's state take?",
-          "an int: the bytes of AdamW's state for the recipe's model (TrainConfig().model) when every weight "
-          "goes to AdamW (optimizer='adamw'), after its first step")
-def _adamw_bytes(answer: object) -> str:
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and float(answer).is_integer(),
-           f"give a whole number of bytes (an int), got {answer!r}")
-    answer = int(answer)
-    truth, n, tensors = adamw_state_bytes()
-    if answer != truth:
-        # Hints for the usual slips, each naming what is missing or extra, never the total.
-        if answer == 8 * n:
-            raise Wrong("that is m and v for every weight, and nothing else: look at what opt.state holds "
-                        "for one tensor (print its keys and dtypes)")
-        if answer in (4 * n, 4 * n + 4 * tensors):
-            raise Wrong("one float32 per weight: AdamW keeps two running averages, m and v")
-        if answer >= 12 * n:
-            raise Wrong("too high: the weights and their gradients are not the optimizer's state")
-        if answer == 8 * n + 8 * tensors:
-            raise Wrong("the step counters are there, but check their dtype (opt.state[p]['step'].dtype)")
-        raise Wrong("too high" if answer > truth else "too low")
-    return f"{n:,} weights in {tensors} tensors; m, v and a step counter for each tensor."
+def _grads(model: GPT) -> dict[str, torch.Tensor]:
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()}
+
+
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    # float32 sums of a few thousand terms in another order: ~1e-7 relative; 1e-5 leaves a wide margin while a
+    # wrong scale (k times) or a lost micro-batch is off by order 1.
+    return all(torch.allclose(a[n], b[n], rtol=1e-5, atol=1e-7) for n in a)
+
+
+@exercise("05.1", "Accumulate gradients over micro-batches",
+          "a function accumulate(model, x, y, k) that leaves in each p.grad the gradient of the mean loss over "
+          "the whole batch x (B, T), computed k micro-batches of B // k rows at a time")
+def _accumulate(accumulate: Callable[..., object]) -> str:
+    expect(callable(accumulate), f"give a function accumulate(model, x, y, k), got {type(accumulate).__name__}")
+    for k, seed in ((2, 0), (4, 1)):
+        model, x, y = _accum_case(k, seed)
+        _, loss = model(x, y)
+        loss.backward()
+        truth = _grads(model)
+        model.zero_grad(set_to_none=True)
+        rows: list[int] = []
+        hook = model.register_forward_pre_hook(  # the batch size of every forward call, however it is called
+            lambda m, args, kwargs: rows.append((args or tuple(kwargs.values()))[0].size(0)), with_kwargs=True)
+        try:
+            accumulate(model, x, y, k)
+        finally:
+            hook.remove()
+        expect(rows == [x.size(0) // k] * k,
+               f"with k={k} the model saw batches of {rows} rows: run it on {k} micro-batches of "
+               f"{x.size(0) // k} rows each (x.chunk(k))")
+        mine = _grads(model)
+        if _close(mine, {n: g * k for n, g in truth.items()}):
+            raise Wrong(f"the gradient is {k} times too large (k={k}): the batch's loss is the mean of the "
+                        "micro-batches' losses, so scale each one before its backward")
+        model.zero_grad(set_to_none=True)
+        _, last = model(x[-x.size(0) // k:], y[-x.size(0) // k:])
+        (last / k).backward()
+        if _close(mine, _grads(model)) or _close(mine, {n: g * k for n, g in _grads(model).items()}):
+            raise Wrong("only the last micro-batch's gradient is left: backward adds into p.grad, so do not "
+                        "zero the gradients between micro-batches")
+        worst = max(mine, key=lambda n: float((mine[n] - truth[n]).abs().max()))
+        expect(_close(mine, truth), f"with k={k} the gradient of {worst} differs from the whole batch's by "
+               f"{float((mine[worst] - truth[worst]).abs().max()):.1e}")
+    return ("micro-batches of B // k rows, each loss divided by k, backward adding into p.grad: the "
+            "trainer's grad_accum, and what DDP does across processes.")
 
 
 # ---- 05.2 the WSD schedule ----------------------------------------------------------------------------
