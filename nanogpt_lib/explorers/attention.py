@@ -13,7 +13,6 @@ close); :func:`explorer` only wires ipywidgets controls to them (notebook 03 sho
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 
 from ..model import GPT, CausalSelfAttention
 from ..tokenizer import get_tokenizer
+from . import figure_png
 
 DEFAULT_PROMPT = "HAMLET:\nTo be, or not to be: that is the question:\nWhether 'tis nobler in the mind to suffer"
 
@@ -134,12 +134,6 @@ def plot_heads(weights: torch.Tensor, labels: Sequence[str], layer: int) -> Figu
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
     return fig
 
-
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes (what the explorer shows)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def explorer(model: GPT, tokenizer: Any = None, prompt: str = DEFAULT_PROMPT, layer: int = 0, head: int = 0,

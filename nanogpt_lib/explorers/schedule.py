@@ -9,7 +9,6 @@ are plain functions (a notebook or a test calls them headless); :func:`explorer`
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ..config import ConfigError, TrainConfig
 from ..train import lr_at
+from . import figure_png
 
 SCHEDULES = ("cosine", "wsd")
 
@@ -56,12 +56,6 @@ def schedule_figure(warmup_steps: int, decay_frac: float, lr: float, min_lr: flo
     ax.legend(fontsize=8, loc="lower center")
     return fig
 
-
-def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes (what the widget shows)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
 
 
 def _shown(fig: Figure | None, error: str | None = None) -> tuple[dict[str, Any], ...]:
