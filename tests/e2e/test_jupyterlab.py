@@ -43,6 +43,7 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SAMPLING, DATA_PREP = "06_sampling.ipynb", "01_data_prep.ipynb"
 TOKENIZER, ATTENTION = "02_tokenizer.ipynb", "03_attention.ipynb"  # the tokenizer and attention explorers
+SCHEDULE = "05_schedule_explorer.ipynb"  # 05's explorer cell alone (05 itself trains: minutes in a browser)
 
 # Upper bounds in seconds, not delays: every wait returns as soon as its state holds. Measured on a 2-core
 # machine: server up in ~5 s, notebook + kernel ready in ~5 s, Run All of 06 in ~15 s when idle and ~250 s
@@ -123,6 +124,21 @@ def _strip(src: Path, dst: Path) -> int:
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+    nb["metadata"].pop("widgets", None)
+    dst.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return len(nb["cells"])
+
+
+def _explorer_cell_alone(src: Path, dst: Path) -> int:
+    """A notebook of two cells: the recipe 05 shows its schedule for, then 05's own explorer cell (found by
+    the module it imports, so the test follows the chapter's cell as it is edited)."""
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code"
+                and "from nanogpt_lib.explorers.schedule import explorer" in "".join(c["source"]))
+    setup = "from IPython.display import display\n\nfrom nanogpt_lib.config import TrainConfig\n\nrecipe = TrainConfig()"
+    nb["cells"] = [{"cell_type": "code", "id": "setup", "metadata": {}, "source": setup, "outputs": [],
+                    "execution_count": None},
+                   {**cell, "outputs": [], "execution_count": None}]
     nb["metadata"].pop("widgets", None)
     dst.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return len(nb["cells"])
@@ -249,6 +265,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, di
     root.mkdir()
     n_cells = {name: _strip(REPO / "notebooks" / name, root / name) for name in (SAMPLING, TOKENIZER, ATTENTION)}
     shutil.copy(REPO / "notebooks" / DATA_PREP, root / DATA_PREP)
+    n_cells[SCHEDULE] = _explorer_cell_alone(REPO / "notebooks" / "05_training.ipynb", root / SCHEDULE)
     n_cells[DATA_PREP] = len(json.loads((root / DATA_PREP).read_text(encoding="utf-8"))["cells"])
     env = dict(os.environ)
     for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
@@ -558,6 +575,18 @@ def test_tokenizer_explorer_counts_like_the_library(browser_context, lab, artifa
     _set(box, text)
     expect(count).to_contain_text(re.compile(rf"\b{n} tokens?\b"), timeout=WIDGET_S * 1000)
     page.screenshot(path=artifacts / "02-tokenizer-explorer.png", full_page=True)
+    page.close()
+
+
+def test_schedule_explorer_redraws(browser_context, lab, artifacts: Path) -> None:
+    page = _run_notebook(browser_context, lab, artifacts, SCHEDULE, "05")
+    plot = _part(page, artifacts, "05", "nanogpt-schedule-plot")
+    _poll(page, artifacts, "05", "the schedule drawn", WIDGET_S,
+          lambda: (plot.evaluate("e => e.querySelector('img')?.naturalWidth > 0"), "no image in the plot output"))
+    before = plot.screenshot()
+    _set(_part(page, artifacts, "05", "nanogpt-schedule-warmup"), "400")
+    _redrawn(page, artifacts, "05", plot, before, "schedule redrawn for a longer warmup")
+    page.screenshot(path=artifacts / "05-schedule-explorer.png", full_page=True)
     page.close()
 
 
