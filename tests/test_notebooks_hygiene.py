@@ -92,6 +92,26 @@ def test_widget_imports_are_guarded(path):
                 f"cell {i} imports widgets outside try/except ImportError")
 
 
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "solutions" not in p.parts], ids=lambda p: p.stem)
+def test_exercise_cells_run_unanswered_and_show_one_verdict(path):
+    # A chapter's exercise cell ends in check(...); (the ';' keeps a bare False from showing under the verdict);
+    # run as committed, i.e. unanswered, it says how to answer and raises nothing.
+    found = []
+    for i, cell in enumerate(cells(path)):
+        code = source(cell).rstrip()
+        if cell["cell_type"] != "code" or not re.search(r"^check\(", code, re.M):
+            continue
+        last = code.splitlines()[-1]
+        if not last.endswith(";"):
+            found.append(f"cell {i}: {last!r} should end in ';'")
+        outs = cell.get("outputs", [])
+        if any(o.get("output_type") in ("error", "execute_result") for o in outs):
+            found.append(f"cell {i}: an error or a displayed value under the check")
+        if outs and not any("not answered yet" in "".join(o.get("text", "")) for o in outs):
+            found.append(f"cell {i}: the committed output does not say how to answer")
+    assert not found, "\n".join(found)
+
+
 def test_the_patterns_catch_what_they_are_for():
     # The checks above are only as good as their patterns: each must match the residue it is meant to find.
     for bar in ("tokenizing: 0doc [00:00, ?doc/s]", " 42%|####      | 5/12 [00:03<00:05,  1.2it/s]",
