@@ -115,8 +115,10 @@ class CausalSelfAttention(nn.Module):
         if config.qk_norm:
             self.q_norm, self.k_norm = nn.RMSNorm(head_dim), nn.RMSNorm(head_dim)
 
-    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
-        """``past`` holds the keys/values of earlier positions (KV cache); returns them extended by ``x``'s."""
+    def qkv(self, x: torch.Tensor, t0: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each head's queries, keys and values of ``x`` (B, T, C), each (B, n_head, T, head_dim), the first
+        position at ``t0``: QK-norm and RoPE applied, what the scores are made from (the attention explorer
+        recomputes the weights from them, since the fused kernel never hands them out)."""
         B, T, C = x.size()
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.c_attn(x).split(self.n_embd, dim=2))
@@ -124,8 +126,13 @@ class CausalSelfAttention(nn.Module):
             q, k = (F.rms_norm(t, t.shape[-1:], norm.weight.to(t.dtype), norm.eps)
                     for t, norm in ((q, self.q_norm), (k, self.k_norm)))
         if self.rotary is not None:  # cached keys are stored rotated, at their own positions
-            t0 = 0 if past is None else past[0].size(2)
             q, k = self.rotary(q, t0), self.rotary(k, t0)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """``past`` holds the keys/values of earlier positions (KV cache); returns them extended by ``x``'s."""
+        B, T, C = x.size()
+        q, k, v = self.qkv(x, 0 if past is None else past[0].size(2))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if past is None:

@@ -1,8 +1,8 @@
 """The attention explorer: which earlier tokens each head of a model reads, as heat maps with the tokens as labels.
 
 The library's layer never hands out its attention weights: ``F.scaled_dot_product_attention`` computes them
-inside one fused call. So :func:`layer_attention` recomputes them from a layer's input with the layer's own
-modules (``c_attn``, QK-norm, ``Rotary``), the steps of ``CausalSelfAttention.forward``;
+inside one fused call. So :func:`layer_attention` recomputes them from the queries and keys the layer itself
+makes (``CausalSelfAttention.qkv``, which its forward calls too);
 tests/test_explorers_attention.py checks that these weights times the values, through ``c_proj``, give the
 layer's own output, with and without RoPE. :func:`attention_weights` catches each layer's input with a hook
 while the model runs, so the weights are those of the model as it ran.
@@ -33,14 +33,9 @@ def layer_attention(layer: CausalSelfAttention, x: torch.Tensor) -> tuple[torch.
     ``weights`` (B, n_head, T, T): row i is how query i shares its attention among keys 0..i (it sums to 1);
     ``v`` (B, n_head, T, C / n_head): the values they average. Dropout is not applied (as in eval mode).
     """
-    B, T, C = x.shape
-    H = layer.n_head
-    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in layer.c_attn(x).split(C, dim=2))
-    if hasattr(layer, "q_norm"):  # QK-norm: the layer's own RMSNorm modules
-        q, k = layer.q_norm(q), layer.k_norm(k)
-    if layer.rotary is not None:  # RoPE from position 0, as a forward without a KV cache
-        q, k = layer.rotary(q), layer.rotary(k)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)
+    T = x.size(1)
+    q, k, v = layer.qkv(x)  # as the layer's forward makes them (QK-norm, RoPE from position 0)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
     mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
     return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1), v
 
