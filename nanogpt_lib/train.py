@@ -61,13 +61,18 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def wsd_decay_start(cfg: TrainConfig) -> int:
+    """The step at which WSD's decay begins: the last ``decay_frac`` of the steps, never inside the warmup."""
+    return max(cfg.max_steps - round(cfg.decay_frac * cfg.max_steps), cfg.warmup_steps)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr`` over ``warmup_steps``, then to ``min_lr`` at ``max_steps``: a cosine, or for
     ``wsd`` constant until the last ``decay_frac`` of the steps and linear from there."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "wsd":
-        decay_start = max(cfg.max_steps - round(cfg.decay_frac * cfg.max_steps), cfg.warmup_steps)
+        decay_start = wsd_decay_start(cfg)
         if step < decay_start:
             return cfg.lr
         progress = min((step - decay_start) / max(cfg.max_steps - decay_start, 1), 1.0)

@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..config import ConfigError, TrainConfig
-from ..train import lr_at
+from ..train import lr_at, wsd_decay_start
 from . import figure_png
 
 SCHEDULES = ("cosine", "wsd")
@@ -49,7 +49,7 @@ def schedule_figure(warmup_steps: int, decay_frac: float, lr: float, min_lr: flo
         ax.plot(steps, lr_curve(schedule, warmup_steps, decay_frac, lr, min_lr, max_steps), label=schedule)
     if warmup_steps:
         ax.axvspan(0, warmup_steps, color="gray", alpha=0.15, label="warmup")
-    decay_start = max(max_steps - round(decay_frac * max_steps), warmup_steps)  # lr_at's own rule, for the mark
+    decay_start = wsd_decay_start(schedule_config("wsd", warmup_steps, decay_frac, lr, min_lr, max_steps))
     ax.axvline(decay_start, color="tab:orange", ls=":", lw=1, label="WSD decay starts")
     ax.set(xlabel="step", ylabel="learning rate (lr_at)", ylim=(0, lr * 1.08),
            title=f"peak {lr:.2g}, min {min_lr:.2g}, warmup {warmup_steps}, WSD decays over the last {decay_frac:.0%}")
