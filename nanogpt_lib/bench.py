@@ -306,31 +306,35 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
     return results
 
 
-def run(which: list[str], fast: bool = False, out: Path | None = None) -> dict[str, Any]:
-    """Run the named benchmarks and write their figures to ``out`` as JSON."""
+def run(which: list[str], fast: bool = False, out: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the named benchmarks and write their figures to ``out`` as JSON; ``progress``: a bar over the
+    benchmarks (a full ``nanogpt bench`` takes many minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
     from .prepare import PrepareConfig, prepare
 
-    results: dict[str, Any] = {}
     if "data" in which or "train" in which:
-        prepare(PrepareConfig())  # both read data/shakespeare; a no-op when it is current
-    if "data" in which:
-        results["data"] = bench_data(paths.data_dir() / "shakespeare", calls=20 if fast else 200,
-                                     repeats=2 if fast else 5)
-    if "prepare" in which:
-        results["prepare"] = bench_prepare(repeats=1 if fast else 3)
-    if "train" in which:
-        results["train"] = bench_train(steps=1 if fast else 5, repeats=1 if fast else 3,
-                                       batch_size=8 if fast else 64, loss_steps=2 if fast else 20,
-                                       compiled=not fast)
-    if "phases" in which:
-        results["phases"] = bench_phases(steps=1 if fast else 5, batch_size=8 if fast else 64,
-                                         size=256 if fast else 2048)
-    if "sample" in which:
-        results["sample"] = bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
-                                         block_sizes=(64,) if fast else (64, 256, 1024),
-                                         batches=(1, 4) if fast else (1, 4, 16))
+        prepare(PrepareConfig(progress=progress))  # both read data/shakespeare; a no-op when it is current
+    jobs: dict[str, Callable[[], Any]] = {
+        "data": lambda: bench_data(paths.data_dir() / "shakespeare", calls=20 if fast else 200,
+                                   repeats=2 if fast else 5),
+        "prepare": lambda: bench_prepare(repeats=1 if fast else 3),
+        "train": lambda: bench_train(steps=1 if fast else 5, repeats=1 if fast else 3, batch_size=8 if fast else 64,
+                                     loss_steps=2 if fast else 20, compiled=not fast),
+        "phases": lambda: bench_phases(steps=1 if fast else 5, batch_size=8 if fast else 64,
+                                       size=256 if fast else 2048),
+        "sample": lambda: bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
+                                       block_sizes=(64,) if fast else (64, 256, 1024),
+                                       batches=(1, 4) if fast else (1, 4, 16)),
+    }
+    results: dict[str, Any] = {}
+    bar = tqdm([name for name in jobs if name in which], unit="benchmark", desc="bench", dynamic_ncols=True,
+               **({} if progress else {"disable": True}))  # an explicit disable=False would override TQDM_DISABLE
+    for name in bar:
+        bar.set_postfix_str(name)
+        results[name] = jobs[name]()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
-        print(f"figures written to {out}")
+        print(f"figures written to {paths.shown(out)}")
     return results

@@ -4,6 +4,11 @@ Errors the user can fix are printed as one line (``error: ...``) with exit statu
 (``NANOGPT_DEBUG=1`` shows it). Module-level imports are the standard library and tiny modules only:
 each command imports what it needs, so ``--help`` and argument errors answer at once (torch, datasets
 and the trainer take seconds to import).
+
+One command line: every command has a description and every option its help with its default; the
+weights are ``--weights`` (sample, eval), a folder written is ``--out`` (export, sweep), a JSON file of
+figures is ``--json`` (eval, bench); every long command takes ``--no-progress``; ``--threads`` sets torch's
+threads where a default of all cores can be the wrong one (sample, eval).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import platform
 import sys
 from pathlib import Path
 
-from . import __version__, paths
+from . import DIST_NAME, __version__, paths
 from .files import USER_ERRNOS, AtomicWriteError, os_error_line
 
 # (module, class) of the errors the user can fix; a class counts once its module is imported (an error
@@ -23,7 +28,27 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("nanogpt_lib.prepare", "PrepareError"), ("nanogpt_lib.data", "DatasetError"),
     ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
     ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.runctl", "TrainError"),
+    ("nanogpt_lib.paths", "ProjectFilesError"),
 )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to show (a flag, or an
+    option whose default is computed: its help then says what the default is, in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS)) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with :class:`HelpFormatter` for the command and every subcommand."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def _positive_int(text: str) -> int:
@@ -36,22 +61,51 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _top_k(text: str) -> int | None:
+    """A positive k, or 0 / none: no top-k cut."""
+    if text.strip().lower() in ("0", "none", "off"):
+        return None
+    return _positive_int(text)
+
+
+def _no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
+
+
+def _threads(p: argparse.ArgumentParser, default_words: str) -> None:
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help=f"torch threads (default: {default_words})")
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn a text source into token files data/<name>/{train,val}.bin",
-                       description="Tokenize a text source with GPT-2's BPE into data/<name>/.")
+                       description="Tokenize a text source with GPT-2's BPE into data/<name>/: train.bin and "
+                                   "val.bin (uint16 token ids) and meta.json. Whole documents go to one split.")
     p.add_argument("source", nargs="?", default="shakespeare",
-                   help="shakespeare (default, shipped, offline), openwebtext (streamed from the hub), "
+                   help="shakespeare (shipped, offline), openwebtext (streamed from the hub), "
                         "a hub dataset id owner/name, or a .txt/.jsonl/.parquet file or folder")
     p.add_argument("--name", help="output folder data/NAME (default: from the source)")
-    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    p.add_argument("--max-docs", type=_positive_int, help="take only the first N documents")
-    p.add_argument("--revision", help="hub revision (openwebtext defaults to the hub's parquet export, refs/convert/parquet)")
-    p.add_argument("--hub-config", help="hub dataset configuration name")
-    p.add_argument("--split", dest="hub_split", default="train", help="hub split to read (default: train)")
-    p.add_argument("--val-every", type=_positive_int, default=10, help="one document in N is validation (10)")
-    p.add_argument("--seed", type=int, default=0, help="which document of each N is validation (0)")
+    p.add_argument("--text-field", default="text", help="field holding the text")
+    p.add_argument("--max-docs", type=_positive_int, help="take only the first N documents (default: all)")
+    p.add_argument("--revision", help="hub revision (default: the hub's; for openwebtext its parquet export, "
+                                      "refs/convert/parquet)")
+    p.add_argument("--hub-config", help="hub dataset configuration name (default: the dataset's own)")
+    p.add_argument("--split", dest="hub_split", default="train", help="hub split to read")
+    p.add_argument("--val-every", type=_positive_int, default=10, help="one document in N is validation")
+    p.add_argument("--val-offset", dest="val_offset", type=int, default=0,
+                   help="picks which document of each group of N is validation (hashed with the group's "
+                        "number: another value gives another fixed split; not a random seed like train's)")
+    p.add_argument("--seed", dest="val_offset", type=int, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--data-dir", type=Path, help="parent folder of data/NAME (default: the project's data/)")
     p.add_argument("--force", action="store_true", help="rebuild even if the data is current")
+    _no_progress(p)
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
@@ -60,7 +114,8 @@ def _run_prepare(args: argparse.Namespace) -> None:
     cfg = PrepareConfig(
         source=args.source, name=args.name, text_field=args.text_field, max_docs=args.max_docs,
         revision=args.revision, hub_config=args.hub_config, hub_split=args.hub_split,
-        val_every=args.val_every, seed=args.seed, data_dir=args.data_dir, force=args.force,
+        val_every=args.val_every, seed=args.val_offset, data_dir=args.data_dir, force=args.force,
+        progress=not args.no_progress,
     )
     prepare(cfg)
 
@@ -79,7 +134,8 @@ def _run_info(args: argparse.Namespace) -> None:
     print(describe_devices())
     root = args.data_dir or paths.data_dir()
     found = [(d, m) for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
-    print(f"prepared datasets in {root}:" if found else f"no prepared datasets in {root}: run `nanogpt prepare`")
+    where = paths.shown(root)
+    print(f"prepared datasets in {where}:" if found else f"no prepared datasets in {where}: run `nanogpt prepare`")
     failed = []
     for folder, meta in found:
         try:
@@ -105,7 +161,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     from . import bench
 
     which = list(BENCHMARKS) if args.which == "all" else [args.which]
-    bench.run(which, fast=args.fast, out=args.out)
+    bench.run(which, fast=args.fast, out=args.json, progress=not args.no_progress)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -116,15 +172,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "the step, saves a checkpoint and exits; running again resumes.",
                        epilog=f"exit status: 0 finished; {EXIT_PAUSED} paused by a signal, checkpoint saved "
                               "(EX_TEMPFAIL: run the same command again to resume); 2 a usage or data error.")
-    p.add_argument("--config", type=Path, help="TOML file (default: the built-in defaults = configs/default.toml)")
+    p.add_argument("--config", type=Path, help="TOML file (default: the built-in defaults, which are configs/default.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set lr=3e-4 --set model.n_layer=6 (repeatable)")
-    p.add_argument("--name", help="run name, a plain folder name: runs/NAME (same as --set name=NAME)")
+                   help="override a config key, e.g. --set lr=3e-4 --set model.n_layer=6 (repeatable; default: none)")
+    p.add_argument("--name", help="run name, a plain folder name: runs/NAME (same as --set name=NAME; default: the config's)")
     p.add_argument("--mode", default="auto", choices=["auto", "new", "resume", "reset"],
                    help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
-    p.add_argument("--export", type=Path, metavar="DIR", help="after training, export the best weights to DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...; default: the config's, auto)")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="after training, export the best weights to DIR (default: no export)")
+    _no_progress(p)
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -138,24 +195,37 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
-    best = "none yet" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
-        print(f"{result.status} at step {result.step}: best val loss {best}, "
-              f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
+        print(result.summary())
     if args.export and result.status == "finished":
         _export(result.run_dir, "best", args.export)
     if result.status == "paused":
         raise SystemExit(EXIT_PAUSED)  # a pre-empted job, not a finished one: schedulers requeue on it
 
 
+# Threads for one sample: measured, not guessed. A 200-token sample of the shipped model on a 2-core AMD EPYC
+# (AVX512-BF16), 1 and 2 threads interleaved in one process, 7 rounds: median 1.9 s on 1 thread, 6.2 s on 2
+# with the machine busy (2 threads fight each other and the other jobs: 1.8-9.3 s); idle, the two were even
+# (1.8-2.0 s). A batch of one is too small to split, so 1 is never slower and often far faster.
+SAMPLE_THREADS = 1
+
+
+def _weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, metavar="PATH",
+                   help="a run folder (its latest ckpt.pt), an export folder or a weights file "
+                        "(default: the shipped trained_model/)")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="val loss of trained weights beside uniform, unigram and untrained",
                        description="Loss on the whole validation split of trained weights, and for scale: "
                                    "uniform guessing, a unigram model of the training split, the untrained model.")
-    p.add_argument("--weights", type=Path, help="weights folder or file (default: trained_model/)")
-    p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/ (default: shakespeare)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    _weights(p)
+    p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this JSON file (default: none)")
+    _threads(p, "torch's, one per core")
+    _no_progress(p)
 
 
 def _run_eval(args: argparse.Namespace) -> None:
@@ -165,8 +235,9 @@ def _run_eval(args: argparse.Namespace) -> None:
     from .files import atomic_write_text
     from .sample import load_model
 
+    _set_threads(args.threads)
     model = load_model(args.weights, device=args.device)
-    losses = reference_losses(model, args.dataset)
+    losses = reference_losses(model, args.dataset, progress=not args.no_progress)
     print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
     for key in ("uniform", "unigram", "untrained", "trained"):
         print(f"  {key:<10} {losses[key]:.4f}")
@@ -180,13 +251,15 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                    "runs, each in OUT/<run>; finished runs are never redone. Writes summary.json, "
                                    "results.md and plots to OUT.")
     p.add_argument("--scale", default="full", choices=["full", "tiny"],
-                   help="full: the run in experiments/README.md (about 50 runs of 1500 steps); tiny: seconds, checks the machinery")
-    p.add_argument("--out", type=Path, help="folder of the runs (default: runs/experiments-SCALE)")
+                   help="full: the experiments of experiments/README.md, 36 runs (30 of 1,500 steps, 2 of 750, "
+                        "4 short recipe runs; about 11 minutes on one H100 with --workers 8); "
+                        "tiny: seconds, checks the machinery")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder of the runs (default: runs/experiments-SCALE)")
     p.add_argument("--config", type=Path, help="TOML file under every run (default: the built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every run, e.g. --set device=cuda (repeatable)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="override a config key in every run, e.g. --set device=cuda (repeatable; default: none)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time")
+    _no_progress(p)
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
@@ -217,33 +290,44 @@ def _export(run_dir: Path, which: str, out: Path) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a run's weights as safetensors + config.json (trained_model/)")
+    p = sub.add_parser("export", help="write a run's weights as safetensors + config.json (trained_model/)",
+                       description="Write a run's best (or last) weights as a safetensors file plus config.json, "
+                                   "the folder that sample and eval read with --weights.")
     p.add_argument("run", type=Path, help="run folder, e.g. runs/default")
     p.add_argument("--which", choices=["best", "last"], default="best",
                    help="best: lowest val loss (default); last: the latest checkpoint")
-    p.add_argument("--out", type=Path, default=paths.trained_model_dir(), help="default: trained_model/")
+    p.add_argument("--out", type=Path, default=paths.trained_model_dir(), metavar="DIR",
+                   help="folder to write (default: trained_model/)")
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="generate text from trained weights, streamed to the terminal")
+    p = sub.add_parser("sample", help="generate text from trained weights, streamed to the terminal",
+                       description="Continue a prompt with trained weights (the shipped ones by default): "
+                                   "temperature, top-k and top-p sampling with a KV cache, streamed as it comes.")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=200, help="sample among the k likeliest tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
-    p.add_argument("--seed", type=int, default=None, help="fix the randomness for a reproducible sample")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (always the likeliest token)")
+    p.add_argument("--top-k", type=_top_k, default=200, metavar="K",
+                   help="sample among the K likeliest tokens; 0 or none: no top-k cut")
+    p.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus sampling: the smallest set of tokens with probability mass P (default: off)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the random seed: the same seed, weights and options give the same text (default: a new "
+                        "sample each time)")
     p.add_argument("--num-samples", type=_positive_int, default=1,
                    help="N samples generated together in one batch (about the cost of one on a CPU), printed "
-                        "one after another; 1 (default) streams the text as it comes")
-    p.add_argument("--ckpt", type=Path, default=None,
-                   help="weights: trained_model/ (default), an export folder, a weights file, or a run folder")
-    p.add_argument("--device", default="auto")
+                        "one after another; 1 streams the text as it comes")
+    _weights(p)
+    p.add_argument("--ckpt", dest="weights", type=Path, help=argparse.SUPPRESS)  # the old spelling of --weights
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _threads(p, f"{SAMPLE_THREADS} for one sample, measured fastest on a CPU; torch's, one per core, for a batch")
 
 
 def _run_sample(args: argparse.Namespace) -> None:
     from .sample import generate_texts, load_model, stream_text
 
-    model = load_model(args.ckpt, device=args.device)
+    _set_threads(args.threads or (SAMPLE_THREADS if args.num_samples == 1 else None))
+    model = load_model(args.weights, device=args.device)
     if args.num_samples > 1:
         texts = generate_texts(model, args.prompt, args.num_samples, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -259,14 +343,25 @@ def _run_sample(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanogpt", description="Build, train and sample a small GPT.")
-    parser.add_argument("--version", action="version", version=f"nanogpt_lib {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="nanogpt", description="Build, train and sample a small GPT (the nanogpt workbook's "
+                                                "library, nanogpt_lib). `nanogpt COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"{DIST_NAME} {__version__}",
+                        help="print the package's name and version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     _add_prepare(sub)
-    info = sub.add_parser("info", help="prepared datasets, versions and devices")
-    info.add_argument("--data-dir", type=Path, help="where prepared datasets live (default: data/)")
+    info = sub.add_parser("info", help="prepared datasets, versions and devices",
+                          description="The prepared datasets (tokens, documents, sizes), the library's and torch's "
+                                      "versions and the devices. `nanogpt doctor` checks the whole set-up.")
+    info.add_argument("--data-dir", type=Path, help="where prepared datasets live (default: the project's data/)")
     info.add_argument("--verify", action="store_true",
                       help="read every prepared file: sizes, sha256 and token ids must match meta.json")
+    doctor = sub.add_parser("doctor", help="check the set-up before class: versions, CPU, data, weights, Jupyter",
+                            description="Check what a learner or teacher needs: Python and torch, the device and "
+                                        "CPU class, whether bf16 is fast here, threads, the prepared data, the "
+                                        "shipped weights (verified), JupyterLab, ipywidgets and jupyterlab-rise. "
+                                        "Exit status 1 when something needs fixing.")
+    doctor.add_argument("--no-jupyter", action="store_true",
+                        help="skip the JupyterLab extension check (it runs `jupyter labextension list`, a few seconds)")
     _add_train(sub)
     _add_sample(sub)
     _add_export(sub)
@@ -274,13 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     b = sub.add_parser("bench", help="side-by-side benchmarks that print ratios",
                        description="Measure ours against a baseline in one run; print medians, spread and ratios.")
-    b.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
+    b.add_argument("which", nargs="?", default="all", choices=[*BENCHMARKS, "all"], help="which benchmark")
     b.add_argument("--fast", action="store_true", help="a few seconds: check it runs, figures are rough")
-    b.add_argument("--out", type=Path, default=paths.runs_dir() / "bench.json", help="JSON file of the figures")
+    b.add_argument("--json", type=Path, default=paths.runs_dir() / "bench.json", metavar="FILE",
+                   help="JSON file of the figures (default: runs/bench.json)")
+    b.add_argument("--out", dest="json", type=Path, help=argparse.SUPPRESS)  # the old spelling of --json
+    _no_progress(b)
     return parser
 
 
-COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "train": _run_train,
+def _run_doctor(args: argparse.Namespace) -> None:
+    from .doctor import report
+
+    if not report(extensions=not args.no_jupyter):
+        raise SystemExit(1)
+
+
+COMMANDS = {"prepare": _run_prepare, "info": _run_info, "doctor": _run_doctor, "bench": _run_bench, "train": _run_train,
             "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "export": lambda a: _export(a.run, a.which, a.out)}
 
 

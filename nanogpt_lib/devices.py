@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -28,6 +30,24 @@ def pick_device(requested: str = "auto") -> torch.device:
     if torch.device(requested).type not in available:
         raise ValueError(f"device {requested!r} is not available here; available: {', '.join(available)}")
     return torch.device(requested)
+
+
+# /proc/cpuinfo flags that decide training speed on a CPU, in the order the classes build on each other.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_info(cpuinfo: str | None = None) -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has, from ``/proc/cpuinfo`` (Linux; on other
+    systems the model is ``platform.processor()`` and the flags are unknown, an empty list)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine(), []
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.machine()), [f for f in SPEED_FLAGS if f in flags]
 
 
 def describe_devices() -> str:

@@ -1,6 +1,10 @@
-"""Where the project's folders are: data, runs and the shipped model.
+"""Where the project's folders are: data, runs and the shipped model (the project home).
 
-A clone (or an editable install) keeps them beside the package; ``NANOGPT_HOME`` points elsewhere.
+The project home is, in this order: ``$NANOGPT_HOME`` if set; the clone that holds this package (a clone
+on ``PYTHONPATH`` or an editable install, ``pip install -e .``); else the current folder. The last case is
+a regular ``pip install .``: the package then lives in site-packages, away from the shipped corpus and
+weights, so the commands are run from the clone (``cd`` into it) or with ``NANOGPT_HOME`` pointing at it.
+What the project ships is asked for through :func:`shipped`, whose error says exactly that in one line.
 """
 
 from __future__ import annotations
@@ -9,10 +13,38 @@ import os
 from pathlib import Path
 
 
+class ProjectFilesError(RuntimeError):
+    """A file the project ships (the corpus, the weights) is not in the project home."""
+
+
+def _clone_root() -> Path | None:
+    """The clone holding this package, or None when the package was installed into site-packages."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
 def project_root() -> Path:
-    """``$NANOGPT_HOME`` if set, else the folder holding ``nanogpt_lib/`` (the clone)."""
+    """``$NANOGPT_HOME`` if set, else the clone holding ``nanogpt_lib/``, else the current folder."""
     env = os.environ.get("NANOGPT_HOME")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1]
+    if env:
+        return Path(env).expanduser()
+    return _clone_root() or Path.cwd()
+
+
+def home_source() -> str:
+    """How :func:`project_root` was chosen, in words (for ``nanogpt doctor`` and errors)."""
+    if os.environ.get("NANOGPT_HOME"):
+        return "NANOGPT_HOME"
+    return "the clone holding nanogpt_lib" if _clone_root() else "the current folder (nanogpt_lib is installed)"
+
+
+def shipped(path: Path, what: str) -> Path:
+    """``path``, a file or folder the project ships, if it exists; else a one-line error saying what to do."""
+    if path.exists():
+        return path
+    raise ProjectFilesError(
+        f"{what} not found at {path}: the project home is {project_root()} ({home_source()}); "
+        "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to the clone")
 
 
 def data_dir() -> Path:

@@ -120,9 +120,7 @@ def resolve_source(cfg: PrepareConfig) -> Source:
     """Turn ``cfg.source`` into a loadable :class:`Source`, or a one-line :class:`PrepareError`."""
     src = str(cfg.source).strip()
     if src == "shakespeare":
-        folder = paths.shakespeare_dir()
-        if not folder.is_dir():
-            raise PrepareError(f"shipped corpus not found at {folder}: run from a full clone of the project")
+        folder = paths.shipped(paths.shakespeare_dir(), "the shipped corpus")
         return _local_source(folder, "shakespeare", cfg.name or "shakespeare", cfg)
     if src in ("openwebtext", OPENWEBTEXT_ID):
         return _hub_source(OPENWEBTEXT_ID, cfg.name or "openwebtext", cfg, PARQUET_EXPORT_REVISION)

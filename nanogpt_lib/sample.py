@@ -141,7 +141,8 @@ def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature
 def load_model(path: str | Path | None = None, device: str = "auto") -> GPT:
     """A GPT in eval mode from ``trained_model/`` (default), an export folder, a weights file, or a run
     folder (its latest ``ckpt.pt``)."""
-    model, meta = load_weights(Path(path) if path else paths.trained_model_dir(), pick_device(device))
+    where = Path(path) if path else paths.shipped(paths.trained_model_dir(), "the shipped weights (trained_model/)")
+    model, meta = load_weights(where, pick_device(device))
     model.meta = meta  # where it came from: step, val loss, ...
     return model
 

