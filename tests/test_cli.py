@@ -3,11 +3,18 @@ their traceback, NANOGPT_DEBUG=1 shows it for user errors too."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
 import torch
@@ -143,3 +150,93 @@ def test_nanogpt_debug_shows_the_traceback_of_user_errors(tmp_path, monkeypatch)
     monkeypatch.setenv("NANOGPT_DEBUG", "1")
     with pytest.raises(CheckpointError, match="the file is empty"):
         cli.main(["sample", "--ckpt", str(tmp_path), "--device", "cpu"])
+
+
+# ---- one command line: descriptions, defaults, --no-progress, --version ------------------------------
+
+LONG_COMMANDS = ("prepare", "train", "sweep", "eval", "bench")  # minutes on a CPU: each shows progress
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_every_command_has_a_description_and_every_option_help_with_its_default():
+    """Each `nanogpt COMMAND --help` says what the command does, and what each option means and defaults to
+    (a flag defaults to off; an option without a fixed default says in words what it does by default)."""
+    commands = subparsers()
+    assert set(commands) == set(cli.COMMANDS)
+    for name, parser in commands.items():
+        assert parser.description and len(parser.description) > 30, name
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            shown = formatter._expand_help(action) if action.help else ""
+            assert shown, (name, action.option_strings)
+            if not isinstance(action, argparse._StoreTrueAction):
+                assert "default" in shown, (name, action.option_strings, shown)
+
+
+def test_help_shows_the_defaults_themselves(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 200)" in out and "(default: 0.8)" in out and "(default: auto)" in out
+    with pytest.raises(SystemExit):
+        cli.main(["prepare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--val-offset" in out and "(default: 0)" in out and "--seed" not in out  # the old spelling is hidden
+
+
+@pytest.mark.parametrize("command", LONG_COMMANDS)
+def test_every_long_command_takes_no_progress(command):
+    args = cli.build_parser().parse_args([command, "--no-progress"])
+    assert args.no_progress is True
+
+
+def test_version_names_the_package(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert capsys.readouterr().out.strip() == f"{pyproject['name']} {pyproject['version']}"
+
+
+@pytest.mark.parametrize("text, expected", [("0", None), ("none", None), ("None", None), ("40", 40)])
+def test_top_k_can_be_turned_off(text, expected):
+    assert cli.build_parser().parse_args(["sample", "--top-k", text]).top_k == expected
+
+
+def test_a_negative_top_k_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["sample", "--top-k", "-3"])
+    assert exit_.value.code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_one_name_per_option_and_the_old_spellings_still_parse():
+    """--weights on sample and eval; --json for a file of figures; prepare's split number is --val-offset.
+    The old spellings (sample --ckpt, bench --out, prepare --seed) still work, hidden from --help."""
+    parse = cli.build_parser().parse_args
+    assert parse(["sample", "--weights", "w"]).weights == Path("w") == parse(["sample", "--ckpt", "w"]).weights
+    assert parse(["eval", "--weights", "w", "--json", "f.json"]).json == Path("f.json")
+    assert parse(["bench", "--json", "b.json"]).json == Path("b.json") == parse(["bench", "--out", "b.json"]).json
+    assert parse(["prepare", "--val-offset", "3"]).val_offset == 3 == parse(["prepare", "--seed", "3"]).val_offset
+    assert parse(["prepare"]).val_offset == 0
+
+
+def test_one_sample_runs_on_one_thread_by_default(exported, capsys):
+    """The measured default (cli.SAMPLE_THREADS); --threads overrides it."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert cli.main(["sample", "--weights", str(exported), "--device", "cpu", "--max-new-tokens", "2",
+                         "--prompt", "a", "--seed", "0"]) == 0
+        assert torch.get_num_threads() == cli.SAMPLE_THREADS == 1
+        assert cli.main(["sample", "--weights", str(exported), "--device", "cpu", "--max-new-tokens", "2",
+                         "--prompt", "a", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
