@@ -12,6 +12,7 @@ Stages, each a grid of runs (see ``sweep.py``) at equal tokens with two or more 
 
 ``run_experiments`` runs them in order (resumable) and writes ``summary.json``, ``results.md`` and figures;
 each is rewritten only when its content changes, so re-reading a finished experiment changes no file.
+``resumable_ladder`` does the same for notebook 05's ablation ladder: each rung trains once.
 """
 
 from __future__ import annotations
@@ -408,6 +409,41 @@ def _write_if_changed(path: Path, text: str) -> bool:
     atomic_write_text(path, text)
     return True
 
+
+
+def resumable_ladder(path: str | Path, settings: dict[str, Any],
+                     rungs: list[tuple[str, Callable[[], dict[str, Any]]]], reuse: bool = True,
+                     say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Each rung's record (``{"rung": label, **train()}``), training every rung at most once.
+
+    The records are saved to ``path`` after each rung with the ``settings`` they were trained under. With
+    ``reuse`` (a run that continues: the overnight notebook in mode ``auto``, started again after an
+    interruption or after it finished), the rungs already saved under the same settings are read back
+    and only the missing ones train: a finished ladder is skipped, an interrupted one resumes at the
+    rung it was on. Without ``reuse``, or under other settings, every rung trains again.
+    """
+    path = Path(path)
+    saved: dict[str, Any] = {}
+    if reuse and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}  # a damaged file: train again
+    records = saved.get("ladder", []) if saved.get("settings") == settings else []
+    done: list[dict[str, Any]] = []
+    for record, (label, _) in zip(records, rungs):  # the saved rungs, in order, as long as they match
+        if not isinstance(record, dict) or record.get("rung") != label:
+            break
+        done.append(record)
+    if done:
+        left = len(rungs) - len(done)
+        say(f"ladder: {len(done)} of {len(rungs)} rungs read from {path.name}"
+            + (f"; training the other {left}" if left else ", trained before (delete the file to train again)"))
+    for label, train in rungs[len(done):]:
+        done.append({"rung": label, **train()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"settings": settings, "ladder": done}))
+    return done
 
 
 def update_readme(block: str, readme: str | Path, name: str = "experiments") -> bool:

@@ -74,25 +74,25 @@ def exported(tmp_path):
 def test_empty_checkpoint(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
-    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(tmp_path / "run"), "--device", "cpu"),
+    assert_one_line(*run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
                     "ckpt.pt is corrupt or truncated (the file is empty)")
 
 
 def test_checkpoint_without_config(tmp_path, capsys):
     save_checkpoint(tmp_path / "run" / "ckpt.pt", {"model": {"w": torch.zeros(2)}, "step": 3})
-    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(tmp_path / "run"), "--device", "cpu"),
+    assert_one_line(*run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
                     "ckpt.pt has no 'config' entry")
 
 
 def test_config_json_that_is_a_list(exported, capsys):
     (exported / "config.json").write_text(json.dumps([1, 2, 3]))
-    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(exported), "--device", "cpu"),
+    assert_one_line(*run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
                     "config.json holds a list, not an object")
 
 
 def test_config_json_with_bad_settings(exported, capsys):
     (exported / "config.json").write_text(json.dumps({"model": {**TINY.to_dict(), "n_layers": 2}}))
-    assert_one_line(*run_cli(capsys, "sample", "--ckpt", str(exported), "--device", "cpu"),
+    assert_one_line(*run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
                     "config.json: bad model settings: unknown GPTConfig key(s) n_layers")
 
 
@@ -149,7 +149,7 @@ def test_nanogpt_debug_shows_the_traceback_of_user_errors(tmp_path, monkeypatch)
     (tmp_path / "ckpt.pt").write_bytes(b"")
     monkeypatch.setenv("NANOGPT_DEBUG", "1")
     with pytest.raises(CheckpointError, match="the file is empty"):
-        cli.main(["sample", "--ckpt", str(tmp_path), "--device", "cpu"])
+        cli.main(["sample", "--weights", str(tmp_path), "--device", "cpu"])
 
 
 # ---- one command line: descriptions, defaults, --no-progress, --version ------------------------------

@@ -216,3 +216,32 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert not update_readme("x", plain) and plain.read_text() == "no markers\n"
+
+
+def test_the_ablation_ladder_trains_each_rung_once_and_resumes(tmp_path):
+    """Notebook 05's ladder under the overnight command: interrupted after two rungs, run again, it trains
+    only the third; run once more (the run resumed or finished), it trains none; other settings retrain."""
+    from nanogpt_lib.experiments import resumable_ladder
+
+    trained: list[str] = []
+
+    def rung(label, fail=False):
+        def train():
+            if fail:
+                raise KeyboardInterrupt  # the kernel interrupted during this rung
+            trained.append(label)
+            return {"val": float(len(label))}
+        return label, train
+
+    path, settings = tmp_path / "overnight-ladder.json", {"steps": 400}
+    with pytest.raises(KeyboardInterrupt):
+        resumable_ladder(path, settings, [rung("a"), rung("bb"), rung("ccc", fail=True)], say=lambda _: None)
+    assert trained == ["a", "bb"]
+    ladder = resumable_ladder(path, settings, [rung("a"), rung("bb"), rung("ccc")], say=lambda _: None)
+    assert trained == ["a", "bb", "ccc"] and [r["val"] for r in ladder] == [1.0, 2.0, 3.0]
+    said = []
+    assert resumable_ladder(path, settings, [rung("a"), rung("bb"), rung("ccc")], say=said.append) == ladder
+    assert trained == ["a", "bb", "ccc"] and "3 of 3 rungs read" in said[0]
+    resumable_ladder(path, {"steps": 8}, [rung("a")], say=lambda _: None)  # other settings: trained again
+    resumable_ladder(path, {"steps": 8}, [rung("a")], reuse=False, say=lambda _: None)  # mode reset: again
+    assert trained == ["a", "bb", "ccc", "a", "a"]
