@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from . import paths
 from .config import TrainConfig, load_config
 from .files import atomic_write_text
 from .sweep import RESULT, Grid, RunSpec, run_grid, steps_to_target
@@ -147,7 +148,6 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     """Train once while raising the learning rate exponentially from ``lr_min`` to ``lr_max`` (Smith 2015):
     the loss falls fastest around good rates and blows up past the largest usable one. Stops when the
     smoothed loss exceeds ``stop_factor`` times its minimum. Returns ``lr`` and smoothed ``loss`` lists."""
-    from . import paths
     from .data import TokenData
     from .devices import choose_precision, pick_device
     from .model import GPT
@@ -437,8 +437,9 @@ def resumable_ladder(path: str | Path, settings: dict[str, Any],
         done.append(record)
     if done:
         left = len(rungs) - len(done)
-        say(f"ladder: {len(done)} of {len(rungs)} rungs read from {path.name}"
-            + (f"; training the other {left}" if left else ", trained before (delete the file to train again)"))
+        say(f"ladder read from {paths.shown(path)}: " + (f"{len(done)} of {len(rungs)} rungs trained by an earlier "
+            f"run; training the other {left}" if left else f"all {len(rungs)} rungs, trained by an earlier run "
+            "(delete it to train again)"))
     for label, train in rungs[len(done):]:
         done.append({"rung": label, **train()})
         path.parent.mkdir(parents=True, exist_ok=True)
