@@ -16,7 +16,6 @@ signal, lock and rank machinery is in ``runctl.py``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import shutil
