@@ -10,6 +10,7 @@ import torch
 
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.paths import ProjectFilesError
 from nanogpt_lib import sample
 from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, sample_next, stream_text
 from nanogpt_lib.tokenizer import decode, encode
@@ -108,8 +109,9 @@ def test_empty_prompt(model):
 
 
 def test_missing_trained_model_folder(tmp_path, monkeypatch):
+    """The project home has no shipped weights: the error names the home and says how to point at a clone."""
     monkeypatch.setenv("NANOGPT_HOME", str(tmp_path))
-    with pytest.raises(CheckpointError, match="no weights"):
+    with pytest.raises(ProjectFilesError, match=r"shipped weights \(trained_model/\) not found.*NANOGPT_HOME"):
         load_model()
 
 
