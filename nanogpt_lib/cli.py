@@ -65,7 +65,10 @@ def _top_k(text: str) -> int | None:
     """A positive k, or 0 / none: no top-k cut."""
     if text.strip().lower() in ("0", "none", "off"):
         return None
-    return _positive_int(text)
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or 0 / none: no top-k cut)") from None
 
 
 def _no_progress(p: argparse.ArgumentParser) -> None:
