@@ -128,7 +128,7 @@ def _run_info(args: argparse.Namespace) -> None:
     import tiktoken
     import torch
 
-    print(f"nanogpt_lib {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
+    print(f"{DIST_NAME} {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"numpy {numpy.__version__}  tiktoken {tiktoken.__version__}")
     from .data import DatasetError, verify_dataset
     from .devices import describe_devices
