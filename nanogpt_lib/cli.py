@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, paths
-from .files import USER_ERRNOS, AtomicWriteError, os_error_line
+from .files import USER_ERRNOS, AtomicWriteError, PlantedLinkError, os_error_line
 
 # (module, class) of the errors the user can fix; a class counts once its module is imported (an error
 # cannot come from a module that was never imported), so catching them imports nothing.
@@ -23,6 +23,9 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("nanogpt_lib.prepare", "PrepareError"), ("nanogpt_lib.data", "DatasetError"),
     ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
     ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.runctl", "TrainError"),
+    ("nanogpt_lib.export", "ExportError"), ("nanogpt_lib.limits", "TooLargeError"),
+    ("nanogpt_lib.devices", "DeviceError"), ("nanogpt_lib.files", "PlantedLinkError"),
+    ("nanogpt_lib.files", "AtomicWriteError"),
 )
 
 
@@ -72,16 +75,25 @@ def _run_info(args: argparse.Namespace) -> None:
 
     print(f"nanogpt_lib {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"numpy {numpy.__version__}  tiktoken {tiktoken.__version__}")
-    from .data import DatasetError, verify_dataset
+    from .data import DatasetError, load_meta, verify_dataset
     from .devices import describe_devices
-    from .prepare import describe, read_meta
+    from .prepare import describe
 
     print(describe_devices())
-    root = args.data_dir or paths.data_dir()
-    found = [(d, m) for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
-    print(f"prepared datasets in {root}:" if found else f"no prepared datasets in {root}: run `nanogpt prepare`")
+    root = Path(args.data_dir or paths.data_dir())
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"--data-dir {root} is a file, not a folder of prepared data sets")
+    # every folder with a meta.json, readable or not: a damaged one is reported, never taken for "no data set"
+    folders = sorted(d for d in root.glob("*") if (d / "meta.json").is_file())
+    print(f"prepared datasets in {root}:" if folders else f"no prepared datasets in {root}: run `nanogpt prepare`")
     failed = []
-    for folder, meta in found:
+    for folder in folders:
+        try:
+            meta = load_meta(folder)
+        except DatasetError as e:
+            print(f"  {folder.name:<16} DAMAGED: {e}")
+            failed.append(folder.name)
+            continue
         try:
             print("  " + describe(meta))
         except (KeyError, TypeError, ValueError):
@@ -93,7 +105,7 @@ def _run_info(args: argparse.Namespace) -> None:
             except DatasetError as e:
                 print(f"  {'':<16} FAILED: {e}")
                 failed.append(folder.name)
-    if failed:
+    if failed and args.verify:
         raise DatasetError(f"{len(failed)} data set(s) failed verification ({', '.join(failed)}): "
                            "rebuild each with `nanogpt prepare SOURCE --name NAME --force`")
 
@@ -124,6 +136,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
     p.add_argument("--export", type=Path, metavar="DIR", help="after training, export the best weights to DIR")
+    p.add_argument("--force", action="store_true", help="with --export trained_model/: replace the shipped model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -137,13 +150,15 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
+    if args.export:  # a bad destination is found now, not after the whole run
+        _export_destination(args.export, args.force)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
     best = "none yet" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
         print(f"{result.status} at step {result.step}: best val loss {best}, "
               f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:,.0f}s; run folder {result.run_dir}")
     if args.export and result.status == "finished":
-        _export(result.run_dir, "best", args.export)
+        _export(result.run_dir, "best", args.export, args.force)
     if result.status == "paused":
         raise SystemExit(EXIT_PAUSED)  # a pre-empted job, not a finished one: schedulers requeue on it
 
@@ -162,9 +177,11 @@ def _run_eval(args: argparse.Namespace) -> None:
     import json
 
     from .evaluate import reference_losses
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
+    if args.json:  # a folder or a link there is found now, not after the whole evaluation
+        check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
     losses = reference_losses(model, args.dataset)
     print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
@@ -199,29 +216,51 @@ def _run_sweep(args: argparse.Namespace) -> None:
     print(f"{exp.decisions['seconds']:,.0f}s; results in {paths.shown(out)}")
 
 
-def _export(run_dir: Path, which: str, out: Path) -> None:
-    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, export_weights
-    from .files import atomic_write
-    from .sample import load_model
+def _export_destination(out: Path, force: bool) -> Path:
+    from .export import check_destination
 
-    if which == "best" and not (run_dir / "best" / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{run_dir / 'best'} holds no best weights (no evaluation finished yet): "
-                              "use --which last for the latest checkpoint")
+    return check_destination(out, force, protected=paths.trained_model_dir())
+
+
+def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) -> None:
+    """Publish the run's best (or last) weights, with its metrics and loss plot, to ``out`` (default
+    ``RUN/export/``) as one unit; the shipped ``trained_model/`` only with ``force``."""
+    from .export import CONFIG_FILE, ExportError, copy_from, publish, read_export, run_artifacts
+
+    if not run_dir.is_dir():
+        raise ExportError(f"no run folder {paths.shown(run_dir)}: name one under runs/ (e.g. runs/default), "
+                          "trained by `nanogpt train`")
+    out = _export_destination(out or run_dir / "export", force)
     if which == "best":
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            atomic_write(out / name, lambda fh, src=run_dir / "best" / name: fh.write(src.read_bytes()))
+        best = read_export(run_dir / "best")  # verified: sizes and sha256
+        if best is None:
+            raise ExportError(f"{paths.shown(run_dir / 'best')} holds no best weights (no evaluation finished yet): "
+                              "use --which last for the latest checkpoint")
+        record, live = best
+        record = {k: v for k, v in record.items() if k != "files"}
+        publish(out, {**{n: copy_from(p) for n, p in live.items()}, **run_artifacts(run_dir)}, record)
+        step = record.get("step")
     else:
+        from .checkpoint import export_weights
+        from .sample import load_model
+
         model = load_model(run_dir, device="cpu")
-        export_weights(model, model.config, out, {"step": model.meta.get("step"), "run": run_dir.name})
-    print(f"exported {which} weights of {run_dir} to {out / WEIGHTS_FILE}")
+        step = model.meta.get("step")
+        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=run_artifacts(run_dir))
+    print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/ "
+          f"(weights, {CONFIG_FILE} with their sha256, metrics and loss plot)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a run's weights as safetensors + config.json (trained_model/)")
+    p = sub.add_parser("export", help="publish a run's weights as safetensors + config.json (to RUN/export/)",
+                       description="Publish a run's weights, config.json (with each file's sha256), metrics and "
+                                   "loss plot as one unit: a crash leaves the previous export or the new one.")
     p.add_argument("run", type=Path, help="run folder, e.g. runs/default")
     p.add_argument("--which", choices=["best", "last"], default="best",
                    help="best: lowest val loss (default); last: the latest checkpoint")
-    p.add_argument("--out", type=Path, default=paths.trained_model_dir(), help="default: trained_model/")
+    p.add_argument("--out", type=Path, default=None, help="folder to write (default: RUN/export/)")
+    p.add_argument("--force", action="store_true",
+                   help="allow --out trained_model/, replacing the shipped model the notebooks use")
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -281,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"prepare": _run_prepare, "info": _run_info, "bench": _run_bench, "train": _run_train,
-            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "export": lambda a: _export(a.run, a.which, a.out)}
+            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "export": lambda a: _export(a.run, a.which, a.out, a.force)}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -307,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug or not _is_user_error(e, args.command):
             raise
-        plain_os_error = isinstance(e, OSError) and not isinstance(e, AtomicWriteError)
+        plain_os_error = isinstance(e, OSError) and not isinstance(e, (AtomicWriteError, PlantedLinkError))
         print(f"error: {os_error_line(e) if plain_os_error else one_line(e)}", file=sys.stderr)
         return 2
     return 0

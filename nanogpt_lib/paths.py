@@ -9,6 +9,18 @@ import os
 from pathlib import Path
 
 
+def check_plain_name(name: object, what: str) -> str:
+    """``name`` if it is one plain folder name (``runs/NAME``, ``data/NAME``), else a ValueError naming ``what``.
+
+    Never a path that leads elsewhere: ``--mode reset`` deletes in a run folder and ``prepare`` writes into
+    ``data/NAME``, so ``..``, ``../x``, ``/home/me`` or ``a/b`` must not be one."""
+    bad = (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
+           or any(sep in name for sep in ("/", "\\", os.sep)) or Path(name).is_absolute())
+    if bad:
+        raise ValueError(f"{what} must be a plain folder name (no '/', '\\', '..' or empty name), got {name!r}")
+    return name
+
+
 def project_root() -> Path:
     """``$NANOGPT_HOME`` if set, else the folder holding ``nanogpt_lib/`` (the clone)."""
     env = os.environ.get("NANOGPT_HOME")

@@ -230,13 +230,6 @@ def _request(cfg: PrepareConfig, source: Source) -> dict[str, Any]:
     }
 
 
-def read_meta(out: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((out / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_current(out: Path, request: dict[str, Any]) -> dict[str, Any] | None:
     """The meta of ``out`` if it was built from ``request`` and its files match it, else None."""
     try:
@@ -405,7 +398,16 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     if cfg.val_every < 2:
         raise PrepareError(f"--val-every must be at least 2 (one document in N is validation), got {cfg.val_every}")
     source = resolve_source(cfg)
-    out = Path(cfg.data_dir or paths.data_dir()) / source.name
+    try:  # data/NAME: one plain folder, as run names are (`..` would write into the project's root)
+        paths.check_plain_name(source.name, "--name" if cfg.name is not None else "the data set's name")
+    except ValueError as e:
+        raise PrepareError(f"{e}: choose it with --name") from None
+    root = Path(cfg.data_dir or paths.data_dir())
+    if root.exists() and not root.is_dir():
+        raise PrepareError(f"--data-dir {root} is a file: name a folder (data sets go to DATA_DIR/NAME)")
+    out = root / source.name
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"{out} is a file, not a data set folder: move it away or choose another --name")
     if source.kind != "hub" and out.resolve() == Path(source.fingerprint["path"]).resolve():
         raise PrepareError(f"the output folder {out} is the source folder itself: choose another --name")
     request = _request(cfg, source)

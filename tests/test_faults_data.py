@@ -188,7 +188,7 @@ def test_verify_reads_every_byte(tmp_path, txt_dir, capsys):
     assert main(["info", "--data-dir", str(tmp_path / "d"), "--verify"]) == 0
     assert "verified" in capsys.readouterr().out
     tokens = np.fromfile(folder / "train.bin", dtype=np.uint16)
-    tokens[len(tokens) // 2] = 60000  # same size: opening does not notice, verification does
+    tokens[len(tokens) // 2] = 11 if tokens[len(tokens) // 2] != 11 else 13  # a valid id: opening cannot notice
     tokens.tofile(folder / "train.bin")
     TokenData(folder, 4)
     with pytest.raises(DatasetError, match=r"train\.bin does not match the sha256 in meta.json.*--force"):
@@ -199,6 +199,8 @@ def test_verify_reads_every_byte(tmp_path, txt_dir, capsys):
     meta = json.loads((folder / "meta.json").read_text())
     del meta["splits"]["train"]["sha256"]  # without a hash to compare, the id scan still catches it
     (folder / "meta.json").write_text(json.dumps(meta))
+    tokens[len(tokens) // 2] = 60000
+    tokens.tofile(folder / "train.bin")
     with pytest.raises(DatasetError, match=r"train\.bin holds token id 60000, beyond the vocabulary of 50257"):
         verify_dataset(folder)
 
@@ -234,12 +236,18 @@ def dead_pid() -> int:
 
 
 def test_stale_tmp_files_of_dead_writers_are_removed(tmp_path):
+    """Only our own temporary files (tagged nanogpt-tmp) of the file being written, and only once their writer
+    is gone: another program's temporary files in the same folder survive (issue 25)."""
     dead, alive = dead_pid(), os.getppid()
-    names = [f".ckpt.pt.tmp-{dead}", f".ckpt.pt.tmp-{alive}", f".other.tmp-{os.getpid()}", "notes.tmp-1"]
-    for name in names:
+    ours_dead = f".config.json.nanogpt-tmp-{dead}"
+    kept = [f".config.json.nanogpt-tmp-{alive}", f".other.json.nanogpt-tmp-{dead}", f".draft.txt.tmp-{dead}",
+            ".draft.txt.tmp-999999", f".config.json.tmp-{dead}", "notes.tmp-1"]
+    for name in [ours_dead, *kept]:
         (tmp_path / name).write_bytes(b"partial")
     atomic_write_text(tmp_path / "config.json", "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *names[1:]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *kept])
+    assert files.clean_stale_tmp(tmp_path) == [tmp_path / f".other.json.nanogpt-tmp-{dead}"]  # a folder we own
+    assert (tmp_path / ".draft.txt.tmp-999999").exists()
 
 
 # ---- checkpoints: verified, rotated, fallen back on ----------------------------------------------
