@@ -256,7 +256,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     a ``.safetensors``/``.pth`` file beside a ``config.json``, or a run folder's ``ckpt.pt``."""
     path = Path(path)
     try:  # an export that records its files: open the ones it names, after checking their sha256
-        exported = read_export(path if path.is_dir() else path.parent)
+        exported = read_export(path if path.is_dir() else path.parent, check=(WEIGHTS_FILE,))
     except ExportError as e:
         raise CheckpointError(str(e)) from None
     if exported is not None and (path.is_dir() or path.name == WEIGHTS_FILE) and WEIGHTS_FILE in exported[1]:

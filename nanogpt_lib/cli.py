@@ -207,8 +207,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .devices import pick_device
     from .experiments import run_experiments
 
+    pick_device(load_config(args.config, list(args.overrides)).device)  # a bad config or device: before any run
     out = args.out or paths.runs_dir() / f"experiments-{args.scale}"
     exp = run_experiments(out, args.scale, config=args.config, workers=args.workers, extra=tuple(args.overrides),
                           progress=not args.no_progress)

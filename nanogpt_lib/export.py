@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .files import atomic_link, atomic_write, atomic_write_text, fsync_dir, refuse_symlink
+from .files import atomic_link, atomic_write, atomic_write_text, clean_stale_tmp, fsync_dir, refuse_symlink
 
 WEIGHTS_FILE = "gpt2_trained_weights.safetensors"  # the seed's trained_model/gpt2_trained_weights.pth, made safe
 CONFIG_FILE = "config.json"
@@ -83,6 +83,7 @@ def publish(folder: str | Path, writers: dict[str, Callable[[BinaryIO], None]], 
     folder = Path(folder)
     refuse_symlink(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(folder)  # what a killed export left (an export folder is ours)
     token = secrets.token_hex(4)
     files: dict[str, dict[str, Any]] = {}
     for name, write in writers.items():  # 1. the new files, under names no reader opens yet
@@ -115,11 +116,13 @@ def _settle(folder: Path) -> Path:
     return folder
 
 
-def read_export(folder: str | Path) -> tuple[dict[str, Any], dict[str, Path]] | None:
-    """The record and the live, verified files of the export in ``folder``; None for a folder whose
-    ``config.json`` records no files (an export from before the record, or a run folder).
+def read_export(folder: str | Path, check: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, Path]] | None:
+    """The record and the live files of the export in ``folder``; None for a folder whose ``config.json``
+    records no files (an export from before the record, or a run folder).
 
-    Each file must have the size and sha256 the record gives: a damaged one is a one-line :class:`ExportError`.
+    Each file in ``check`` (default: all) must have the size and sha256 the record gives: a damaged one is
+    a one-line :class:`ExportError`. Loading checks the weights only: a text file's bytes may change in a
+    checkout that converts line ends, and the weights do not depend on them.
     """
     folder = Path(folder)
     record = _read_record(folder)
@@ -135,11 +138,12 @@ def read_export(folder: str | Path) -> tuple[dict[str, Any], dict[str, Path]] | 
         if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
             raise ExportError(f"{folder / CONFIG_FILE} names {file!r} for {name}, not a file in {folder}: {again}")
         path = folder / file
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise ExportError(f"{path} is missing: the export in {folder} is incomplete: {again}") from None
-        if size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+        if not path.is_file():
+            raise ExportError(f"{path} is missing: the export in {folder} is incomplete: {again}")
+        if check is not None and name not in check:
+            live[name] = path
+            continue
+        if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
             raise ExportError(f"{path} is corrupt or truncated: its size or sha256 differs from the record in "
                               f"{CONFIG_FILE}: {again}")
         live[name] = path
@@ -156,13 +160,12 @@ def run_artifacts(run_dir: Path) -> dict[str, Callable[[BinaryIO], None]]:
     return {name: copy_from(run_dir / name) for name in ("metrics.jsonl", "loss.png") if (run_dir / name).is_file()}
 
 
-def sign_legacy(folder: str | Path) -> None:
+def sign_legacy(folder: str | Path, names: tuple[str, ...] = (WEIGHTS_FILE,)) -> None:
     """Record the sizes and sha256 of an export written before the record (the shipped ``trained_model/``)."""
     folder = Path(folder)
     record = _read_record(folder)
     if record is None:
         raise ExportError(f"{folder / CONFIG_FILE} is missing or not a JSON object")
-    names = [n for n in ARTIFACTS if (folder / n).is_file()]
     files = {n: {"file": n, "bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names}
     _write_record(folder, {**record, FILES_KEY: files})
 

@@ -160,6 +160,13 @@ def _stream(source: Source) -> Iterable[dict[str, Any]]:
         ) from None
     except FileNotFoundError as e:
         raise PrepareError(f"dataset {source.builder!r} not found: {e}") from None
+    except Exception as e:  # a local file that is not what its name says (a fake .parquet): name it
+        if source.kind == "hub":
+            raise
+        files = source.load_kwargs.get("data_files", [])
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise PrepareError(f"could not read {shown} as {source.builder}: {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
 
 
 def _find_bad_file(source: Source) -> str | None:
@@ -417,7 +424,7 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         print(f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
         return meta
 
-    created_dir = not out.exists()
+    created = [d for d in (out, root) if not d.exists()]  # removed again if the run leaves them empty
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out)
     tmp = {split: _tmp_name(out / f"{split}.bin") for split in SPLITS}
@@ -474,8 +481,9 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         for f in tmp.values():
             f.unlink(missing_ok=True)
         _remove_unnamed_gen(out)
-        if created_dir and not any(out.iterdir()):
-            out.rmdir()
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     t, v = stats["train"], stats["val"]
     print(
         f"wrote {paths.shown(out)}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "
