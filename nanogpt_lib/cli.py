@@ -9,6 +9,7 @@ and the trainer take seconds to import).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -338,6 +339,15 @@ def one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = os.environ.get("NANOGPT_DEBUG", "") not in ("", "0")
+    if not debug:  # libraries' log lines (datasets' "Failed to read schema ...") never come before our one line
+        logging.disable(logging.CRITICAL)
+    try:
+        return _run(args, debug)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `nanogpt sample | head`: the reader left, which is not an error

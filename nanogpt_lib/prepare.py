@@ -404,9 +404,11 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"--max-docs must be a positive number of documents, got {cfg.max_docs}")
     if cfg.val_every < 2:
         raise PrepareError(f"--val-every must be at least 2 (one document in N is validation), got {cfg.val_every}")
-    source = resolve_source(cfg)
     try:  # data/NAME: one plain folder, as run names are (`..` would write into the project's root)
-        paths.check_plain_name(source.name, "--name" if cfg.name is not None else "the data set's name")
+        if cfg.name is not None:
+            paths.check_plain_name(cfg.name, "--name")
+        source = resolve_source(cfg)
+        paths.check_plain_name(source.name, "the data set's name")
     except ValueError as e:
         raise PrepareError(f"{e}: choose it with --name") from None
     root = Path(cfg.data_dir or paths.data_dir())

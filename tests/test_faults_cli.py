@@ -221,3 +221,17 @@ def test_the_toml_checks_do_not_refuse_what_overrides_make_valid(tmp_path):
     toml = write(tmp_path / "c.toml", "min_lr = 5e-3\n[model]\nn_layer = 2\n")
     cfg = load_config(toml, ["lr=1e-2", "batch_size=4"])
     assert (cfg.min_lr, cfg.lr, cfg.batch_size, cfg.model.n_layer) == (5e-3, 1e-2, 4, 2)
+
+
+def test_no_library_log_line_comes_before_the_error_line(root):
+    """In a real process (pytest captures log records, so the in-process cases above cannot see them): datasets
+    logs "Failed to read schema from ..." at ERROR level for a fake .parquet before our exception."""
+    import subprocess
+    import sys
+
+    fake = write(root / "fake.parquet", "not parquet at all\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "nanogpt_lib.cli", "prepare", str(fake), "--data-dir", str(root / "d")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: could not read ") and proc.stderr.count("\n") == 1, \
+        proc.stderr
