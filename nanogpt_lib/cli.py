@@ -229,20 +229,21 @@ def _export_destination(out: Path, force: bool) -> Path:
 def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) -> None:
     """Publish the run's best (or last) weights, with its metrics and loss plot, to ``out`` (default
     ``RUN/export/``) as one unit; the shipped ``trained_model/`` only with ``force``."""
-    from .export import CONFIG_FILE, ExportError, copy_from, publish, read_export, run_artifacts
+    from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, copy_from, publish, read_export, run_artifacts
 
     if not run_dir.is_dir():
         raise ExportError(f"no run folder {paths.shown(run_dir)}: name one under runs/ (e.g. runs/default), "
                           "trained by `nanogpt train`")
     out = _export_destination(out or run_dir / "export", force)
+    extras = run_artifacts(run_dir)  # the run's metrics, loss plot and notebook travel with its weights
     if which == "best":
-        best = read_export(run_dir / "best")  # verified: sizes and sha256
+        best = read_export(run_dir / "best") or _legacy_best(run_dir / "best")  # verified: sizes and sha256
         if best is None:
             raise ExportError(f"{paths.shown(run_dir / 'best')} holds no best weights (no evaluation finished yet): "
                               "use --which last for the latest checkpoint")
         record, live = best
         record = {k: v for k, v in record.items() if k != "files"}
-        publish(out, {**{n: copy_from(p) for n, p in live.items()}, **run_artifacts(run_dir)}, record)
+        publish(out, {**{n: copy_from(p) for n, p in live.items()}, **extras}, record)
         step = record.get("step")
     else:
         from .checkpoint import export_weights
@@ -250,9 +251,24 @@ def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) ->
 
         model = load_model(run_dir, device="cpu")
         step = model.meta.get("step")
-        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=run_artifacts(run_dir))
-    print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/ "
-          f"(weights, {CONFIG_FILE} with their sha256, metrics and loss plot)")
+        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras)
+    print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/: "
+          f"{', '.join([WEIGHTS_FILE, CONFIG_FILE, *extras])}")
+
+
+def _legacy_best(folder: Path) -> tuple[dict, dict[str, Path]] | None:
+    """A best/ written before exports recorded their files: its config.json and weights, as they are."""
+    import json
+
+    from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError
+
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        record = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except ValueError:
+        raise ExportError(f"{folder / CONFIG_FILE} is damaged (not JSON): use --which last") from None
+    return record, {WEIGHTS_FILE: folder / WEIGHTS_FILE}
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

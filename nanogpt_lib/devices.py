@@ -34,7 +34,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     except (RuntimeError, TypeError):  # "bogus": torch's message lists every backend it was built with
         device = None
     if device is None or device.type not in available:
-        raise DeviceError(f"device {requested!r} is not available here; available: auto, {', '.join(available)}")
+        raise DeviceError(f"device {requested!r} is not available here; available: {', '.join(available)}")
     return device
 
 

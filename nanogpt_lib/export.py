@@ -156,8 +156,8 @@ def copy_from(path: Path) -> Callable[[BinaryIO], None]:
 
 
 def run_artifacts(run_dir: Path) -> dict[str, Callable[[BinaryIO], None]]:
-    """The run's metrics and loss plot, where they exist, as writers for :func:`publish`."""
-    return {name: copy_from(run_dir / name) for name in ("metrics.jsonl", "loss.png") if (run_dir / name).is_file()}
+    """The run's metrics, loss plot and executed notebook, where they exist, as writers for :func:`publish`."""
+    return {name: copy_from(run_dir / name) for name in ARTIFACTS[1:] if (run_dir / name).is_file()}
 
 
 def sign_legacy(folder: str | Path, names: tuple[str, ...] = (WEIGHTS_FILE,)) -> None:

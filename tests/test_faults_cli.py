@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fault_helpers import write_docs
 
 from nanogpt_lib import cli, limits
 from nanogpt_lib.checkpoint import export_weights, model_state, save_checkpoint
@@ -32,12 +33,8 @@ SMALL = [x for kv in SETS for x in ("--set", kv)]
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A root with the corpus, a project home with data/txt prepared, and exported tiny weights."""
-    from conftest import DOCS
-
     root = tmp_path_factory.mktemp("cli-faults")
-    (root / "corpus").mkdir()
-    for i, text in enumerate(DOCS):
-        (root / "corpus" / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
+    write_docs(root / "corpus")
     prepare(PrepareConfig(source=str(root / "corpus"), name="txt", data_dir=root / "home" / "data", progress=False))
     torch.manual_seed(0)
     export_weights(GPT(TINY), TINY, root / "weights")

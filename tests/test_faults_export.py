@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
 
 from nanogpt_lib import cli, paths
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
@@ -28,10 +29,6 @@ from nanogpt_lib.model import GPT, GPTConfig
 ROOT = Path(__file__).resolve().parents[1]
 TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
 BIGGER = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=8)  # another shape: a mix would not load
-
-
-class Crash(Exception):
-    """Stands for a crash at an injected point."""
 
 
 def model(seed: int, cfg: GPTConfig = TINY) -> GPT:
@@ -50,22 +47,6 @@ def which(folder: Path, refs: dict[int, GPT]) -> list[int]:
     found = [step for step, ref in refs.items() if ref.config == loaded.config and same(loaded, ref)]
     assert found == [meta["step"]], f"the weights are step {found}, config.json says step {meta['step']}"
     return found
-
-
-def crash_at(n: int, monkeypatch):
-    """Make the n-th os.replace or os.link (every step that publishes something) raise Crash."""
-    calls = {"n": 0}
-
-    def wrap(real):
-        def op(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == n:
-                raise Crash(f"crash at file-system step {n}")
-            return real(*args, **kwargs)
-        return op
-
-    monkeypatch.setattr(os, "replace", wrap(os.replace))
-    monkeypatch.setattr(os, "link", wrap(os.link))
 
 
 def test_a_crash_at_every_step_of_an_export_leaves_the_old_or_the_new_one_whole(tmp_path, monkeypatch):
@@ -141,17 +122,9 @@ def test_cli_export_crash_at_every_step_keeps_the_shipped_model_or_replaces_it_w
     assert sorted(read_export(shipped)[1]) == [WEIGHTS_FILE, "loss.png", "metrics.jsonl"]
 
 
-KILLER = """
-import os, signal, sys
+KILLER = KILL_AT_NTH_REPLACE + """
 from nanogpt_lib import cli
-at, calls, real = int(sys.argv[1]), [0], os.replace
-def replace(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
-os.replace = replace
-cli.main(sys.argv[2:])
+cli.main(sys.argv[1:])
 """
 
 
