@@ -34,10 +34,10 @@ from .checkpoint import export_weights, load_checkpoint, load_model_state, model
 from .config import TrainConfig
 from .data import TokenData
 from .devices import Precision, choose_precision, pick_device
-from .files import AtomicWriteError, USER_ERRNOS, atomic_write_text, os_error_line, refuse_symlink
+from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
+from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
 from .plots import read_metrics, save_loss_plot
-from .limits import TooLargeError, check_model_fits
 from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
 
 MODES = ("auto", "new", "resume", "reset")
@@ -197,9 +197,9 @@ class Trainer:
         self._lock = RunLock(self.run_dir.parent / f".{cfg.name}.lock", cfg.name)
         self.progress = progress and self.dist.main
         self.on_eval = on_eval
-        # cfg.threads is applied by train() and sweeps, for their whole process; a Trainer made in a notebook
-        # runs on the notebook's own count and never changes it (a by-hand step before or after it would
-        # otherwise run on another count, with another reduction order).
+        # cfg.threads is applied by train() and sweeps around their run (and given back after); a Trainer made
+        # in a notebook runs on the notebook's own count and never changes it (a by-hand step before or after
+        # it would otherwise run on another count, with another reduction order: notebook 05 compares them).
         self.threads = torch.get_num_threads()
         try:
             device = pick_device(cfg.device)
