@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import filelock
-
 from .files import pid_alive, refuse_symlink
 
 T = TypeVar("T")
@@ -113,13 +111,15 @@ class RunLock:
     def __init__(self, path: Path, run_name: str) -> None:
         self.path = path
         self.run_name = run_name
-        self._lock: filelock.BaseFileLock | None = None
+        self._lock: Any = None  # a filelock.BaseFileLock while held
         self._stale = ""
         self._made_parent = False
 
-    @property
-    def native(self) -> bool:
+    @staticmethod
+    def native() -> bool:
         """Whether the OS holds the lock (else a marker file that ``filelock`` manages itself)."""
+        import filelock  # here: importing it takes 0.1 s, and the command line imports this module for --help
+
         return filelock.FileLock is not getattr(filelock, "SoftFileLock", None)
 
     def _record_pid(self, fd: int) -> None:
@@ -146,7 +146,9 @@ class RunLock:
             raise TrainError(f"the run lock {self.path} is a folder: remove it (it must be a file nanogpt manages)")
         self._made_parent = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        options = {"on_acquired": self._record_pid} if self.native else {}
+        import filelock
+
+        options = {"on_acquired": self._record_pid} if self.native() else {}
         lock = filelock.FileLock(str(self.path), timeout=0, thread_local=False, **options)
         self._stale = ""
         try:
@@ -164,7 +166,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._lock is not None:
-            if self.native:  # removed while held, so no trainer takes the file between release and removal
+            if self.native():  # removed while held, so no trainer takes the file between release and removal
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
             self._lock.release()  # the OS lock is dropped; a marker file is removed by filelock itself

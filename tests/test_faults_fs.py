@@ -203,3 +203,12 @@ def test_the_run_lock_works_without_fcntl(tmp_path):
     if hasattr(signal, "SIGKILL"):
         assert other("die").returncode == -signal.SIGKILL and lock.exists()  # a killed holder's marker stays
         assert other("release").returncode == 0  # ... and is taken over: its process is gone
+
+
+def test_the_command_line_loads_no_lock_or_export_code_to_answer_help():
+    """filelock costs about 0.1 s to import (2-core AMD EPYC): the run lock loads it only when taken."""
+    code = ("import sys; from nanogpt_lib.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('filelock', 'nanogpt_lib.export', 'nanogpt_lib.limits') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.strip() == "[]", proc.stderr
