@@ -1,8 +1,9 @@
 """Checkpoints and exported weights: written atomically, verified on load, read without executing code.
 
 A training checkpoint is a ``torch.save`` of tensors and plain Python values only (no pickled objects), so
-``torch.load(weights_only=True)`` reads it. Exported weights are safetensors plus a ``config.json``.
-Every file goes to a temporary name, is fsynced, then renamed: a crash mid-write leaves the previous file.
+``torch.load(weights_only=True)`` reads it. Exported weights are safetensors plus a ``config.json`` that
+records their size and sha256, published as one unit (``export.py``). Every file goes to a temporary name, is
+fsynced, then renamed: a crash mid-write leaves the previous file.
 
 Checkpoints are verified before they are unpickled: ``torch.save`` writes a zip whose every record carries
 a CRC32, and ``torch.load`` does not check them (flipped bytes load as wrong numbers). Checking them with
@@ -19,18 +20,19 @@ import pickle
 import struct
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .files import atomic_link, atomic_write, atomic_write_text
+from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, publish, read_export
+from .files import atomic_link, atomic_write
+from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
 
-WEIGHTS_FILE = "gpt2_trained_weights.safetensors"  # the seed's trained_model/gpt2_trained_weights.pth, made safe
-CONFIG_FILE = "config.json"
 TIED_KEY = "lm_head.weight"  # tied to transformer.wte.weight; stored once
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy (pre-zip) torch format starts with a pickle protocol byte
@@ -209,7 +211,11 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load weights strictly, allowing only a tied head to be absent (it shares wte's tensor)."""
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: the weights are not of the model config.json describes
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), first_line(e))
+        raise CheckpointError(f"{source} does not fit the model its config describes: {detail}") from None
     missing = [k for k in missing if not (model.config.tie_head and k == TIED_KEY)]
     if missing or unexpected:
         raise CheckpointError(
@@ -218,27 +224,44 @@ def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | P
 
 
 def export_weights(model: torch.nn.Module, config: GPTConfig, folder: str | Path,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/gpt2_trained_weights.safetensors`` and ``folder/config.json``."""
+                   extra: dict[str, Any] | None = None,
+                   also: dict[str, Callable[[BinaryIO], None]] | None = None) -> Path:
+    """Publish ``folder/gpt2_trained_weights.safetensors`` and ``folder/config.json`` (plus the files ``also``
+    writes) as one unit: a crash leaves the previous export or this one, whole (see ``export.py``)."""
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model_state(model).items()}
-    atomic_write(folder / WEIGHTS_FILE, lambda fh: fh.write(save(tensors, metadata={"format": "pt"})))
-    atomic_write_text(folder / CONFIG_FILE, json.dumps({"model": config.to_dict(), **(extra or {})}, indent=2))
+    writers = {WEIGHTS_FILE: lambda fh: fh.write(save(tensors, metadata={"format": "pt"})), **(also or {})}
+    publish(folder, writers, {"model": config.to_dict(), **(extra or {})})
     return folder / WEIGHTS_FILE
 
 
-def _model_config(d: dict[str, Any], source: Path) -> GPTConfig:
+def _model_config(d: Any, source: Path) -> GPTConfig:
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{source}: no model settings (an object under \"model\"): export the weights again")
     try:
         return GPTConfig.from_dict(d)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: bad model settings: {first_line(e)}") from None
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({first_line(e)})") from None
+
+
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """A GPT from exported weights: a folder (``config.json`` + safetensors or a seed-style ``.pth``),
     a ``.safetensors``/``.pth`` file beside a ``config.json``, or a run folder's ``ckpt.pt``."""
     path = Path(path)
-    if path.is_dir():
+    try:  # an export that records its files: open the ones it names, after checking their sha256
+        exported = read_export(path if path.is_dir() else path.parent, check=(WEIGHTS_FILE,))
+    except ExportError as e:
+        raise CheckpointError(str(e)) from None
+    if exported is not None and (path.is_dir() or path.name == WEIGHTS_FILE) and WEIGHTS_FILE in exported[1]:
+        path = exported[1][WEIGHTS_FILE]
+    elif path.is_dir():
         candidates = [path / WEIGHTS_FILE, path / "ckpt.pt", *sorted(path.glob("*.safetensors")),
                       *sorted(path.glob("*.pth"))]
         found = [c for c in candidates if c.is_file()]
@@ -251,6 +274,10 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         ckpt = load_checkpoint(path)
         config = _model_config(ckpt["config"]["model"], path)
         state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step")}
+    elif exported is not None and path == exported[1].get(WEIGHTS_FILE):
+        meta = exported[0]
+        config = _model_config(meta.get("model"), path.parent / CONFIG_FILE)
+        state = _load_safetensors(path)
     else:
         cfg_file = path.parent / CONFIG_FILE
         if not cfg_file.is_file():
@@ -268,14 +295,19 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
             )
         config = _model_config(settings, cfg_file)
         if path.suffix == ".safetensors":
-            try:
-                state = load_file(path)
-            except (SafetensorError, OSError) as e:
-                raise CheckpointError(f"{path} is corrupt or truncated ({first_line(e)})") from None
+            state = _load_safetensors(path)
         else:  # the seed's .pth: a plain state dict, read without unpickling objects
             state = load_checkpoint(path)
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise CheckpointError(f"{path} is not a state dict of tensors")
+    try:
+        check_model_fits(config, 1, str(path))
+    except TooLargeError as e:
+        raise CheckpointError(str(e)) from None
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # sampling from them fails deep in torch.multinomial; say where the fault is
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}): the training diverged "
+                              "before they were saved; use an earlier checkpoint or retrain with a lower lr")
     model = GPT(config)
     load_model_state(model, state, path)
     return model.to(device).eval(), meta

@@ -14,13 +14,14 @@ threads where a default of all cores can be the wrong one (sample, eval).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
 from pathlib import Path
 
 from . import DIST_NAME, __version__, paths
-from .files import USER_ERRNOS, AtomicWriteError, os_error_line
+from .files import USER_ERRNOS, AtomicWriteError, PlantedLinkError, os_error_line
 
 # (module, class) of the errors the user can fix; a class counts once its module is imported (an error
 # cannot come from a module that was never imported), so catching them imports nothing.
@@ -29,6 +30,9 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
     ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.runctl", "TrainError"),
     ("nanogpt_lib.paths", "ProjectFilesError"),
+    ("nanogpt_lib.export", "ExportError"), ("nanogpt_lib.limits", "TooLargeError"),
+    ("nanogpt_lib.devices", "DeviceError"), ("nanogpt_lib.files", "PlantedLinkError"),
+    ("nanogpt_lib.files", "AtomicWriteError"),
 )
 
 
@@ -130,17 +134,26 @@ def _run_info(args: argparse.Namespace) -> None:
 
     print(f"{DIST_NAME} {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"numpy {numpy.__version__}  tiktoken {tiktoken.__version__}")
-    from .data import DatasetError, verify_dataset
+    from .data import DatasetError, load_meta, verify_dataset
     from .devices import describe_devices
-    from .prepare import describe, read_meta
+    from .prepare import describe
 
     print(describe_devices())
-    root = args.data_dir or paths.data_dir()
-    found = [(d, m) for d in sorted(Path(root).glob("*")) if (m := read_meta(d))]
+    root = Path(args.data_dir or paths.data_dir())
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"--data-dir {paths.shown(root)} is a file, not a folder of prepared data sets")
+    # every folder with a meta.json, readable or not: a damaged one is reported, never taken for "no data set"
+    folders = sorted(d for d in root.glob("*") if (d / "meta.json").is_file())
     where = paths.shown(root)
-    print(f"prepared datasets in {where}:" if found else f"no prepared datasets in {where}: run `nanogpt prepare`")
+    print(f"prepared datasets in {where}:" if folders else f"no prepared datasets in {where}: run `nanogpt prepare`")
     failed = []
-    for folder, meta in found:
+    for folder in folders:
+        try:
+            meta = load_meta(folder)
+        except DatasetError as e:
+            print(f"  {folder.name:<16} DAMAGED: {e}")
+            failed.append(folder.name)
+            continue
         try:
             print("  " + describe(meta))
         except (KeyError, TypeError, ValueError):
@@ -152,7 +165,7 @@ def _run_info(args: argparse.Namespace) -> None:
             except DatasetError as e:
                 print(f"  {'':<16} FAILED: {e}")
                 failed.append(folder.name)
-    if failed:
+    if failed and args.verify:
         raise DatasetError(f"{len(failed)} data set(s) failed verification ({', '.join(failed)}): "
                            "rebuild each with `nanogpt prepare SOURCE --name NAME --force`")
 
@@ -184,6 +197,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...; default: the config's, auto)")
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="after training, export the best weights to DIR (default: no export)")
+    p.add_argument("--force", action="store_true", help="with --export trained_model/: replace the shipped model")
     _no_progress(p)
 
 
@@ -197,11 +211,13 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
+    if args.export:  # a bad destination is found now, not after the whole run
+        _export_destination(args.export, args.force)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
         print(result.summary())
     if args.export and result.status == "finished":
-        _export(result.run_dir, "best", args.export)
+        _export(result.run_dir, "best", args.export, args.force)
     if result.status == "paused":
         raise SystemExit(EXIT_PAUSED)  # a pre-empted job, not a finished one: schedulers requeue on it
 
@@ -235,10 +251,12 @@ def _run_eval(args: argparse.Namespace) -> None:
     import json
 
     from .evaluate import reference_losses
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
     _set_threads(args.threads)
+    if args.json:  # a folder or a link there is found now, not after the whole evaluation
+        check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
     losses = reference_losses(model, args.dataset, progress=not args.no_progress)
     print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
@@ -266,8 +284,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .devices import pick_device
     from .experiments import run_experiments
 
+    pick_device(load_config(args.config, list(args.overrides)).device)  # a bad config or device: before any run
     out = args.out or paths.runs_dir() / f"experiments-{args.scale}"
     exp = run_experiments(out, args.scale, config=args.config, workers=args.workers, extra=tuple(args.overrides),
                           progress=not args.no_progress)
@@ -275,32 +296,68 @@ def _run_sweep(args: argparse.Namespace) -> None:
     print(f"{exp.decisions['seconds']:,.0f}s; results in {paths.shown(out)}")
 
 
-def _export(run_dir: Path, which: str, out: Path) -> None:
-    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, export_weights
-    from .files import atomic_write
-    from .sample import load_model
+def _export_destination(out: Path, force: bool) -> Path:
+    from .export import check_destination
 
-    if which == "best" and not (run_dir / "best" / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{run_dir / 'best'} holds no best weights (no evaluation finished yet): "
-                              "use --which last for the latest checkpoint")
+    return check_destination(out, force, protected=paths.trained_model_dir())
+
+
+def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) -> None:
+    """Publish the run's best (or last) weights, with its metrics and loss plot, to ``out`` (default
+    ``RUN/export/``) as one unit; the shipped ``trained_model/`` only with ``force``."""
+    from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, copy_from, publish, read_export, run_artifacts
+
+    if not run_dir.is_dir():
+        raise ExportError(f"no run folder {paths.shown(run_dir)}: name one under runs/ (e.g. runs/default), "
+                          "trained by `nanogpt train`")
+    out = _export_destination(out or run_dir / "export", force)
+    extras = run_artifacts(run_dir)  # the run's metrics, loss plot and notebook travel with its weights
     if which == "best":
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            atomic_write(out / name, lambda fh, src=run_dir / "best" / name: fh.write(src.read_bytes()))
+        best = read_export(run_dir / "best") or _legacy_best(run_dir / "best")  # verified: sizes and sha256
+        if best is None:
+            raise ExportError(f"{paths.shown(run_dir / 'best')} holds no best weights (no evaluation finished yet): "
+                              "use --which last for the latest checkpoint")
+        record, live = best
+        record = {k: v for k, v in record.items() if k != "files"}
+        publish(out, {**{n: copy_from(p) for n, p in live.items()}, **extras}, record)
+        step = record.get("step")
     else:
+        from .checkpoint import export_weights
+        from .sample import load_model
+
         model = load_model(run_dir, device="cpu")
-        export_weights(model, model.config, out, {"step": model.meta.get("step"), "run": run_dir.name})
-    print(f"exported {which} weights of {run_dir} to {out / WEIGHTS_FILE}")
+        step = model.meta.get("step")
+        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras)
+    print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/: "
+          f"{', '.join([WEIGHTS_FILE, CONFIG_FILE, *extras])}")
+
+
+def _legacy_best(folder: Path) -> tuple[dict, dict[str, Path]] | None:
+    """A best/ written before exports recorded their files: its config.json and weights, as they are."""
+    import json
+
+    from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError
+
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        record = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except ValueError:
+        raise ExportError(f"{folder / CONFIG_FILE} is damaged (not JSON): use --which last") from None
+    return record, {WEIGHTS_FILE: folder / WEIGHTS_FILE}
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a run's weights as safetensors + config.json (trained_model/)",
-                       description="Write a run's best (or last) weights as a safetensors file plus config.json, "
-                                   "the folder that sample and eval read with --weights.")
+    p = sub.add_parser("export", help="publish a run's weights as safetensors + config.json (to RUN/export/)",
+                       description="Publish a run's weights, config.json (with each file's sha256), metrics and "
+                                   "loss plot as one unit, the folder that sample and eval read with --weights: "
+                                   "a crash leaves the previous export or the new one.")
     p.add_argument("run", type=Path, help="run folder, e.g. runs/default")
     p.add_argument("--which", choices=["best", "last"], default="best",
                    help="best: lowest val loss (default); last: the latest checkpoint")
-    p.add_argument("--out", type=Path, default=paths.trained_model_dir(), metavar="DIR",
-                   help="folder to write (default: trained_model/)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="folder to write (default: RUN/export/)")
+    p.add_argument("--force", action="store_true",
+                   help="allow --out trained_model/, replacing the shipped model the notebooks use")
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -389,7 +446,8 @@ def _run_doctor(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": _run_prepare, "info": _run_info, "doctor": _run_doctor, "bench": _run_bench, "train": _run_train,
-            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "export": lambda a: _export(a.run, a.which, a.out)}
+            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval,
+            "export": lambda a: _export(a.run, a.which, a.out, a.force)}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -404,6 +462,15 @@ def one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = os.environ.get("NANOGPT_DEBUG", "") not in ("", "0")
+    if not debug:  # libraries' log lines (datasets' "Failed to read schema ...") never come before our one line
+        logging.disable(logging.CRITICAL)
+    try:
+        return _run(args, debug)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `nanogpt sample | head`: the reader left, which is not an error
@@ -415,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug or not _is_user_error(e, args.command):
             raise
-        plain_os_error = isinstance(e, OSError) and not isinstance(e, AtomicWriteError)
+        plain_os_error = isinstance(e, OSError) and not isinstance(e, (AtomicWriteError, PlantedLinkError))
         print(f"error: {os_error_line(e) if plain_os_error else one_line(e)}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import types
 import typing
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import GPTConfig
+from .paths import check_plain_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 # ReLU^2 in the model, Muon for its matrices, lr 2e-3. A bare GPTConfig stays GPT-2 as published, so weights
 # files whose config.json predates these switches still load as what they are.
 MODEL_DEFAULTS: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; numpy's generators any non-negative one
 
 
 @dataclass
@@ -71,16 +72,24 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     compile: bool = False
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    threads: int = 0  # CPU threads for torch in `nanogpt train`, train() and sweeps; 0 keeps torch's default (a
+    # Trainer made in a notebook runs on the notebook's own count: torch.set_num_threads there)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = GPTConfig(**{**MODEL_DEFAULTS, **self.model})
-        _check_name(self.name)
-        for f in dataclasses.fields(self):  # nan passes every comparison below and inf most of them
-            value = getattr(self, f.name)
+        for key in ("name", "dataset"):  # runs/NAME and data/DATASET: never a path that leads elsewhere
+            try:
+                check_plain_name(getattr(self, key), key)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        floats = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        floats += [(f"model.{f.name}", getattr(self.model, f.name)) for f in dataclasses.fields(self.model)]
+        for key, value in floats:  # nan passes every comparison below and inf most of them
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
             "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
@@ -105,25 +114,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        model = data.pop("model", {})
-        _check_keys(data, cls, prefix="")
-        _check_keys(model, GPTConfig, prefix="model.")
-        typed = {k: _coerce(k, v, _field_types(cls)[k]) for k, v in data.items()}
-        model_typed = {k: _coerce(f"model.{k}", v, _field_types(GPTConfig)[k]) for k, v in model.items()}
+        typed, model_typed = _check_types(data, strings=True)
         try:
             return cls(model=GPTConfig(**{**MODEL_DEFAULTS, **model_typed}), **typed)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
 
 
-def _check_name(name: str) -> None:
-    """A run name is one plain folder under runs/: never a path that leads elsewhere (``--mode reset``
-    deletes files in the run folder, so ``../x`` or ``/home/me`` must not be one)."""
-    bad = (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
-           or any(sep in name for sep in ("/", "\\", os.sep)) or Path(name).is_absolute())
-    if bad:
-        raise ConfigError(f"name must be a plain folder name (runs/NAME: no '/', '\\', '..' or empty name), got {name!r}")
+def _check_types(data: dict[str, Any], strings: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The top-level and model values of ``data``, checked against the fields' types. ``strings``: values may
+    be text to parse (``--set``); False for a TOML file, whose values are typed."""
+    data = dict(data)
+    model = data.pop("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError(f"model must be a table of model settings ([model] with n_layer = ..., ...), got {model!r}")
+    _check_keys(data, TrainConfig, prefix="")
+    _check_keys(model, GPTConfig, prefix="model.")
+    top = {k: _coerce(k, v, _field_types(TrainConfig)[k], strings) for k, v in data.items()}
+    return top, {k: _coerce(f"model.{k}", v, _field_types(GPTConfig)[k], strings) for k, v in model.items()}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -144,8 +152,12 @@ def _check_keys(data: dict[str, Any], cls: type, prefix: str) -> None:
         )
 
 
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Check ``value`` against the field's type; strings from ``--set`` are parsed."""
+def _coerce(key: str, value: Any, kind: Any, strings: bool = True) -> Any:
+    """Check ``value`` against the field's type; strings from ``--set`` are parsed (``strings``), while a
+    TOML file's string ``"4"`` for a number is refused: TOML has numbers, and a quoted one is a mistake."""
+    if not strings and isinstance(value, str) and kind is not str:
+        raise ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got the string {value!r} "
+                          "(write it without quotes)")
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # e.g. int | None
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -188,7 +200,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = {**base, **{k: v for k, v in overrides.items() if k != "model"}}
-    merged["model"] = {**base.get("model", {}), **overrides.get("model", {})}
+    model = base.get("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError(f"model must be a table of model settings ([model] with n_layer = ..., ...), got {model!r}")
+    merged["model"] = {**model, **overrides.get("model", {})}
     return merged
 
 
@@ -201,6 +216,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"--config {path} is a folder: name a TOML file, e.g. configs/default.toml") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            _check_types(data)  # the file's own types, before --set's strings join them
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     return TrainConfig.from_dict(merge(data, parse_overrides(overrides or [])))

@@ -5,8 +5,11 @@ pure function of ``(seed, split, k, rank)``: a resumed run, or each rank of a di
 exactly the batches an uninterrupted run would, and the loader keeps no hidden state to checkpoint.
 
 ``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256.
-Opening checks the sizes and ids (cheap); :func:`verify_dataset` (``nanogpt info --verify``) reads every
-byte to check the hashes and ids. A set that disagrees is refused with the command that rebuilds it.
+Opening checks the sizes and the recorded ids, and scans the ids of every split up to
+:data:`SCAN_AT_OPEN` tokens (a token id beyond the vocabulary, or a ``max_id`` that understates the data,
+would otherwise be an IndexError mid-training); a larger split's batches are checked as they are drawn.
+:func:`verify_dataset` (``nanogpt info --verify``) reads every byte to check the hashes and ids. A set that
+disagrees is refused with the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .tokenizer import NAME as TOKENIZER_NAME
 SPLIT_IDS = {"train": 0, "val": 1}
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 VERIFY_CHUNK = 1 << 24  # bytes read at a time by verify_dataset
+SCAN_AT_OPEN = 1 << 27  # tokens (256 MiB of uint16): a split up to this size has its ids checked at open
 
 
 class DatasetError(Exception):
@@ -156,8 +160,10 @@ class TokenData:
             )
         self.block_size = block_size
         self.vocab_size = vocab_size
+        self.limit = min(self.meta["vocab_size"], vocab_size or self.meta["vocab_size"])  # ids must stay below
         dtype = DTYPES[self.meta.get("dtype", "uint16")]
         self.splits: dict[str, np.memmap] = {}
+        self._unscanned: set[str] = set()  # splits too large to scan at open: their batches are checked
         for split in SPLIT_IDS:
             path = split_file(self.folder, self.meta, split)
             n_tokens = path.stat().st_size // np.dtype(dtype).itemsize
@@ -167,6 +173,21 @@ class TokenData:
                     f"{block_size} + 1: prepare more text or lower block_size"
                 )
             self.splits[split] = np.memmap(path, dtype=dtype, mode="r")
+            if n_tokens <= SCAN_AT_OPEN:
+                self._check_ids(split, int(self.splits[split].max()), "")
+            else:
+                self._unscanned.add(split)
+
+    def _check_ids(self, split: str, top: int, where: str) -> None:
+        """A largest id ``top`` beyond the vocabulary, or beyond the ``max_id`` meta.json records, is refused."""
+        path = split_file(self.folder, self.meta, split)
+        hint = rebuild_hint(self.folder, self.meta)
+        if top >= self.limit:
+            raise DatasetError(f"{path} holds token id {top}{where}, beyond the vocabulary of {self.limit}: {hint}")
+        recorded = self.meta["splits"][split].get("max_id")
+        if isinstance(recorded, int) and top > recorded:
+            raise DatasetError(f"{path} holds token id {top}{where} but meta.json records {recorded} as the "
+                               f"largest: the files are not the set meta.json describes: {hint}")
 
     def verify(self) -> None:
         """Check every byte against ``meta.json`` (sha256, largest id): see :func:`verify_dataset`."""
@@ -188,6 +209,8 @@ class TokenData:
         starts = self.batch_starts(split, k, batch_size, seed, rank)
         # One vectorised gather of (B, T+1) windows, split into contiguous x and y.
         window = self.splits[split][starts[:, None] + np.arange(self.block_size + 1)]
+        if split in self._unscanned:
+            self._check_ids(split, int(window.max()), f" (in batch {k})")
         xy = torch.from_numpy(window.astype(np.int64))
         x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
         device = torch.device(device)

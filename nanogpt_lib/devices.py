@@ -22,14 +22,22 @@ def available_devices() -> list[str]:
     return [*found, "cpu"]
 
 
+class DeviceError(ValueError):
+    """A device name that is unknown or not available here; the message lists the available ones."""
+
+
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` picks the best available; a named device that is missing is an error listing the others."""
+    """``auto`` picks the best available; a named device that is unknown or missing is an error listing the others."""
     available = available_devices()
     if requested == "auto":
         return torch.device(available[0])
-    if torch.device(requested).type not in available:
-        raise ValueError(f"device {requested!r} is not available here; available: {', '.join(available)}")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):  # "bogus": torch's message lists every backend it was built with
+        device = None
+    if device is None or device.type not in available:
+        raise DeviceError(f"device {requested!r} is not available here; available: {', '.join(available)}")
+    return device
 
 
 # /proc/cpuinfo flags that decide training speed on a CPU, in the order the classes build on each other.

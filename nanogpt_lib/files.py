@@ -1,9 +1,14 @@
 """Atomic file writes: a temporary file beside the target, fsynced, then renamed over it.
 
 A crash or Ctrl-C mid-write leaves the previous file whole, never a half-written one. A writer killed
-before its rename leaves its ``.NAME.tmp-PID`` behind; the next write into that folder removes such
-files once their process is gone. A full disk or a refused write is an :class:`AtomicWriteError`: one
-line naming the target and saying that the previous file is intact.
+before its rename leaves its ``.NAME.nanogpt-tmp-PID`` behind; the next write of that same file removes it
+once its process is gone, and ``prepare`` does the same in the data folders it owns. Only names with our
+tag are ever removed: another program's ``.draft.txt.tmp-999`` beside an ``eval --json`` file survives.
+A full disk or a refused write is an :class:`AtomicWriteError`: one line naming the target and saying
+that the previous file is intact.
+
+Nothing here writes or deletes through a symbolic link planted where the project writes (a run folder,
+a lock file, an export folder): :func:`refuse_symlink` turns one into a one-line :class:`PlantedLinkError`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from pathlib import Path
 # errno values the user can act on (free space, fix permissions, pick a writable folder)
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 USER_ERRNOS = {*DISK_FULL, errno.EACCES, errno.EPERM, errno.EROFS}
-_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
+TMP_TAG = "nanogpt-tmp"  # in every temporary name we write, so clean-up never takes another program's file
+_TMP = re.compile(rf"^\.(.+)\.{TMP_TAG}-(\d+)$")
 
 
 class AtomicWriteError(OSError):
@@ -46,9 +52,39 @@ def os_error_line(e: OSError, target: str | Path | None = None) -> str:
     return f"{e.strerror or os.strerror(e.errno or 0)}{where}: {fix}"
 
 
+class PlantedLinkError(OSError):
+    """A symbolic link where the project writes or deletes; ``str()`` is the whole one-line message."""
+
+    def __str__(self) -> str:
+        return (f"{self.filename} is a symbolic link: nanogpt never writes or deletes through one "
+                "(it could reach files outside the project); remove the link or choose another name")
+
+
+def refuse_symlink(*paths: str | Path) -> None:
+    """Raise :class:`PlantedLinkError` if any of ``paths`` is a symbolic link (a missing path is fine)."""
+    for path in paths:
+        if os.path.islink(path):
+            raise PlantedLinkError(errno.ELOOP, "symbolic link", str(path))
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Before the work whose result goes to ``path``: refuse a folder, a link, or a parent that is a file."""
+    path = Path(path)
+    refuse_symlink(path)
+    if path.is_dir():
+        raise AtomicWriteError(errno.EISDIR, "is a folder", str(path),
+                               f"{what} {path} is a folder: name a file, e.g. {path / 'figures.json'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AtomicWriteError(errno.ENOTDIR, "not a folder", str(parent),
+                                       f"{what} {path}: {parent} is a file, not a folder")
+            break
+
+
 def tmp_path(path: Path) -> Path:
-    """This process's temporary name for ``path``: hidden, in the same folder, tagged with the PID."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """This process's temporary name for ``path``: hidden, in the same folder, tagged as ours with the PID."""
+    return path.with_name(f".{path.name}.{TMP_TAG}-{os.getpid()}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -72,8 +108,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_tmp(folder: str | Path) -> list[Path]:
-    """Remove ``.NAME.tmp-PID`` files in ``folder`` whose writer is no longer running; return them."""
+def clean_stale_tmp(folder: str | Path, target: str | None = None) -> list[Path]:
+    """Remove our ``.NAME.nanogpt-tmp-PID`` files in ``folder`` whose writer is no longer running (only those
+    of the file ``target`` when given); return them. Call it only on folders the project owns."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -81,7 +118,9 @@ def clean_stale_tmp(folder: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _TMP.match(entry.name)
-        if m and entry.is_file(follow_symlinks=False) and not pid_alive(int(m.group(1))):
+        if not m or (target is not None and m.group(1) != target):
+            continue
+        if entry.is_file(follow_symlinks=False) and not pid_alive(int(m.group(2))):
             try:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -115,7 +154,7 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None],
     tmp = tmp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_tmp(path.parent)
+        clean_stale_tmp(path.parent, path.name)  # a killed earlier write of this same file
         try:
             with open(tmp, "wb") as fh:
                 write(fh)

@@ -158,6 +158,13 @@ def _stream(source: Source) -> Iterable[dict[str, Any]]:
         ) from None
     except FileNotFoundError as e:
         raise PrepareError(f"dataset {source.builder!r} not found: {e}") from None
+    except Exception as e:  # a local file that is not what its name says (a fake .parquet): name it
+        if source.kind == "hub":
+            raise
+        files = source.load_kwargs.get("data_files", [])
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise PrepareError(f"could not read {shown} as {source.builder}: {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
 
 
 def _find_bad_file(source: Source) -> str | None:
@@ -226,13 +233,6 @@ def _request(cfg: PrepareConfig, source: Source) -> dict[str, Any]:
         "seed": cfg.seed,
         "tokenizer": TOKENIZER_NAME,
     }
-
-
-def read_meta(out: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((out / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _is_current(out: Path, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -402,8 +402,19 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"--max-docs must be a positive number of documents, got {cfg.max_docs}")
     if cfg.val_every < 2:
         raise PrepareError(f"--val-every must be at least 2 (one document in N is validation), got {cfg.val_every}")
-    source = resolve_source(cfg)
-    out = Path(cfg.data_dir or paths.data_dir()) / source.name
+    try:  # data/NAME: one plain folder, as run names are (`..` would write into the project's root)
+        if cfg.name is not None:
+            paths.check_plain_name(cfg.name, "--name")
+        source = resolve_source(cfg)
+        paths.check_plain_name(source.name, "the data set's name")
+    except ValueError as e:
+        raise PrepareError(f"{e}: choose it with --name") from None
+    root = Path(cfg.data_dir or paths.data_dir())
+    if root.exists() and not root.is_dir():
+        raise PrepareError(f"--data-dir {root} is a file: name a folder (data sets go to DATA_DIR/NAME)")
+    out = root / source.name
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"{out} is a file, not a data set folder: move it away or choose another --name")
     if source.kind != "hub" and out.resolve() == Path(source.fingerprint["path"]).resolve():
         raise PrepareError(f"the output folder {out} is the source folder itself: choose another --name")
     request = _request(cfg, source)
@@ -413,7 +424,7 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         print(f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
         return meta
 
-    created_dir = not out.exists()
+    created = [d for d in (out, root) if not d.exists()]  # removed again if the run leaves them empty
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out)
     tmp = {split: _tmp_name(out / f"{split}.bin") for split in SPLITS}
@@ -470,8 +481,9 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         for f in tmp.values():
             f.unlink(missing_ok=True)
         _remove_unnamed_gen(out)
-        if created_dir and not any(out.iterdir()):
-            out.rmdir()
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     t, v = stats["train"], stats["val"]
     print(
         f"wrote {paths.shown(out)}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "

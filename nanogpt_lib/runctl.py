@@ -5,7 +5,8 @@ Kept apart from ``train.py`` so the training loop reads as a loop. Three promise
 * A pause is a checkpoint, whoever sends it. The first SIGINT/SIGTERM asks for a pause at the next step
   boundary; under torchrun the ranks agree on it (any rank's request stops all of them at the same step),
   and a second signal never interrupts a checkpoint being written.
-* One trainer per run folder: an exclusive ``flock`` that the OS releases if the process dies.
+* One trainer per run folder: an exclusive lock (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on Windows,
+  a marker file where neither exists) that the OS releases if the process dies.
 * No rank waits forever for a rank that has failed: setup errors are shared, so every rank raises.
 
 What torchrun (2.13) does on Ctrl-C: the terminal's SIGINT reaches torchrun only (it starts each worker in
@@ -26,10 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not locked
-    fcntl = None  # type: ignore[assignment]
+from .files import pid_alive, refuse_symlink
 
 T = TypeVar("T")
 EXIT_PAUSED = 75  # `nanogpt train`'s exit status after a pause: EX_TEMPFAIL, so a scheduler sees a pre-empted job
@@ -101,45 +99,85 @@ class PauseSignals:
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``path`` (beside the run folder), holding the owner's pid.
+    """An exclusive lock on ``path`` (beside the run folder) that records the holder's pid.
 
-    The OS drops the lock when its process dies, however it dies, so a lock is never stuck; a pid left in
-    the file by a holder that did not release it (SIGKILL, power loss) is reported as stale and taken over.
+    ``filelock`` picks the platform's lock: ``flock`` on POSIX and ``LockFileEx`` on Windows, both dropped by
+    the OS when their process dies, however it dies; a marker file holding the pid where neither exists
+    (a dead holder's marker is taken over). A pid left in the file by a holder that did not release it
+    (SIGKILL, power loss) is reported and taken over. A symbolic link or a folder at ``path`` is refused:
+    the lock is never written through a link planted there. Released, the file is removed.
     """
 
     def __init__(self, path: Path, run_name: str) -> None:
         self.path = path
         self.run_name = run_name
-        self._fh: Any = None
+        self._lock: Any = None  # a filelock.BaseFileLock while held
+        self._stale = ""
+        self._made_parent = False
+
+    @staticmethod
+    def native() -> bool:
+        """Whether the OS holds the lock (else a marker file that ``filelock`` manages itself)."""
+        import filelock  # here: importing it takes 0.1 s, and the command line imports this module for --help
+
+        return filelock.FileLock is not getattr(filelock, "SoftFileLock", None)
+
+    def _record_pid(self, fd: int) -> None:
+        """Called by filelock with the locked file: note a pid left by a dead holder, write ours."""
+        os.lseek(fd, 0, os.SEEK_SET)  # lseek/read/write, not pread/pwrite: Windows has those
+        self._stale = os.read(fd, 64).decode(errors="replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.truncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+
+    def _holder(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                first = fh.readline().strip()
+        except OSError:
+            return "unknown"
+        return first if first.isdigit() else "unknown"
 
     def acquire(self) -> None:
-        if fcntl is None or self._fh is not None:
+        if self._lock is not None:
             return
+        refuse_symlink(self.path)
+        if self.path.is_dir():
+            raise TrainError(f"the run lock {self.path} is a folder: remove it (it must be a file nanogpt manages)")
+        self._made_parent = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        import filelock
+
+        options = {"on_acquired": self._record_pid} if self.native() else {}
+        lock = filelock.FileLock(str(self.path), timeout=0, thread_local=False, **options)
+        self._stale = ""
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise TrainError(f"run {self.run_name!r} is in use by another trainer (pid {holder}, lock {self.path}): "
-                             "wait for it, pause it, or train under another --name") from None
-        fh.seek(0)
-        stale = fh.read().strip()
-        if stale and stale != str(os.getpid()):
-            print(f"note: taking over the stale lock of process {stale} on run {self.run_name!r} "
-                  "(it ended without releasing it)", flush=True)
-        fh.truncate(0)
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
+            lock.acquire()
+        except filelock.Timeout:
+            self._remove_parent()
+            raise TrainError(f"run {self.run_name!r} is in use by another trainer (pid {self._holder()}, lock "
+                             f"{self.path}): wait for it, pause it, or train under another --name") from None
+        self._lock = lock
+        if self._stale.isdigit() and self._stale != str(os.getpid()):
+            how = ("it is running but no longer holds the lock: a pid reused, or a trainer on another machine"
+                   if pid_alive(int(self._stale)) else "it ended without releasing it")
+            print(f"note: taking over the stale lock of process {self._stale} on run {self.run_name!r} ({how})",
+                  flush=True)
 
     def release(self) -> None:
-        if self._fh is not None:
-            self._fh.truncate(0)  # an empty file: released cleanly (a pid left behind marks a stale lock)
-            self._fh.close()  # closing drops the flock
-            self._fh = None
+        if self._lock is not None:
+            if self.native():  # removed while held, so no trainer takes the file between release and removal
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+            self._lock.release()  # the OS lock is dropped; a marker file is removed by filelock itself
+            self._lock = None
+            self._remove_parent()
+
+    def _remove_parent(self) -> None:
+        """A refused run leaves nothing behind: not even the runs folder, if taking the lock made it."""
+        if self._made_parent:
+            with contextlib.suppress(OSError):  # not empty: a run was written there
+                self.path.parent.rmdir()
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 from . import paths
 from .checkpoint import load_weights
 from .devices import pick_device
+from .limits import FP32, check_fits
 from .model import GPT, KV
 from .tokenizer import N_VOCAB, decode, encode
 
@@ -104,6 +105,9 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: floa
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    c = model.config  # a lower bound of a step's memory: the rows' logits and their KV caches, in fp32
+    check_fits(idx.size(0) * (c.vocab_size + 2 * c.n_layer * c.block_size * c.n_embd) * FP32,
+               f"sampling {idx.size(0):,} texts at once", "sample fewer at a time (--num-samples)")
     if vocab_limit is None and model.config.vocab_size > N_VOCAB:
         vocab_limit = N_VOCAB  # the padded rows (50257..50303) are never real tokens
     gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)

@@ -57,7 +57,7 @@ def _threads_per_worker(workers: int) -> int:
 
 def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
     """Train one run to its end (in a worker process or inline) and write its result.json."""
-    from .train import Trainer  # imported here so a spawned worker pays for torch once, when it starts
+    from .train import Trainer, cpu_threads  # imported here so a spawned worker pays for torch once, when it starts
 
     out_dir = Path(grid["out_dir"])
     overrides = [*grid["base"], *spec["overrides"], f"name={spec['name']}", f"seed={spec['seed']}"]
@@ -65,12 +65,13 @@ def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
         overrides.append(f"threads={grid['threads']}")
     cfg = load_config(grid["config"], overrides)
     started = time.perf_counter()
-    trainer = Trainer(cfg, mode="auto", runs_dir=out_dir, data_dir=grid["data_dir"], progress=False,
-                      artifacts=False)
-    try:
-        outcome = trainer.run()
-    finally:
-        trainer.close()
+    with cpu_threads(cfg.threads):
+        trainer = Trainer(cfg, mode="auto", runs_dir=out_dir, data_dir=grid["data_dir"], progress=False,
+                          artifacts=False)
+        try:
+            outcome = trainer.run()
+        finally:
+            trainer.close()
     if outcome.status != "finished":
         raise RuntimeError(f"run {spec['name']} stopped at step {outcome.step} ({outcome.status})")
     result = {**spec, "config": cfg.to_dict(), "step": outcome.step, "final": outcome.last_eval,

@@ -33,7 +33,8 @@ from .checkpoint import export_weights, load_checkpoint, load_model_state, model
 from .config import TrainConfig
 from .data import TokenData
 from .devices import Precision, choose_precision, pick_device
-from .files import atomic_write_text
+from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
+from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
 from .plots import read_metrics, save_loss_plot
 from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
@@ -44,7 +45,10 @@ PREV_CKPT = "ckpt.prev.pt"  # the previous good checkpoint, kept by save_checkpo
 RUN_FILES = (CKPT, PREV_CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what a fresh start removes
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
 
-__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "lr_at", "train"]
+RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkpoint needs to resume from
+DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
+
+__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "cpu_threads", "lr_at", "train"]
 
 
 @dataclass
@@ -100,6 +104,7 @@ def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
     A run that starts from scratch owns the folder: what an earlier attempt left (the metrics of a run
     killed before its first checkpoint, its best weights) is removed, so its log never mixes with a stale one.
     """
+    refuse_symlink(run_dir, *(run_dir / name for name in RUN_FILES))  # reset must not delete through a link
     has_ckpt = any((run_dir / name).is_file() for name in (CKPT, PREV_CKPT))
     if mode == "resume" and not has_ckpt:
         raise TrainError(f"nothing to resume: {run_dir / CKPT} does not exist (use --mode new or auto)")
@@ -118,6 +123,16 @@ def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
     return resume
 
 
+def _check_runs_dir(run_dir: Path) -> None:
+    """Before anything is written: the runs folder must be a folder, the run folder not a link or a file."""
+    runs = run_dir.parent
+    if runs.exists() and not runs.is_dir():
+        raise TrainError(f"{runs} is a file, not the folder of runs: move it away, or set NANOGPT_HOME elsewhere")
+    refuse_symlink(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"{run_dir} is a file, not a run folder: move it away or train under another --name")
+
+
 # Datasheet dense peaks (FLOP/s, bf16/fp16 tensor cores; fp32 counts half) of GPUs a learner may have.
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
 
@@ -134,6 +149,24 @@ def peak_flops(device: torch.device, precision: Precision) -> float | None:
         if key in name:
             return value if precision.autocast else value / 2
     return None
+
+
+def _data_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The settings that choose the batches (seed, batch size, ...) that differ from the checkpoint's."""
+    return [f"{key} {saved[key]} -> {getattr(cfg, key)}" for key in DATA_KEYS
+            if key in saved and saved[key] != getattr(cfg, key)]
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave the count alone), then give the caller back its own."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict[str, Any]]]) -> list[str]:
@@ -163,12 +196,16 @@ class Trainer:
         self.artifacts = artifacts
         self.dist = setup_distributed()
         self.run_dir = Path(runs_dir or paths.runs_dir()) / cfg.name
+        if self.dist.main:
+            _check_runs_dir(self.run_dir)
         # The lock sits beside the run folder, so `reset` never removes it and listings of the run stay clean.
         self._lock = RunLock(self.run_dir.parent / f".{cfg.name}.lock", cfg.name)
         self.progress = progress and self.dist.main
         self.on_eval = on_eval
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        # cfg.threads is applied by train() and sweeps around their run (and given back after); a Trainer made
+        # in a notebook runs on the notebook's own count and never changes it (a by-hand step before or after
+        # it would otherwise run on another count, with another reduction order: notebook 05 compares them).
+        self.threads = torch.get_num_threads()
         try:
             device = pick_device(cfg.device)
         except ValueError as e:
@@ -180,6 +217,10 @@ class Trainer:
         self.precision = choose_precision(device, cfg.dtype)
         self.data = TokenData(Path(data_dir or paths.data_dir()) / cfg.dataset, cfg.model.block_size,
                               cfg.model.vocab_size)
+        try:
+            check_model_fits(cfg.model, 4, "this config")  # weights, gradients and two optimizer moments
+        except TooLargeError as e:
+            raise TrainError(str(e)) from None
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(device)
         try:
@@ -271,6 +312,10 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         path = self.run_dir / CKPT
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        if missing or not isinstance(ckpt.get("rng"), dict) or "torch" not in ckpt.get("rng", {}):
+            raise TrainError(f"{path} lacks {', '.join(missing) or 'rng.torch'}: it was not written by `nanogpt train`, "
+                             "so the run cannot resume from it; start over with --mode reset")
         saved = GPTConfig.from_dict(ckpt["config"]["model"])
         if saved != self.cfg.model:
             raise TrainError(
@@ -286,7 +331,7 @@ class Trainer:
                       for opt in self.optimizers]
         for opt, saved_state in zip(self.optimizers, saved_opts):
             opt.load_state_dict(saved_state)
-        changes = _reapply(self.optimizers, configured)
+        changes = _reapply(self.optimizers, configured) + _data_changes(ckpt["config"], self.cfg)
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.cfg.dtype == "auto" and "precision" in ckpt:
@@ -300,7 +345,8 @@ class Trainer:
         if self.dist.main:
             print(f"resumed {self.run_dir.name} at step {self.step}", flush=True)
             if changes:
-                print(f"the config's hyperparameters replace the checkpoint's: {', '.join(changes)}", flush=True)
+                print(f"the config's settings replace the checkpoint's (hyperparameters; a changed seed, batch size "
+                      f"or data set changes the batches from here on): {', '.join(changes)}", flush=True)
 
     def _truncate_metrics(self) -> None:
         """Drop records logged after the checkpoint (a killed run's tail) so the log matches a straight run."""
@@ -311,9 +357,19 @@ class Trainer:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.dist.main:
-            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+        if not self.dist.main:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            refuse_symlink(path)
+            with open(path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        except OSError as e:
+            if e.errno not in USER_ERRNOS:
+                raise
+            kept = "" if self._saved_step is None else f"; the checkpoint of step {self._saved_step} is intact"
+            raise AtomicWriteError(e.errno, e.strerror, str(path), f"{os_error_line(e, path)}{kept}") from None
+
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -458,7 +514,8 @@ class Trainer:
                                       f"val {last_eval['val_loss']:.4f}")
                     if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                         self.save(signals)
-                    if self.dist.any(signals.requested):  # agreed: every rank pauses after this same step
+                    finished = self.step >= cfg.max_steps  # a signal in the last step: the run is done, not paused
+                    if self.dist.any(signals.requested) and not finished:  # agreed: all ranks pause at this step
                         if self._saved_step != self.step:
                             self.save(signals)
                         self.dist.barrier()  # no rank exits (so torchrun stops none) before the file is whole
@@ -489,8 +546,9 @@ class Trainer:
 
 def train(cfg: TrainConfig, mode: str = "auto", **kwargs: Any) -> TrainResult:
     """Build a :class:`Trainer` and run it (the ``nanogpt train`` entry point)."""
-    trainer = Trainer(cfg, mode=mode, **kwargs)
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    with cpu_threads(cfg.threads):
+        trainer = Trainer(cfg, mode=mode, **kwargs)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
 from nanogpt_lib import files
 from nanogpt_lib import prepare as prep
 from nanogpt_lib.checkpoint import (CheckpointError, checkpoint_problem, load_checkpoint, previous_path,
@@ -33,10 +34,6 @@ from nanogpt_lib.files import AtomicWriteError, atomic_write_text
 from nanogpt_lib.prepare import PrepareConfig, PrepareError, prepare
 
 DATA_FILES = ["meta.json", "train.bin", "val.bin"]
-
-
-class Crash(Exception):
-    """Stands for a crash at an injected point (the process stops there)."""
 
 
 def splits_of(folder: Path) -> dict[str, np.ndarray]:
@@ -61,15 +58,6 @@ def two_sets(txt_dir, tmp_path) -> dict[int, dict[str, np.ndarray]]:
     return refs
 
 
-def counting(real, calls: dict[str, int], at: int):
-    def op(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise Crash(f"crash before file-system step {at}")
-        return real(*args, **kwargs)
-    return op
-
-
 # ---- prepare publishes a data set as one unit ------------------------------------------------------
 
 def test_crash_at_every_step_of_a_rebuild_leaves_the_old_or_the_new_set(txt_dir, tmp_path, monkeypatch, two_sets):
@@ -78,10 +66,8 @@ def test_crash_at_every_step_of_a_rebuild_leaves_the_old_or_the_new_set(txt_dir,
     for at in range(1, 40):
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.copytree(tmp_path / "ref0", data_dir)  # the old set, as prepare(seed=0) wrote it
-        calls = {"n": 0}
         with monkeypatch.context() as m:  # every rename and link prepare makes, in turn, is a crash point
-            m.setattr(os, "replace", counting(os.replace, calls, at))
-            m.setattr(os, "link", counting(os.link, calls, at))
+            crash_at(at, m)
             try:
                 prepare(PrepareConfig(source=str(txt_dir), data_dir=data_dir, seed=1, force=True))
                 finished = True
@@ -100,16 +86,8 @@ def test_crash_at_every_step_of_a_rebuild_leaves_the_old_or_the_new_set(txt_dir,
     assert outcomes[:-1] == sorted(outcomes[:-1]) and outcomes.count(0) >= 3 and outcomes.count(1) >= 3
 
 
-KILL_SCRIPT = """
-import os, signal, sys
+KILL_SCRIPT = KILL_AT_NTH_REPLACE + """
 from nanogpt_lib.prepare import PrepareConfig, prepare
-at, calls, real = int(sys.argv[3]), [0], os.replace
-def replace(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
-os.replace = replace
 prepare(PrepareConfig(source=sys.argv[1], data_dir=sys.argv[2], seed=1, force=True))
 """
 
@@ -121,7 +99,7 @@ def test_sigkill_between_writes(txt_dir, tmp_path, two_sets, at, expected):
     after train.bin got the new content and before val.bin did."""
     data_dir, out = tmp_path / "d", tmp_path / "d" / "txt"
     prepare(PrepareConfig(source=str(txt_dir), data_dir=data_dir, seed=0))
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(txt_dir), str(data_dir), str(at)],
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(at), str(txt_dir), str(data_dir)],
                           capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert sorted(p.name for p in out.iterdir()) != DATA_FILES  # the killed run left its files behind
@@ -188,7 +166,7 @@ def test_verify_reads_every_byte(tmp_path, txt_dir, capsys):
     assert main(["info", "--data-dir", str(tmp_path / "d"), "--verify"]) == 0
     assert "verified" in capsys.readouterr().out
     tokens = np.fromfile(folder / "train.bin", dtype=np.uint16)
-    tokens[len(tokens) // 2] = 60000  # same size: opening does not notice, verification does
+    tokens[len(tokens) // 2] = 11 if tokens[len(tokens) // 2] != 11 else 13  # a valid id: opening cannot notice
     tokens.tofile(folder / "train.bin")
     TokenData(folder, 4)
     with pytest.raises(DatasetError, match=r"train\.bin does not match the sha256 in meta.json.*--force"):
@@ -199,6 +177,8 @@ def test_verify_reads_every_byte(tmp_path, txt_dir, capsys):
     meta = json.loads((folder / "meta.json").read_text())
     del meta["splits"]["train"]["sha256"]  # without a hash to compare, the id scan still catches it
     (folder / "meta.json").write_text(json.dumps(meta))
+    tokens[len(tokens) // 2] = 60000
+    tokens.tofile(folder / "train.bin")
     with pytest.raises(DatasetError, match=r"train\.bin holds token id 60000, beyond the vocabulary of 50257"):
         verify_dataset(folder)
 
@@ -234,12 +214,18 @@ def dead_pid() -> int:
 
 
 def test_stale_tmp_files_of_dead_writers_are_removed(tmp_path):
+    """Only our own temporary files (tagged nanogpt-tmp) of the file being written, and only once their writer
+    is gone: another program's temporary files in the same folder survive (issue 25)."""
     dead, alive = dead_pid(), os.getppid()
-    names = [f".ckpt.pt.tmp-{dead}", f".ckpt.pt.tmp-{alive}", f".other.tmp-{os.getpid()}", "notes.tmp-1"]
-    for name in names:
+    ours_dead = f".config.json.nanogpt-tmp-{dead}"
+    kept = [f".config.json.nanogpt-tmp-{alive}", f".other.json.nanogpt-tmp-{dead}", f".draft.txt.tmp-{dead}",
+            ".draft.txt.tmp-999999", f".config.json.tmp-{dead}", "notes.tmp-1"]
+    for name in [ours_dead, *kept]:
         (tmp_path / name).write_bytes(b"partial")
     atomic_write_text(tmp_path / "config.json", "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *names[1:]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *kept])
+    assert files.clean_stale_tmp(tmp_path) == [tmp_path / f".other.json.nanogpt-tmp-{dead}"]  # a folder we own
+    assert (tmp_path / ".draft.txt.tmp-999999").exists()
 
 
 # ---- checkpoints: verified, rotated, fallen back on ----------------------------------------------
@@ -337,10 +323,8 @@ def test_crash_at_every_step_of_a_save_leaves_a_good_checkpoint(tmp_path, monkey
             p.unlink()
         save_checkpoint(ckpt, state(1))
         save_checkpoint(ckpt, state(2))
-        calls = {"n": 0}
         with monkeypatch.context() as m:
-            m.setattr(os, "replace", counting(os.replace, calls, at))
-            m.setattr(os, "link", counting(os.link, calls, at))
+            crash_at(at, m)
             try:
                 save_checkpoint(ckpt, state(3))
                 finished = True

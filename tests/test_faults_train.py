@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from fault_helpers import write_docs
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import load_checkpoint
@@ -43,12 +44,8 @@ WAIT = 180  # seconds: the bound on any one subprocess in this module
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """A project root with data/txt prepared, shared by the module (each test uses its own run names)."""
-    from conftest import DOCS
-
     root = tmp_path_factory.mktemp("faults")
-    (root / "txt").mkdir()
-    for i, text in enumerate(DOCS):
-        (root / "txt" / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
+    write_docs(root / "txt")
     prepare(PrepareConfig(source=str(root / "txt"), data_dir=root / "home" / "data"))
     return root / "home"
 

@@ -1,0 +1,50 @@
+"""Shared by the fault-injection tests (tests/test_faults_*.py): crash points and a small corpus on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The start of a subprocess script that SIGKILLs itself at its N-th os.replace (argv[1]): a real crash, in which
+# no finally block runs. The rest of the script sees its own arguments from argv[1] on.
+KILL_AT_NTH_REPLACE = """
+import os, signal, sys
+at, calls, real = int(sys.argv.pop(1)), [0], os.replace
+def replace(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+os.replace = replace
+"""
+
+
+class Crash(Exception):
+    """Stands for a crash at an injected point (the process stops there)."""
+
+
+def counting(real, calls: dict[str, int], at: int):
+    """``real`` (os.replace, os.link), raising :class:`Crash` instead at the ``at``-th call of any wrapped one."""
+    def op(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise Crash(f"crash before file-system step {at}")
+        return real(*args, **kwargs)
+    return op
+
+
+def crash_at(at: int, monkeypatch) -> None:
+    """Make the ``at``-th os.replace or os.link (every step that publishes something) raise :class:`Crash`."""
+    calls = {"n": 0}
+    monkeypatch.setattr(os, "replace", counting(os.replace, calls, at))
+    monkeypatch.setattr(os, "link", counting(os.link, calls, at))
+
+
+def write_docs(folder: Path) -> Path:
+    """The shared test corpus (conftest.DOCS), one .txt file per document, in ``folder``."""
+    from conftest import DOCS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(DOCS):
+        (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
+    return folder
