@@ -89,7 +89,7 @@ def hardware() -> list[Finding]:
 
 def project() -> list[Finding]:
     """The project home, the shipped corpus, the prepared data and the shipped weights (verified)."""
-    from .prepare import read_meta
+    from .data import DatasetError, load_meta
 
     root = paths.project_root()
     found = [Finding("project home", "ok", f"{root} ({paths.home_source()})")]
@@ -99,12 +99,17 @@ def project() -> list[Finding]:
                              "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to one"))
         return found
     found.append(Finding("corpus", "ok", f"{len(plays)} plays in {paths.shown(paths.shakespeare_dir())}"))
-    meta = read_meta(paths.data_dir() / "shakespeare")
-    if meta:
-        t, v = meta["splits"]["train"]["tokens"], meta["splits"]["val"]["tokens"]
-        found.append(Finding("data", "ok", f"data/shakespeare prepared: {t:,} train and {v:,} val tokens"))
+    prepared = paths.data_dir() / "shakespeare"
+    try:
+        meta = load_meta(prepared) if (prepared / "meta.json").is_file() else None
+    except DatasetError as e:
+        found.append(Finding("data", "FIX", f"data/shakespeare is damaged: {e}", "nanogpt prepare --force"))
     else:
-        found.append(Finding("data", "FIX", "data/shakespeare is not prepared", "nanogpt prepare (a few seconds)"))
+        if meta:
+            t, v = meta["splits"]["train"]["tokens"], meta["splits"]["val"]["tokens"]
+            found.append(Finding("data", "ok", f"data/shakespeare prepared: {t:,} train and {v:,} val tokens"))
+        else:
+            found.append(Finding("data", "FIX", "data/shakespeare is not prepared", "nanogpt prepare (a few seconds)"))
     found.append(shipped_weights())
     return found
 

@@ -73,7 +73,7 @@ class TrainResult:
         best = "none yet" if self.best_val_loss is None else f"{self.best_val_loss:.4f}"
         speed = (f"{self.steps_run:,} steps at {self.tokens_per_s:,.0f} tokens/s" if self.steps_run
                  else "no step left to train")
-        return (f"status {self.status!r} at step {self.step}: best val loss {best}; this call: {speed}, "
+        return (f"{self.status} at step {self.step}: best val loss {best}; this call: {speed}, "
                 f"{self.seconds:,.0f}s; run folder {paths.shown(self.run_dir)}")
 
 
