@@ -111,7 +111,7 @@ def _probability(prob_drawn: Callable[..., float]) -> str:
                 continue
             # float32 against float64 softmax: ~1e-7 relative; 1e-5 leaves room for either precision.
             if not math.isclose(mine, truth, rel_tol=1e-5, abs_tol=1e-12):
-                why = f"{what}: your {mine:.4g} is {'too high' if mine > truth else 'too low'}"
+                why = f"{what}: your {mine:.4g} is not the probability sample_next draws it with"
                 if top_k and mine < truth and math.isclose(mine, draw_probability(logits, token, temperature, None),
                                                            rel_tol=1e-5):
                     why += " (that is its probability over the whole vocabulary: top-k renormalises over the k kept)"

@@ -112,7 +112,7 @@ def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
                             rel_tol=1e-6):
                 raise Wrong(f"{name}: you counted every parameter; num_params() leaves out the lookup tables "
                             "(the position table, and wte when the head is untied)")
-            raise Wrong(f"{name}: your ratio {mine:.4g} is {'too high' if mine > truth else 'too low'}")
+            raise Wrong(f"{name}: your ratio {mine:.4g} is not the run's tokens over its num_params()")
         shown.append(truth)
     return (f"from {min(shown):.2f} to {max(shown):.2f} tokens per parameter: Chinchilla's compute-optimal "
             "runs train on about 20, so these runs are short for their size.")
@@ -189,5 +189,5 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
             continue
         # Linear interpolation in float64: ~1e-13 steps apart whatever the order of operations.
         expect(math.isclose(mine, truth, rel_tol=1e-9),
-               f"{what}: your step {mine:.2f} is {'too late' if mine > truth else 'too early'}")
+               f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target")
     return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
