@@ -355,10 +355,6 @@ def loss_peaks(n_tokens: int, vocab_size: int, chunk: int, n_embd: int = 24) -> 
         release_buffers()
 
 
-@exercise("04.4", "The memory of the full and the chunked loss",
-          "a function loss_memory(n_tokens, vocab_size, chunk) -> (full_bytes, chunked_bytes): the most bytes "
-          "that float32 tensors of shape (positions, vocabulary) hold at once during one loss and backward, for "
-          "F.cross_entropy(h @ W.T, targets) and for linear_cross_entropy(h, W, targets, chunk=chunk)")
 def _memory_twins() -> list:
     from torch.utils._python_dispatch import TorchDispatchMode
     return [fn(TorchDispatchMode.__enter__, "TorchDispatchMode (a memory tracker)"),
@@ -366,6 +362,10 @@ def _memory_twins() -> list:
             fn(torch.autograd.profiler.profile.__init__, "torch.autograd.profiler")]
 
 
+@exercise("04.4", "The memory of the full and the chunked loss",
+          "a function loss_memory(n_tokens, vocab_size, chunk) -> (full_bytes, chunked_bytes): the most bytes "
+          "that float32 tensors of shape (positions, vocabulary) hold at once during one loss and backward, for "
+          "F.cross_entropy(h @ W.T, targets) and for linear_cross_entropy(h, W, targets, chunk=chunk)")
 def _check_loss_memory(loss_memory: Callable[[int, int, int], tuple[int, int]]) -> str:
     for N, V, chunk in ((1000, 4096, 128), (300, 1000, 256), (50, 2048, 128), (999, 1000, 300)):
         what = f"loss_memory({N}, {V}, {chunk})"

@@ -46,6 +46,7 @@ class Twin:
     owner: Any = None
     attr: str = ""
     ops: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # for an attribute: refuse only its members whose name holds one of these
 
 
 def _python_functions(obj: Any) -> list[types.FunctionType]:
@@ -74,9 +75,11 @@ def fn(obj: Any, label: str | None = None) -> Twin:
     return Twin(label, fn=obj)
 
 
-def attr(owner: Any, name: str, label: str | None = None) -> Twin:
-    """Switch off ``owner.name`` (a module or class attribute that is not a Python function)."""
-    return Twin(label or f"{getattr(owner, '__name__', type(owner).__name__)}.{name}", owner=owner, attr=name)
+def attr(owner: Any, name: str, label: str | None = None, only: tuple[str, ...] = ()) -> Twin:
+    """Switch off ``owner.name`` (a module or class attribute that is not a Python function); with ``only``,
+    just its members whose names hold one of those words (the rest still work through it)."""
+    return Twin(label or f"{getattr(owner, '__name__', type(owner).__name__)}.{name}", owner=owner, attr=name,
+                only=only)
 
 
 def ops(*names: str, label: str | None = None) -> Twin:
@@ -136,15 +139,18 @@ def _refusing_code(key: int, n_free: int) -> types.CodeType:
 
 
 class _Refuser:
-    """Put in place of an attribute: calling it, or reaching into it (``enc._core_bpe.encode``), refuses."""
+    """Put in place of an attribute: calling it, or reaching into it (``enc._core_bpe.encode``), refuses;
+    with ``only``, members whose names hold none of those words are the original's."""
 
-    def __init__(self, key: int) -> None:
-        self._key = key
+    def __init__(self, key: int, original: Any, only: tuple[str, ...]) -> None:
+        self._key, self._original, self._only = key, original, only
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _refused(self._key)
 
     def __getattr__(self, name: str) -> Any:
+        if self._only and not any(word in name for word in self._only):
+            return getattr(self._original, name)
         _refused(self._key)
 
 
@@ -189,7 +195,7 @@ def switched_off(twins: Iterable[Twin], why: str) -> Iterator[None]:
                 f.__code__ = _refusing_code(key, len(f.__code__.co_freevars))
             if twin.owner is not None:
                 attrs.append((twin.owner, twin.attr, vars(twin.owner).get(twin.attr, _MISSING)))
-                setattr(twin.owner, twin.attr, _Refuser(key))
+                setattr(twin.owner, twin.attr, _Refuser(key, getattr(twin.owner, twin.attr), twin.only))
         mode = _RefuseOps(op_names) if op_names else None
         if mode is not None:
             mode.__enter__()
