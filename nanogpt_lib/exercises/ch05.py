@@ -134,7 +134,7 @@ def _cooldown(lr_1sqrt: Callable[..., float]) -> str:
             # any ordering, while the smallest real mistake (one step early) changes the rate by >= 1e-4 relative.
             if math.isclose(mine, truth, rel_tol=1e-12, abs_tol=1e-18):
                 continue
-            phase = ("the warmup" if step < warmup else "the flat phase" if wsd == lr and step < max_steps
+            phase = ("the warmup" if step < warmup else "the flat phase" if step < train_module.wsd_decay_start(cfg)
                      else "the cooldown" if step < max_steps else "after max_steps")
             at = f"at step {step} of {case}, in {phase}"
             expect(phase not in ("the warmup", "the flat phase"), f"{at}: your rate is not WSD's there (read "
