@@ -113,7 +113,8 @@ def check_distribution(sampler: Callable[[torch.Tensor, torch.Generator], object
         pval = _chi2_tail(stat, len(obs) - 1)
         if pval < P_MIN:
             raise Wrong(f"{where}: the draws do not fit the kept tokens' renormalised probabilities (chi-square "
-                        f"p = {pval:.1e}, below {P_MIN:g}): the right tokens, drawn in the wrong proportions")
+                        f"p = {pval:.1e}, below {P_MIN:g}): check which tokens you keep (rare ones may be missing) "
+                        "and the probabilities you draw them with")
 
 
 def _seeded(sampler: Callable[..., object], *args: object) -> Callable[[torch.Tensor, torch.Generator], object]:
