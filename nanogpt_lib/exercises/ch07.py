@@ -113,11 +113,11 @@ def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> 
             rates = {r["config"]["lr"] for r in runs}
             expect(any(math.isclose(got, x, rel_tol=1e-12) for x in rates),
                    f"{at}: {got:g} is not one of the sweep's rates (config['lr'])")
+            expect(not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
+                   f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs")
             lowest = min(runs, key=lambda r: r["final"]["val_loss"])["config"]["lr"]
             expect(not math.isclose(got, lowest, rel_tol=1e-12),
                    f"{at}: that is the lowest final loss of any seed's run; the question is this seed's runs")
-            expect(not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
-                   f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs")
             by_best = min((r for r in runs if r["seed"] == seed), key=lambda r: r["best_val_loss"])
             expect(not math.isclose(got, by_best["config"]["lr"], rel_tol=1e-12),
                    f"{at}: that run has the lowest best_val_loss; the lr stage ranks by the final val loss")
