@@ -159,7 +159,8 @@ MUON_CASES = (((16, 16), 0.95, True), ((8, 40), 0.95, True), ((48, 12), 0.95, Tr
 
 
 def _muon_twins() -> list:
-    twins = [fn(Muon.step), fn(lr_ratio, "nanogpt_lib.optim.lr_ratio (the shape scaling)")]
+    twins = [fn(Muon.__init__, "nanogpt_lib.optim.Muon"), fn(Muon.step, "nanogpt_lib.optim.Muon.step"),
+             fn(lr_ratio, "nanogpt_lib.optim.lr_ratio (the shape scaling)")]
     if hasattr(torch.optim, "Muon"):  # PyTorch >= 2.9 has its own
         import torch.optim._muon as torch_muon
         twins += [fn(torch.optim.Muon.step, "torch.optim.Muon")]
