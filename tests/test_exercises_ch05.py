@@ -57,6 +57,22 @@ def test_accumulate():
     assert "differs from the whole batch" in wrong("05.1", half_the_batch)
     assert "give a function" in wrong("05.1", 3)
 
+    def weighted(model, x, y, k):  # each micro-batch's loss weighted by its share of the rows
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            (model(xs, ys)[1] * xs.size(0) / x.size(0)).backward()
+
+    def by_autograd(model, x, y, k):  # gradients summed by hand, then written into p.grad
+        params = list(model.parameters())
+        total = [torch.zeros_like(p) for p in params]
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            grads = torch.autograd.grad(model(xs, ys)[1] / k, params, allow_unused=True)
+            total = [t + (g if g is not None else 0) for t, g in zip(total, grads)]
+        for p, t in zip(params, total):
+            p.grad = t
+
+    assert verdict("05.1", weighted)[0] is True
+    assert verdict("05.1", by_autograd)[0] is True
+
 
 
 # ---- 05.2 -------------------------------------------------------------------------------------------------

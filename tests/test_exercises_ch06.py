@@ -87,6 +87,20 @@ def test_probability():
     assert "never draw it" in wrong("06.2", lambda l, t, T, k: max(prob_drawn(l, t, T, k), 1e-9))
     assert "temperature" in wrong("06.2", lambda l, t, T, k: prob_drawn(l, t, 1.0, k))
 
+    def log_space(logits, token, temperature, top_k):
+        z = logits.double() / temperature
+        if top_k is not None:
+            z = torch.full_like(z, -math.inf).scatter(0, z.topk(top_k).indices, z.topk(top_k).values)
+        return z.log_softmax(-1)[token].exp().item()
+
+    def kept_only(logits, token, temperature, top_k):
+        z = logits / temperature
+        values, ids = z.topk(top_k if top_k is not None else z.numel())
+        return float(values.softmax(-1)[ids == token].sum())
+
+    assert verdict("06.2", log_space)[0] is True
+    assert verdict("06.2", kept_only)[0] is True
+
 
 def test_the_expected_probability_is_what_sample_next_draws():
     # 20,000 draws of one row: a frequency is within 5 binomial standard deviations (sqrt(p(1-p)/n) <= 0.0036)
