@@ -196,11 +196,12 @@ def test_repetition_penalty():
     ok, remark = verdict("06.4", penalize)
     assert ok is True and "loses its pull" in remark
 
-    def with_mask(logits, previous, penalty):  # a (B, V) mask of seen tokens, then one where
-        seen = torch.zeros_like(logits, dtype=torch.bool)
+    def one_by_one(logits, previous, penalty):  # each distinct previous token in turn
+        out = logits.clone()
         for r, ids in enumerate(previous):
-            seen[r, list(ids)] = True
-        return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+            for i in set(ids):
+                out[r, i] = out[r, i] / penalty if out[r, i] > 0 else out[r, i] * penalty
+        return out
 
     def with_scatter(logits, previous, penalty):
         factor = torch.ones_like(logits)
@@ -209,7 +210,7 @@ def test_repetition_penalty():
                 factor[r].scatter_(0, torch.tensor(ids), penalty)
         return torch.where(logits > 0, logits / factor, logits * factor)
 
-    assert verdict("06.4", with_mask)[0] is True
+    assert verdict("06.4", one_by_one)[0] is True
     assert verdict("06.4", with_scatter)[0] is True
 
     def divides_all(logits, previous, penalty):

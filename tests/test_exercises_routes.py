@@ -7,8 +7,6 @@ them; the count there is the number of cases here.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tiktoken
@@ -17,7 +15,7 @@ from torch.nn import functional as F
 
 from nanogpt_lib import sweep
 from nanogpt_lib.data import TokenData, naive_get_batch
-from nanogpt_lib.exercises import ch01, ch04, ch05, ch06, ch07, verdict
+from nanogpt_lib.exercises import ch01, ch04, ch05, ch06, ch07
 from nanogpt_lib.explorers import schedule
 from nanogpt_lib.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig

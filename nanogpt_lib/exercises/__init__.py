@@ -89,6 +89,13 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def chi2_tail(stat: float, df: int) -> float:
+    """P(X >= stat) for a chi-square variable with ``df`` degrees of freedom (the regularised upper incomplete
+    gamma function): the p-value of the checks that test a distribution (a sampler's, a loader's)."""
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
+                                         torch.tensor(stat / 2, dtype=torch.float64)))
+
+
 def _load_chapter(chapter: str) -> None:
     try:
         importlib.import_module(f"{__name__}.ch{chapter}")

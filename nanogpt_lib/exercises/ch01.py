@@ -27,7 +27,7 @@ from .. import prepare as prepare_module
 from ..data import TokenData, naive_get_batch
 from ..prepare import PrepareConfig, is_val, prepare
 from ..tokenizer import EOT_ID, encode
-from . import Wrong, expect, exercise, one_thread
+from . import Wrong, chi2_tail, expect, exercise, one_thread
 from .guard import fn
 
 PUBLIC = ("check_documents",)  # a learner may read the checks' documents; every other function here is off
@@ -233,12 +233,6 @@ def _loader_twins() -> list:
     return [fn(TokenData.get_batch), fn(TokenData.batch_starts), fn(naive_get_batch)]
 
 
-def _chi2_tail(stat: float, df: int) -> float:
-    """P(X >= stat) for a chi-square variable with ``df`` degrees of freedom (regularised upper gamma)."""
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                         torch.tensor(stat / 2, dtype=torch.float64)))
-
-
 @exercise("01.4", "A stateless batch loader of your own",
           "a function my_get_batch(data, k, batch_size, block_size, seed) -> (x, y): batch k of a 1-D token "
           "array, int64 tensors (batch_size, block_size), y the next tokens, a function of (seed, k) alone, every "
@@ -317,7 +311,7 @@ def _get_batch(my_get_batch: Any) -> str:
     expect(counts[0] > 0, f"in {LOADER_BATCHES} batches the window at the data's first token was never drawn")
     expected = counts.sum() / n_starts
     stat = float(((counts - expected) ** 2 / expected).sum())
-    p = _chi2_tail(stat, n_starts - 1)
+    p = chi2_tail(stat, n_starts - 1)
     expect(p > 1e-6, f"the {counts.sum():,} starts of {LOADER_BATCHES} batches are not uniform over the "
            f"{n_starts} windows (chi-square p = {p:.1e}, below the test's 1e-6): draw every start equally likely")
     return (f"batch k depends on (seed, k) alone, every row is a window and its next tokens, and {counts.sum():,} "

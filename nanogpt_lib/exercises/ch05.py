@@ -147,7 +147,7 @@ def _cooldown(lr_1sqrt: Callable[..., float]) -> str:
             raise Wrong(f"{at}: your rate is not lr - (lr - min_lr) sqrt(t) with WSD's t (the share of the decay "
                         "steps done, reaching 1 at max_steps)")
     t_half = _one_sqrt(1350, 100, 1500, 0.2, 2e-3, 2e-4) / 2e-3
-    return (f"right for {len(COOLDOWN_CASES)} schedules. Halfway through the recipe's cooldown the rate is "
+    return (f"every step of {len(COOLDOWN_CASES)} schedules agrees. Halfway through the recipe's cooldown the rate is "
             f"{t_half:.0%} of the peak against WSD's 55%: 1-sqrt drops fast at first, then lingers near the end "
             "(Hägele et al. 2024 found it matches a cosine run at a fraction of the cost).")
 

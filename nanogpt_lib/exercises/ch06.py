@@ -21,8 +21,7 @@ from collections.abc import Callable
 import torch
 
 from .. import sample as sample_module
-from ..sample import sample_next
-from . import Wrong, expect, exercise
+from . import Wrong, chi2_tail, expect, exercise
 from .guard import fn
 
 VOCAB = 500  # a small vocabulary keeps the draws instant; the rules do not depend on its size
@@ -47,12 +46,6 @@ def draw_logits(rows: int = ROWS, vocab: int = VOCAB, seed: int = 6) -> torch.Te
 def _sampling_twins() -> list:
     return [fn(f, f"nanogpt_lib.sample.{n}") for n, f in vars(sample_module).items()
             if callable(f) and getattr(f, "__module__", None) == sample_module.__name__]
-
-
-def _chi2_tail(stat: float, df: int) -> float:
-    """P(X >= stat) for a chi-square variable with ``df`` degrees of freedom (regularised upper gamma)."""
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                         torch.tensor(stat / 2, dtype=torch.float64)))
 
 
 def _draws(sampler: Callable[[torch.Tensor], object], logits: torch.Tensor, what: str) -> torch.Tensor:
@@ -110,7 +103,7 @@ def check_distribution(sampler: Callable[[torch.Tensor, torch.Generator], object
         if len(obs) < 2:
             continue  # one bin holds everything: the kept-set tests above said all there is
         stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp))
-        pval = _chi2_tail(stat, len(obs) - 1)
+        pval = chi2_tail(stat, len(obs) - 1)
         if pval < P_MIN:
             raise Wrong(f"{where}: the draws do not fit the kept tokens' renormalised probabilities (chi-square "
                         f"p = {pval:.1e}, below {P_MIN:g}): check which tokens you keep (rare ones may be missing) "
@@ -258,13 +251,11 @@ PENALTIES = (1.0, 1.3, 2.0)
 
 
 def _penalized(logits: torch.Tensor, previous: list[list[int]], penalty: float) -> torch.Tensor:
-    out = logits.clone()
+    """The rule, as a (B, V) mask of the tokens seen in each row: new logits, the given ones untouched."""
+    seen = torch.zeros_like(logits, dtype=torch.bool)
     for r, ids in enumerate(previous):
-        seen = torch.tensor(sorted(set(ids)), dtype=torch.long)
-        if len(seen):
-            z = out[r, seen]
-            out[r, seen] = torch.where(z > 0, z / penalty, z * penalty)
-    return out
+        seen[r, list(ids)] = True
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
 @exercise("06.4", "A repetition penalty",
@@ -309,6 +300,6 @@ def _penalty(penalize: Callable[..., torch.Tensor]) -> str:
     p = min_p_probs(0.0)  # the share of probability the penalised tokens lose, for the remark
     before = float(p(logits[3])[12])
     after = float(p(_penalized(logits, previous, 2.0)[3])[12])
-    return (f"right for penalties {', '.join(f'{x:g}' for x in PENALTIES)}. In row 4, token 12 (seen 9 times) "
+    return (f"penalties {', '.join(f'{x:g}' for x in PENALTIES)} all as asked. In row 4, token 12 (seen 9 times) "
             f"goes from probability {before:.3f} to {after:.3f} at penalty 2: a loop loses its pull, but so does "
             "a word the text needs again.")

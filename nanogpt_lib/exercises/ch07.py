@@ -125,10 +125,10 @@ def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> 
     runs = results("lr")
     seed2, both = one_seed_winner(runs, 2), _winner(runs, None)
     if math.isclose(seed2, both, rel_tol=1e-9):
-        return "right on the hidden sweeps and the lr stage; there seed 2 agrees with the mean of both seeds."
+        return "it ranks the hidden sweeps and the lr stage as asked; there seed 2 agrees with both seeds' mean."
     loss = {(r["config"]["lr"], r["seed"]): r["final"]["val_loss"] for r in runs}
     gap = abs(loss[(seed2, 2)] - loss[(both, 2)])
-    return (f"right on the hidden sweeps and the lr stage. There, one seed (2) would have tuned the baseline to "
+    return (f"it ranks the hidden sweeps and the lr stage as asked. There, one seed (2) would have tuned the baseline to "
             f"{seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} nats, less than the two seeds of one rate "
             "differ. That is why every stage runs two seeds.")
 
@@ -237,7 +237,7 @@ def _decay(decay_dividend: Callable[[list[dict[str, Any]], list[dict[str, Any]]]
                     "the half runs' mean final loss")
     longs, halves = _committed_pair()
     truth, step = decay_dividend(longs, halves), halves[0]["step"]
-    return (f"right on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
+    return (f"equal on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
             f"is halfway down, its rate still about half the peak; the half run has decayed to the minimum by then "
             f"and ends {truth:.4f} nats lower. Small, but it is why a speed-up read off a long run is checked by a "
             "run that is meant to stop early.")
