@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from nanogpt_lib import exercises as ex
 from nanogpt_lib.exercises import ch06, verdict
 from nanogpt_lib.sample import sample_next
 
@@ -235,3 +236,40 @@ def test_repetition_penalty():
     assert "LIKELIER" in wrong("06.4", divides_all)
     assert "once per occurrence" in wrong("06.4", per_occurrence)
     assert "changed the logits it was given" in wrong("06.4", in_place)
+
+
+def top_p_probs(p):
+    def probs(row):
+        q, ids = row.double().softmax(-1).sort(descending=True)
+        q = torch.where(q.cumsum(-1) - q < p, q, 0.0)
+        return torch.zeros_like(q).scatter(0, ids, q / q.sum())
+    return probs
+
+
+def test_the_distribution_harness_accepts_any_top_p_draw_and_explains_cumsum_over_p():
+    # the cases, through the harness 06.1 and 06.3 share: a top-p that masks in vocabulary order and a
+    # Gumbel-max top-p pass; `cumsum > p` (drops the top token) gets a reason, not multinomial's traceback
+    def vocab_order(logits, p, gen):
+        q, ids = logits.softmax(-1).sort(dim=-1, descending=True)
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, ids, q.cumsum(-1) - q >= p)
+        return torch.multinomial(logits.masked_fill(drop, -math.inf).softmax(-1), 1, generator=gen)
+
+    def gumbel(logits, p, gen):
+        q, ids = logits.softmax(-1).sort(dim=-1, descending=True)
+        z = logits.gather(-1, ids).masked_fill(q.cumsum(-1) - q >= p, -math.inf)
+        u = torch.rand(z.shape, generator=gen).clamp_min(1e-20)
+        return ids.gather(-1, (z - (-u.log()).log()).argmax(-1, keepdim=True))
+
+    def cumsum_over_p(logits, p, gen):
+        z, ids = logits.sort(dim=-1, descending=True)
+        z = z.masked_fill(z.softmax(-1).cumsum(-1) > p, -math.inf)
+        return ids.gather(-1, torch.multinomial(z.softmax(-1), 1, generator=gen))
+
+    for p in (0.05, 0.5, 0.9):
+        ch06.check_distribution(lambda z, g: vocab_order(z, p, g), top_p_probs(p), f"top-p {p}")
+        ch06.check_distribution(lambda z, g: gumbel(z, p, g), top_p_probs(p), f"top-p {p}")
+    with pytest.raises(ex.Wrong) as failed:
+        ch06.check_distribution(lambda z, g: cumsum_over_p(z, 0.05, g), top_p_probs(0.05), "top-p 0.05")
+    assert "refused your probabilities" in str(failed.value) and "empty kept set" in str(failed.value)
+    with pytest.raises(ex.Wrong, match="never came up|rule does not keep|do not fit"):
+        ch06.check_distribution(lambda z, g: cumsum_over_p(z, 0.9, g), top_p_probs(0.9), "top-p 0.9")
