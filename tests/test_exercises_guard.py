@@ -112,8 +112,9 @@ def test_every_check_switches_off_its_own_helpers(id):
     # the check module's private functions compute the truth: an answer calling one is refused, by name
     module = inspect.getmodule(ex.get(id).checker)
     public = set(getattr(module, "PUBLIC", ()))
+    checkers = {e.checker.__name__ for e in ex._REGISTRY.values()}
     helpers = [f for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
-               and n.startswith("_") and n not in public and n not in {e.checker.__name__ for e in ex._REGISTRY.values()}]
+               and n.startswith("_") and n not in public and n not in checkers]
     assert helpers, module.__name__
     helper = helpers[0]
     ok, why = verdict(id, lambda *args, **kwargs: helper())

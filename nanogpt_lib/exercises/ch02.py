@@ -32,7 +32,8 @@ def _encoder_twins() -> list:
     methods = [fn(f, f"tiktoken.Encoding.{n}") for n, f in vars(tiktoken.core.Encoding).items()
                if "encode" in n and callable(f)]
     return [fn(encode), fn(bpe_encode), fn(merge_steps), fn(explorer.token_pieces), fn(explorer.count_line),
-            *methods, attr(get_tokenizer(), "_core_bpe", "tiktoken's compiled BPE (Encoding._core_bpe)", only=("encode",)),
+            *methods,
+            attr(get_tokenizer(), "_core_bpe", "tiktoken's compiled BPE (Encoding._core_bpe)", only=("encode",)),
             attr(tiktoken.core._tiktoken, "CoreBPE", "tiktoken's compiled BPE (CoreBPE)"),
             fn(tiktoken.get_encoding)]
 

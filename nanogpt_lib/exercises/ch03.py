@@ -325,5 +325,6 @@ def _check_alibi_attention(alibi_attention: Attend) -> str:
     expect(run.val_loss < run.unigram,
            f"after {CHECK_STEPS} steps the tiny model's validation loss is {run.val_loss:.2f} nats, not below the "
            f"{run.unigram:.2f} of character frequencies alone: it has not learned to use the context")
-    return (f"With ALiBi as its only position signal the tiny model reached {run.val_loss:.2f} nats in {CHECK_STEPS} steps, "
+    return (f"With ALiBi as its only position signal the tiny model reached {run.val_loss:.2f} nats in "
+            f"{CHECK_STEPS} steps, "
             f"below the {run.unigram:.2f} of character frequencies alone.")

@@ -165,7 +165,8 @@ def _muon_twins() -> list:
         import torch.optim._muon as torch_muon
         twins += [fn(torch.optim.Muon.step, "torch.optim.Muon")]
         twins += [fn(getattr(torch_muon, n), f"torch.optim._muon.{n}") for n in
-                  ("muon", "_single_tensor_muon", "_adjust_lr", "_zeropower_via_newtonschulz") if hasattr(torch_muon, n)]
+                  ("muon", "_single_tensor_muon", "_adjust_lr", "_zeropower_via_newtonschulz")
+                  if hasattr(torch_muon, n)]
     return twins
 
 

@@ -102,7 +102,8 @@ def _winner(runs: list[dict[str, Any]], seed: int | None) -> float:
 def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> str:
     expect(callable(one_seed_winner), f"give a function one_seed_winner(runs, seed), got "
            f"{type(one_seed_winner).__name__}")
-    sweeps = [(f"hidden sweep {i + 1}", runs) for i, runs in enumerate(_hidden_sweeps())] + [("the lr stage", results("lr"))]
+    sweeps = [(f"hidden sweep {i + 1}", runs) for i, runs in enumerate(_hidden_sweeps())]
+    sweeps.append(("the lr stage", results("lr")))
     for what, runs in sweeps:
         for seed in sorted({r["seed"] for r in runs}):
             got = _number(one_seed_winner([dict(r) for r in runs], seed))
