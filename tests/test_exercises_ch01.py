@@ -135,6 +135,28 @@ def test_01_3_split_tokens():
     assert "first differ" in wrong("01.3", every_tenth)
 
 
+def test_01_3_alternatives():
+    def own_rule(docs, seed, val_every):  # the split rule rewritten from meta.json's description, numpy arrays
+        import hashlib
+        def picked(i):
+            digest = hashlib.blake2b(f"{seed}:{i // val_every}".encode(), digest_size=8).digest()
+            return i % val_every == int.from_bytes(digest, "little") % val_every
+        parts = {True: [], False: []}
+        for i, doc in enumerate(docs):
+            parts[picked(i)].append(np.array(encode(doc) + [EOT_ID], dtype=np.uint16))
+        return np.concatenate(parts[False]), np.concatenate(parts[True])
+
+    def batch_encoded(docs, seed, val_every):  # tiktoken's batch encoder, then the routing
+        from nanogpt_lib.tokenizer import get_tokenizer
+        ids = get_tokenizer().encode_ordinary_batch(list(docs))
+        train = [t for i, d in enumerate(ids) if not is_val(i, seed, val_every) for t in d + [EOT_ID]]
+        val = [t for i, d in enumerate(ids) if is_val(i, seed, val_every) for t in d + [EOT_ID]]
+        return train, val
+
+    assert verdict("01.3", own_rule)[0] is True
+    assert verdict("01.3", batch_encoded)[0] is True
+
+
 def test_01_4_stateless_loader():
     ok, remark = verdict("01.4", right_get_batch)
     assert ok is True and "uniformly" in remark

@@ -273,3 +273,27 @@ def test_the_distribution_harness_accepts_any_top_p_draw_and_explains_cumsum_ove
     assert "refused your probabilities" in str(failed.value) and "empty kept set" in str(failed.value)
     with pytest.raises(ex.Wrong, match="never came up|rule does not keep|do not fit"):
         ch06.check_distribution(lambda z, g: cumsum_over_p(z, 0.9, g), top_p_probs(0.9), "top-p 0.9")
+
+
+def top_k_probs(k):
+    def probs(row):
+        z = row.double()
+        kept = torch.full_like(z, -math.inf).scatter(0, z.topk(k).indices, z.topk(k).values)
+        return kept.softmax(-1)
+    return probs
+
+
+def test_the_distribution_harness_accepts_a_sort_based_top_k():
+    def by_sort(logits, k, gen):  # sorted, the first k kept, drawn by position
+        z, ids = logits.sort(dim=-1, descending=True)
+        return ids.gather(-1, torch.multinomial(z[:, :k].softmax(-1), 1, generator=gen))
+
+    def by_threshold(logits, k, gen):  # everything below the k-th value masked, drawn over the vocabulary
+        kth = logits.topk(k, dim=-1).values[:, -1:]
+        return torch.multinomial(logits.masked_fill(logits < kth, -math.inf).softmax(-1), 1, generator=gen)
+
+    for k in (1, 10, 100):
+        ch06.check_distribution(lambda z, g: by_sort(z, k, g), top_k_probs(k), f"top-k {k}")
+        ch06.check_distribution(lambda z, g: by_threshold(z, k, g), top_k_probs(k), f"top-k {k}")
+    with pytest.raises(ex.Wrong, match="tokens the rule does not keep"):  # one too many kept
+        ch06.check_distribution(lambda z, g: by_sort(z, 11, g), top_k_probs(10), "top-k 10")
