@@ -151,3 +151,24 @@ def test_sample_module_functions_are_all_off_in_chapter_06():
     for name in ("sample_next", "generate", "stream_text"):
         assert f"nanogpt_lib.sample.{name}" in labels
     assert callable(sample.generate)
+
+
+def test_other_threads_are_not_refused():
+    # a widget generating text in a background thread while a check runs: its calls are not the answer's
+    import threading
+
+    results = {}
+
+    def background():
+        results["sample"] = sample_next(torch.eye(3), 0).tolist()
+        results["tril"] = torch.ones(2, 2).tril().tolist()
+        results["encode"] = get_tokenizer()._core_bpe.encode_ordinary("to be")
+
+    twins = [guard.fn(sample_next), guard.ops("tril"), guard.attr(get_tokenizer(), "_core_bpe", only=("encode",))]
+    with pytest.raises(guard.Off, match="sample_next"):  # the answer's own thread still is
+        with guard.switched_off(twins, "because"):
+            worker = threading.Thread(target=background)
+            worker.start()
+            worker.join()
+            sample_next(torch.eye(3), 0)
+    assert results == {"sample": [[0], [1], [2]], "tril": [[1.0, 0.0], [1.0, 1.0]], "encode": encode("to be")}

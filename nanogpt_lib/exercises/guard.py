@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -108,15 +109,28 @@ def module_helpers(module: types.ModuleType, keep: Iterable[str] = ()) -> list[T
 class _State:
     why: str
     labels: dict[int, str] = field(default_factory=dict)  # refusal key -> label
+    codes: list[tuple[types.FunctionType, types.CodeType]] = field(default_factory=list)  # swapped, originals
+    thread: int = field(default_factory=threading.get_ident)  # the answer's thread; others are not refused
     tripped: Off | None = None
 
 
 _ACTIVE: list[_State] = []
+_LAST: list[_State] = []  # the latest guard, kept after it ends: another thread may still be inside a swapped body
 
 
-def _refused(key: int) -> None:
-    """Called by every switched-off body: remember the first refusal and raise it."""
-    state = _ACTIVE[-1]
+def _state() -> _State:
+    return _ACTIVE[-1] if _ACTIVE else _LAST[-1]
+
+
+def _refused(key: int, fid: int = -1, args: tuple = (), kwargs: dict | None = None) -> Any:
+    """Called by every switched-off body: remember the first refusal and raise it. Another thread (a widget
+    generating text in the background) is not the answer: its call runs the function's original code."""
+    state = _state()
+    if (threading.get_ident() != state.thread or not _ACTIVE) and fid >= 0:
+        f, code = state.codes[fid]
+        original = types.FunctionType(code, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        original.__kwdefaults__ = f.__kwdefaults__
+        return original(*args, **(kwargs or {}))
     off = Off(f"your answer calls {state.labels[key]}, which this check switches off: {state.why}")
     if state.tripped is None:
         state.tripped = off
@@ -124,15 +138,16 @@ def _refused(key: int) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _refusing_code(key: int, n_free: int) -> types.CodeType:
-    """A function body that calls ``_refused(key)``, with ``n_free`` free variables (a closure's ``__code__``
-    can only be swapped for one with as many). It imports this module by name: it runs with the globals of the
-    function it replaces."""
+def _refusing_code(key: int, fid: int, n_free: int) -> types.CodeType:
+    """A function body that returns ``_refused(key, fid, args, kwargs)``, with ``n_free`` free variables (a
+    closure's ``__code__`` can only be swapped for one with as many). It imports this module by name: it runs
+    with the globals of the function it replaces."""
     free = [f"_free{i}" for i in range(n_free)]
     lines = ["def _outer():", *(f"    {v} = None" for v in free), "    def _refuse(*args, **kwargs):"]
     if free:
         lines.append(f"        ({', '.join(free)},)")
-    lines += [f"        __import__({__name__!r}, fromlist=['_refused'])._refused({key})", "    return _refuse"]
+    lines += [f"        return __import__({__name__!r}, fromlist=['_refused'])._refused({key}, {fid}, args, kwargs)",
+              "    return _refuse"]
     scope: dict[str, Any] = {}
     exec("\n".join(lines), scope)  # noqa: S102 - our own fixed template, no outside input
     return scope["_outer"]().__code__
@@ -146,10 +161,12 @@ class _Refuser:
         self._key, self._original, self._only = key, original, only
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != _state().thread:
+            return self._original(*args, **kwargs)
         _refused(self._key)
 
     def __getattr__(self, name: str) -> Any:
-        if self._only and not any(word in name for word in self._only):
+        if (self._only and not any(word in name for word in self._only)) or threading.get_ident() != _state().thread:
             return getattr(self._original, name)
         _refused(self._key)
 
@@ -161,7 +178,7 @@ class _RefuseOps(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         name = getattr(func, "__name__", "").split(".")[0]
-        if name in self.names:
+        if name in self.names:  # modes are per thread: only the answer's thread gets here
             _refused(self.names[name])
         return func(*args, **(kwargs or {}))
 
@@ -179,7 +196,8 @@ def switched_off(twins: Iterable[Twin], why: str) -> Iterator[None]:
         yield
         return
     state = _State(why)
-    codes: list[tuple[types.FunctionType, types.CodeType]] = []
+    codes = state.codes
+    _LAST[:] = [state]
     attrs: list[tuple[Any, str, Any]] = []
     op_names: dict[str, int] = {}
     _ACTIVE.append(state)
@@ -192,7 +210,7 @@ def switched_off(twins: Iterable[Twin], why: str) -> Iterator[None]:
                 if any(f is done for done, _ in codes):
                     continue
                 codes.append((f, f.__code__))
-                f.__code__ = _refusing_code(key, len(f.__code__.co_freevars))
+                f.__code__ = _refusing_code(key, len(codes) - 1, len(f.__code__.co_freevars))
             if twin.owner is not None:
                 attrs.append((twin.owner, twin.attr, vars(twin.owner).get(twin.attr, _MISSING)))
                 setattr(twin.owner, twin.attr, _Refuser(key, getattr(twin.owner, twin.attr), twin.only))
