@@ -10,7 +10,7 @@ import torch
 from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.exercises import ch05, verdict
 from nanogpt_lib.model import GPT
-from nanogpt_lib.optim import NS_COEFFICIENTS
+from nanogpt_lib.optim import orthogonalize
 
 from exercise_helpers import todo, wrong
 
@@ -18,7 +18,7 @@ from exercise_helpers import todo, wrong
 @pytest.mark.parametrize("id", ["05.1", "05.2", "05.3", "05.4"])
 def test_placeholders_are_not_answered(id):
     assert verdict(id, None)[0] is None  # `answer = None  # your answer`
-    if id in ("05.2", "05.3"):  # a function whose body still raises NotImplementedError
+    if id in ("05.1", "05.2", "05.3", "05.4"):  # a function whose body still raises NotImplementedError
         ok, how = verdict(id, todo)
         assert ok is None and "not answered yet" in how
 
@@ -57,116 +57,194 @@ def test_accumulate():
     assert "differs from the whole batch" in wrong("05.1", half_the_batch)
     assert "give a function" in wrong("05.1", 3)
 
+    def weighted(model, x, y, k):  # each micro-batch's loss weighted by its share of the rows
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            (model(xs, ys)[1] * xs.size(0) / x.size(0)).backward()
+
+    def by_autograd(model, x, y, k):  # gradients summed by hand, then written into p.grad
+        params = list(model.parameters())
+        total = [torch.zeros_like(p) for p in params]
+        for xs, ys in zip(x.chunk(k), y.chunk(k)):
+            grads = torch.autograd.grad(model(xs, ys)[1] / k, params, allow_unused=True)
+            total = [t + (g if g is not None else 0) for t, g in zip(total, grads)]
+        for p, t in zip(params, total):
+            p.grad = t
+
+    assert verdict("05.1", weighted)[0] is True
+    assert verdict("05.1", by_autograd)[0] is True
+
 
 
 # ---- 05.2 -------------------------------------------------------------------------------------------------
 
-def wsd_lr(step, warmup_steps, max_steps, decay_frac, lr, min_lr):
+def lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr):
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     decay_start = max(max_steps - round(decay_frac * max_steps), warmup_steps)
     if step < decay_start:
         return lr
-    done = min((step - decay_start) / max(max_steps - decay_start, 1), 1.0)
-    return lr - done * (lr - min_lr)
+    t = min((step - decay_start) / max(max_steps - decay_start, 1), 1.0)
+    return lr - (lr - min_lr) * math.sqrt(t)
 
 
-def test_wsd():
-    assert verdict("05.2", wsd_lr)[0] is True
+def test_cooldown():
+    ok, remark = verdict("05.2", lr_1sqrt)
+    assert ok is True and "1-sqrt" in remark
 
-    def warmup_from_zero(step, warmup_steps, *rest):  # lr * step / warmup: the first step would get 0
-        return wsd_lr(step, warmup_steps, *rest) * (step / (step + 1) if step < warmup_steps else 1)
-
-    def decay_by_int(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # int() instead of round()
-        start = max(max_steps - int(decay_frac * max_steps), warmup_steps)
-        if step < warmup_steps or step < start:
-            return wsd_lr(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
-        return lr - min((step - start) / max(max_steps - start, 1), 1.0) * (lr - min_lr)
-
-    def no_clamp(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # keeps falling past max_steps
+    def as_min_plus(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # min_lr + (lr - min_lr)(1 - sqrt t)
+        rate = lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
         start = max(max_steps - round(decay_frac * max_steps), warmup_steps)
         if step < start:
-            return wsd_lr(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
-        return lr - (step - start) / max(max_steps - start, 1) * (lr - min_lr)
+            return rate
+        t = min((step - start) / max(max_steps - start, 1), 1.0)
+        return min_lr + (lr - min_lr) * (1 - t ** 0.5)
 
-    assert "step 0" in wrong("05.2", warmup_from_zero) and "warmup" in wrong("05.2", warmup_from_zero)
-    assert "decay" in wrong("05.2", decay_by_int)
+    def as_tensor(*args):  # a 0-d float64 tensor is a number too
+        return torch.tensor(lr_1sqrt(*args), dtype=torch.float64)
+
+    assert verdict("05.2", as_min_plus)[0] is True
+    assert verdict("05.2", as_tensor)[0] is True
+
+    def linear(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # WSD's own decay
+        start = max(max_steps - round(decay_frac * max_steps), warmup_steps)
+        if step < start:
+            return lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
+        return lr - min((step - start) / max(max_steps - start, 1), 1.0) * (lr - min_lr)
+
+    def upside_down(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # min_lr + (lr - min_lr) sqrt(t)
+        start = max(max_steps - round(decay_frac * max_steps), warmup_steps)
+        if step < start:
+            return lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
+        return min_lr + (lr - min_lr) * math.sqrt(min((step - start) / max(max_steps - start, 1), 1.0))
+
+    def warmup_from_zero(step, warmup_steps, *rest):  # lr * step / warmup: the first step would get 0
+        return lr_1sqrt(step, warmup_steps, *rest) * (step / (step + 1) if step < warmup_steps else 1)
+
+    def no_clamp(step, warmup_steps, max_steps, decay_frac, lr, min_lr):  # t keeps growing past max_steps
+        start = max(max_steps - round(decay_frac * max_steps), warmup_steps)
+        if step < start:
+            return lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr)
+        return lr - (lr - min_lr) * math.sqrt((step - start) / max(max_steps - start, 1))
+
+    assert "WSD's linear decay" in wrong("05.2", linear)
+    assert "climbs" in wrong("05.2", upside_down)
+    assert "the warmup" in wrong("05.2", warmup_from_zero)
     assert "after max_steps" in wrong("05.2", no_clamp)
     assert "function" in wrong("05.2", 0.002)
 
 
 # ---- 05.3 -------------------------------------------------------------------------------------------------
 
-def newton_schulz(G, steps=5):
-    a, b, c = NS_COEFFICIENTS
-    X = G.float()
-    tall = X.size(0) > X.size(1)
-    if tall:
-        X = X.T
-    X = X / X.norm()
-    for _ in range(steps):
-        A = X @ X.T
-        X = a * X + (b * A + c * A @ A) @ X
-    return X.T if tall else X
+def muon_step(W, grad, buf, lr, momentum, nesterov):
+    buf = momentum * buf + (1 - momentum) * grad
+    update = grad + momentum * (buf - grad) if nesterov else buf
+    scale = max(1.0, W.size(0) / W.size(1)) ** 0.5
+    return W - lr * scale * orthogonalize(update), buf
 
 
-def test_newton_schulz():
-    assert verdict("05.3", newton_schulz)[0] is True
-    # Mathematically the same iteration on X^T X for a tall matrix: also right.
-    assert verdict("05.3", lambda G, steps=5: newton_schulz(G.T, steps).T)[0] is True
+def test_muon_step():
+    ok, remark = verdict("05.3", muon_step)
+    assert ok is True and "Nesterov" in remark
 
-    def unnormalised(G, steps=5):  # the iteration on G itself: its singular values above 1 blow up
-        a, b, c = NS_COEFFICIENTS
-        X = G.float()
-        for _ in range(steps):
-            A = X @ X.T
-            X = a * X + (b * A + c * A @ A) @ X
-        return X
+    def with_lerp_in_place(W, grad, buf, lr, momentum, nesterov):  # torch's in-place ops, as the library
+        buf.lerp_(grad, 1 - momentum)
+        update = grad.lerp(buf, momentum) if nesterov else buf
+        W.add_(orthogonalize(update), alpha=-lr * math.sqrt(max(1, W.shape[0] / W.shape[1])))
+        return W, buf
 
-    def stays_transposed(G, steps=5):
-        return newton_schulz(G, steps).T if G.size(0) > G.size(1) else newton_schulz(G, steps)
+    def via_svd(W, grad, buf, lr, momentum, nesterov):  # an exact orthogonalisation is NOT Muon's: it fails
+        buf = momentum * buf + (1 - momentum) * grad
+        u = grad + momentum * (buf - grad) if nesterov else buf
+        U, _, Vh = torch.linalg.svd(u, full_matrices=False)
+        return W - lr * max(1.0, W.size(0) / W.size(1)) ** 0.5 * (U @ Vh), buf
 
-    def fixed_steps(G, steps=5):
-        return newton_schulz(G, 5)
+    def in_float64(W, grad, buf, lr, momentum, nesterov):
+        new_w, new_buf = muon_step(W.double(), grad.double(), buf.double(), lr, momentum, nesterov)
+        return new_w.float(), new_buf.float()
 
-    def swapped(G, steps=5):  # b and c swapped
-        a, b, c = NS_COEFFICIENTS
-        X = G / G.norm()
-        for _ in range(steps):
-            A = X @ X.T
-            X = a * X + (c * A + b * A @ A) @ X
-        return X
+    assert verdict("05.3", with_lerp_in_place)[0] is True
+    assert verdict("05.3", in_float64)[0] is True
+    assert verdict("05.3", via_svd)[0] is False  # Newton-Schulz's five steps stop short of U V^T on purpose
 
-    assert "divide G by its norm" in wrong("05.3", unnormalised)
-    assert "transpose it back" in wrong("05.3", stays_transposed)
-    assert "steps=1" in wrong("05.3", fixed_steps)
-    assert "differs from the library" in wrong("05.3", swapped)
-    assert "not a tensor" in wrong("05.3", lambda G, steps=5: G.tolist())
+    def summed(W, grad, buf, lr, momentum, nesterov):  # SGD's momentum: a sum, not an average
+        buf = momentum * buf + grad
+        update = grad + momentum * buf if nesterov else buf
+        return W - lr * max(1.0, W.size(0) / W.size(1)) ** 0.5 * orthogonalize(update), buf
+
+    def no_look_ahead(W, grad, buf, lr, momentum, nesterov):
+        return muon_step(W, grad, buf, lr, momentum, False)
+
+    def unscaled(W, grad, buf, lr, momentum, nesterov):
+        new_w, new_buf = muon_step(W, grad, buf, lr, momentum, nesterov)
+        return W + (new_w - W) / max(1.0, W.size(0) / W.size(1)) ** 0.5, new_buf
+
+    assert "an average" in wrong("05.3", summed)
+    assert "looks ahead" in wrong("05.3", no_look_ahead)
+    assert "tall matrix" in wrong("05.3", unscaled)
+    assert "pair of tensors" in wrong("05.3", lambda *a: muon_step(*a)[0])
 
 
 # ---- 05.4 -------------------------------------------------------------------------------------------------
 
-def find_divergence() -> float:
-    """A factor-4 sweep up from the recipe's 2e-3 to the first rate that diverges, then three bisections."""
-    lo, hi = 2e-3, 2e-3
-    while not ch05.diverged(ch05.short_run(hi)):
-        lo, hi = hi, hi * 4
-        assert hi < 100, "the short run never diverged"
-    for _ in range(3):
+def divergence_edge(run, lo=1e-5, hi=10.0):
+    """Bisection in log space: lo trains, hi diverges, until they are a factor 1.5 apart."""
+    while hi / lo > 1.5:
         mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if not ch05.diverged(ch05.short_run(mid)) else (lo, mid)
+        lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
     return hi
 
 
-def test_diverging_lr():
-    edge = find_divergence()
-    assert verdict("05.4", edge)[0] is True
+def test_divergence_edge():
+    ok, remark = verdict("05.4", divergence_edge)
+    assert ok is True and "never seen" in remark
+
+    def grid(run):  # a factor-1.5 grid upwards from 1e-5: the first rate that diverges
+        lr = 1e-5
+        while not ch05.diverged(run(lr)):
+            lr *= 1.5
+        return lr
+
+    def doubling_then_bisect(run):  # up by factors of 4, then bisection
+        lo = hi = 1e-5
+        while not ch05.diverged(run(hi)):
+            lo, hi = hi, hi * 4
+        return divergence_edge(run, lo, hi) if lo < hi else hi
+
+    assert verdict("05.4", grid)[0] is True
+    assert verdict("05.4", doubling_then_bisect)[0] is True
+
+    def last_that_trains(run):  # the other end of the bracket
+        lo, hi = 1e-5, 10.0
+        while hi / lo > 1.5:
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
+        return lo
+
+    def coarse(run):  # stops at a factor 10 bracket
+        lo, hi = 1e-5, 10.0
+        while hi / lo > 10:
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
+        return hi
+
+    def fine_grid(run):  # a factor-1.1 grid: too many runs
+        lr = 1e-5
+        while not ch05.diverged(run(lr)):
+            lr *= 1.1
+        return lr
+
+    assert "return a rate you have seen diverge" in wrong("05.4", last_that_trains)
+    assert "narrow the bracket" in wrong("05.4", coarse)
+    assert "at most 40 times" in wrong("05.4", fine_grid)
+    assert "positive" in wrong("05.4", lambda run: -1.0)
+    assert "give a function" in wrong("05.4", 0.05)
+
+
+def test_divergence_edge_finds_the_real_short_run_edge():
+    # the notebook's use: the right answer's rate diverges on the real model, a rate 1.5x lower trains
+    edge = divergence_edge(ch05.short_run, lo=2e-3, hi=1.0)
+    assert ch05.diverged(ch05.short_run(edge)) and not ch05.diverged(ch05.short_run(edge / 1.5))
     assert not ch05.diverged(ch05.short_run(2e-3))  # the recipe's rate trains
-    low, high = wrong("05.4", edge / 2), wrong("05.4", edge * 4)
-    assert "still trains" in low and "lower rate" in high
-    for why in (low, high):
-        assert f"{edge:g}" not in why, why
-    assert "positive" in wrong("05.4", -1.0) and "positive" in wrong("05.4", math.nan)
 
 
 def test_short_run_is_seeded_and_leaves_the_global_rng():

@@ -1,9 +1,10 @@
-"""Chapter 04's exercises (the GPT model): a bias-free LayerNorm, the parameter count of a config, the bytes of
-AdamW's state, and the memory of the full against the chunked loss.
+"""Chapter 04's exercises (the GPT model): a bias-free LayerNorm, the parameter count of a config, what
+Adafactor's factored second moment costs, and the memory of the full against the chunked loss.
 
 The truths are measured here, never taken from the learner: ``nn.LayerNorm(bias=False)``, models built on the
-``meta`` device and counted, a real AdamW after one real step, and the bytes the two loss paths hold at their
-peak, counted tensor by tensor as PyTorch creates and frees them (:func:`peak_bytes`).
+``meta`` device and counted, a real ``torch.optim.Adafactor`` after one real step, and the bytes the two loss
+paths hold at their peak, counted tensor by tensor as PyTorch creates and frees them (:func:`peak_bytes`).
+While an answer runs, the library pieces that would answer it are switched off (see ``off=`` below).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .. import model as model_module
 from ..loss import chunk_rows, linear_cross_entropy, release_buffers
 from ..model import GPT, GPTConfig
+from ..optim import Muon
 from . import Wrong, exercise, expect
+from .guard import fn, ops
 
 
 def _changed(config: GPTConfig) -> str:
@@ -65,9 +69,17 @@ def _layer_norm_cases(C: int) -> list[tuple[str, torch.Tensor, float, str]]:
     ]
 
 
+def _norm_twins() -> list:
+    return [ops("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "instance_norm",
+                "batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_batch_norm_impl_index",
+                label="torch's layer_norm and the other normalisation kernels (F., torch., torch.ops.aten.)"),
+            fn(nn.LayerNorm.forward, "nn.LayerNorm"), fn(nn.GroupNorm.forward, "nn.GroupNorm")]
+
+
 @exercise("04.1", "A LayerNorm without bias",
           "a class LayerNormNoBias(ndim) -> nn.Module with one learned gain `weight` of shape (ndim,) and no bias, "
-          "equal to nn.LayerNorm(ndim, bias=False)")
+          "equal to nn.LayerNorm(ndim, bias=False)",
+          off=_norm_twins, why="normalise with your own mean and variance")
 def _check_layer_norm(cls: Callable[[int], nn.Module]) -> str:
     C = 48
     m = cls(C)
@@ -166,9 +178,18 @@ def _count(config: GPTConfig) -> int:
         return GPT(config).num_params(non_embedding=False)
 
 
+def _model_twins() -> list:
+    """Every module of nanogpt_lib.model (GPT, Block, attention, MLP, ...): building one and counting its
+    parameters would answer without reasoning from the config."""
+    classes = [c for c in vars(model_module).values() if isinstance(c, type) and issubclass(c, nn.Module)
+               and c.__module__ == model_module.__name__]
+    return [fn(c.__init__, f"nanogpt_lib.model.{c.__name__}") for c in classes] + [fn(GPT.num_params)]
+
+
 @exercise("04.2", "Count the parameters of a config",
           "a function count_params(config) -> int: the parameters of GPT(config) (the tied matrix once), from the "
-          "config's numbers alone")
+          "config's numbers alone", off=_model_twins,
+          why="count from the config's numbers (vocab_size, n_embd, n_layer, ...) without building a model")
 def _check_count_params(count_params: Callable[[GPTConfig], int]) -> str:
     for config, hint in _PARAM_CASES:
         what = f"count_params({_changed(config)})"
@@ -176,67 +197,89 @@ def _check_count_params(count_params: Callable[[GPTConfig], int]) -> str:
             n = _whole(count_params(replace(config)), what)
         truth = _count(config)
         if n != truth:
-            raise Wrong(f"{what} is too {'high' if n > truth else 'low'}: {hint}")
+            raise Wrong(f"{what} is not GPT(config)'s count: {hint}")
     recipe = _count(replace(_BASE, pos="rope", mlp="relu2"))
     return f"All {len(_PARAM_CASES)} configs agree; the default recipe's model has {recipe:,} parameters."
 
 
 # ---- 04.3 ------------------------------------------------------------------------------------------------------
 
-def adamw_state_after_one_step(config: GPTConfig) -> tuple[torch.optim.Optimizer, GPT]:
-    """The model's AdamW (``configure_optimizers(optimizer="adamw")``, as the trainer sets it up on a CPU) after
-    one real step on a batch of 2 x 8 tokens."""
-    with torch.random.fork_rng(devices=[]):  # seeded here, the caller's RNG left as it was
+def adafactor_after_one_step(config: GPTConfig) -> tuple[torch.optim.Optimizer, GPT]:
+    """``torch.optim.Adafactor`` (its defaults) over every parameter of ``GPT(config)``, after one real step on
+    a batch of 2 x 8 tokens; seeded here, the caller's RNG left as it was."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = GPT(config)
         idx = torch.randint(0, config.vocab_size, (2, min(8, config.block_size)))
-    (opt,) = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99), device_type="cpu",
-                                        optimizer="adamw")
+    opt = torch.optim.Adafactor(model.parameters(), lr=1e-2)
     _, loss = model(idx, idx)
     loss.backward()
     opt.step()
     return opt, model
 
 
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor an optimizer keeps in its state."""
-    return sum(t.nbytes for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor))
+def second_moment_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of the second-moment statistics an optimizer keeps: its state tensors other than step counters."""
+    return sum(t.nbytes for state in opt.state.values() for k, t in state.items()
+               if isinstance(t, torch.Tensor) and k != "step")
 
 
-_ADAM_CASES = [
+_ADAFACTOR_CASES = [
     GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=256),
     GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=256, pos="rope", mlp="relu2"),
     GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, vocab_size=256, bias=False),
     GPTConfig(n_layer=1, n_head=4, n_embd=64, block_size=16, vocab_size=300, tie_head=False, qk_norm=True),
-    GPTConfig(pos="rope", mlp="relu2"),  # the default recipe's model, 7.2M parameters
+    GPTConfig(n_layer=1, n_head=2, n_embd=48, block_size=8, vocab_size=1000, pos="rope", bias=False),
 ]
 
 
-@exercise("04.3", "The bytes of AdamW's state",
-          "a function adamw_state_bytes(config) -> int: the bytes of all the tensors AdamW keeps for GPT(config) "
-          "after its first step (the optimizer of model.configure_optimizers(..., optimizer=\"adamw\"))")
-def _check_adamw_bytes(adamw_state_bytes: Callable[[GPTConfig], int]) -> str:
-    for config in _ADAM_CASES:
-        what = f"adamw_state_bytes({_changed(config)})"
+def _optimizer_twins() -> list:
+    factored = [fn(f, f"torch.optim.Adafactor.{n}") for n, f in vars(torch.optim.Adafactor).items()
+                if callable(f) and n != "__init__"]
+    steps = [fn(getattr(c, "step"), f"{c.__name__}.step") for c in (torch.optim.Adam, torch.optim.AdamW,
+                                                                     torch.optim.SGD, Muon)]
+    functional = [fn(getattr(torch.optim._adafactor, n), f"torch.optim._adafactor.{n}")
+                  for n in ("adafactor", "_single_tensor_adafactor", "_multi_tensor_adafactor")
+                  if hasattr(torch.optim._adafactor, n)]
+    return factored + steps + functional + [fn(GPT.configure_optimizers)]
+
+
+@exercise("04.3", "What Adafactor's factored second moment costs",
+          "a function adafactor_bytes(config) -> int: the bytes of the second-moment statistics "
+          "torch.optim.Adafactor keeps for every parameter of GPT(config) (not its step counters)",
+          off=_optimizer_twins, why="predict the state from the parameters' shapes, without stepping an optimizer")
+def _check_adafactor_bytes(adafactor_bytes: Callable[[GPTConfig], int]) -> str:
+    for config in _ADAFACTOR_CASES:
+        what = f"adafactor_bytes({_changed(config)})"
         with torch.random.fork_rng(devices=[]):  # a model built in the answer leaves the caller's RNG alone
-            n = _whole(adamw_state_bytes(replace(config)), what)
-        opt, model = adamw_state_after_one_step(config)  # the last: the default recipe's, for the remark
-        truth = state_bytes(opt)
+            n = _whole(adafactor_bytes(replace(config)), what)
+        opt, model = adafactor_after_one_step(config)
+        truth = second_moment_bytes(opt)
         if n == truth:
             continue
         params = list(model.parameters())
-        N, P = sum(p.numel() for p in params), len(params)
-        tied = model.lm_head.weight.numel() if config.tie_head else 0
-        for guess, why in ((truth - 4 * P, "short by a few bytes per parameter tensor: look at everything "
-                                           "opt.state[p] holds for one parameter, not only the two moments"),
-                           (truth + 4 * N, "it counts the weights too: only the optimizer's own state is asked"),
-                           (truth + 8 * tied, "the tied embedding and LM head are one tensor: it has one state")):
+        full = sum(4 * p.numel() for p in params)  # a second moment per weight, as AdamW keeps
+        tied = model.lm_head.weight.shape if config.tie_head else None
+        for guess, why in ((full, "that is one number per weight, Adam's full second moment: Adafactor keeps a "
+                                  "matrix's second moment factored, as statistics of its rows and of its columns"),
+                           (truth + 4 * len(params), "it counts the step counters too (4 bytes per tensor)"),
+                           (truth + 4 * sum(tied) if tied else None,
+                            "the tied embedding and LM head are one tensor: it has one state")):
             expect(n != guess, f"{what}: {why}")
-        expect(not (n * 4 == truth or n * 4 == truth - 4 * P), f"{what}: count bytes (4 per float32), not numbers")
-        raise Wrong(f"{what} is too {'high' if n > truth else 'low'}")
-    weights = sum(p.nbytes for p in model.parameters())
-    return (f"The default recipe's model: {state_bytes(opt) / 1e6:.1f} MB of AdamW state, "
-            f"{state_bytes(opt) / weights:.2f}x its {weights / 1e6:.1f} MB of weights.")
+        expect(n * 4 != truth, f"{what}: count bytes (4 per float32), not numbers")
+        matrices = [p for p in params if p.dim() >= 2]
+        expect(n != truth - 4 * sum(p.numel() for p in params if p.dim() < 2) or not any(p.dim() < 2 for p in params),
+               f"{what}: the vectors (biases, gains) have a second moment too: a vector cannot be factored")
+        raise Wrong(f"{what} is not the bytes Adafactor keeps ({len(matrices)} matrices, "
+                    f"{len(params) - len(matrices)} vectors): look at opt.state[p] of a matrix and of a vector")
+    recipe = GPTConfig(pos="rope", mlp="relu2")
+    with torch.device("meta"):
+        shapes = [p.shape for p in GPT(recipe).parameters()]
+    factored = sum(4 * (s[0] + s[1]) if len(s) == 2 else 4 * s.numel() for s in shapes)
+    full = sum(4 * s.numel() for s in shapes)
+    return (f"For the default recipe's model that is {factored / 1e3:.0f} kB against {full / 1e6:.1f} MB for "
+            f"Adam's second moment ({full / factored:,.0f}x less): a (rows, cols) matrix keeps rows + cols "
+            "numbers, not rows x cols.")
 
 
 # ---- 04.4 ------------------------------------------------------------------------------------------------------
@@ -312,10 +355,18 @@ def loss_peaks(n_tokens: int, vocab_size: int, chunk: int, n_embd: int = 24) -> 
         release_buffers()
 
 
+def _memory_twins() -> list:
+    from torch.utils._python_dispatch import TorchDispatchMode
+    return [fn(TorchDispatchMode.__enter__, "TorchDispatchMode (a memory tracker)"),
+            fn(torch.profiler.profile.__init__, "torch.profiler"),
+            fn(torch.autograd.profiler.profile.__init__, "torch.autograd.profiler")]
+
+
 @exercise("04.4", "The memory of the full and the chunked loss",
           "a function loss_memory(n_tokens, vocab_size, chunk) -> (full_bytes, chunked_bytes): the most bytes "
           "that float32 tensors of shape (positions, vocabulary) hold at once during one loss and backward, for "
-          "F.cross_entropy(h @ W.T, targets) and for linear_cross_entropy(h, W, targets, chunk=chunk)")
+          "F.cross_entropy(h @ W.T, targets) and for linear_cross_entropy(h, W, targets, chunk=chunk)",
+          off=_memory_twins, why="predict the bytes from the shapes; measuring them is the check's job")
 def _check_loss_memory(loss_memory: Callable[[int, int, int], tuple[int, int]]) -> str:
     for N, V, chunk in ((1000, 4096, 128), (300, 1000, 256), (50, 2048, 128), (999, 1000, 300)):
         what = f"loss_memory({N}, {V}, {chunk})"
@@ -328,14 +379,14 @@ def _check_loss_memory(loss_memory: Callable[[int, int, int], tuple[int, int]]) 
             expect(full * 4 != true_full, f"{what}: the full path's count is in numbers, not bytes (4 per float32)")
             expect(full != true_full // 3, f"{what}: the full path holds more than its logits at the peak: count "
                                            "what autograd keeps for backward and the gradients backward makes")
-            raise Wrong(f"{what}: the full path's bytes are too {'high' if full > true_full else 'low'}")
+            raise Wrong(f"{what}: the full path's bytes are not what it holds at its peak")
         if chunked != true_chunked:
             expect(not (N < chunk and chunked == chunk * V * 4),
                    f"{what}: with fewer tokens ({N}) than a chunk ({chunk}), how many rows does a chunk have?")
             expect(chunked * 4 != true_chunked, f"{what}: the chunked path's count is in numbers, not bytes")
             expect(N <= chunk or chunked != N * V * 4,
                    f"{what}: the chunked path never holds every position's logits, only one chunk's")
-            raise Wrong(f"{what}: the chunked path's bytes are too {'high' if chunked > true_chunked else 'low'}")
+            raise Wrong(f"{what}: the chunked path's bytes are not what it holds at its peak")
     N, V = 64 * 64, 50304
     full, chunked = loss_memory(N, V, chunk_rows(V))
     return (f"At the default batch (64 x 64 tokens, vocabulary {V:,}, chunks of {chunk_rows(V):,}): "

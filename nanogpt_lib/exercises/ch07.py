@@ -1,12 +1,16 @@
 """Checks for notebook 07 (experiments): reading the committed runs in ``experiments/full``.
 
-Every truth is recomputed from the runs' own files (``result.json``, ``metrics.jsonl``) with the library's
-readers (``nanogpt_lib.sweep``), so the checks follow the experiment if it is ever re-run.
+Where the answer is a number read off the runs (which rate one seed picks, what the decay buys), the exercise
+asks for the function that computes it: the check runs it on sweeps the learner never sees (other rates,
+seeds, step counts, written here at random) and then on the committed runs, so no number can be guessed
+and narrowed down. Truths on the committed runs come from their own files (``result.json``,
+``metrics.jsonl``) read with the library's readers (``nanogpt_lib.sweep``).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +19,18 @@ from typing import Any
 import torch
 
 from .. import paths
+from .. import sweep
 from ..model import GPT, GPTConfig
 from ..sweep import RESULT, load_result, steps_to_target
 from . import Wrong, expect, exercise
+from .guard import fn
+
+PUBLIC = ("experiment_dir", "results")  # a learner's answer may read the runs with these
+
+
+def _sweep_twins() -> list:
+    """The sweep module's helpers that compute, not read (load_result stays: it only reads a run's files)."""
+    return [fn(sweep.steps_to_target), fn(sweep.run_grid)]
 
 
 def experiment_dir() -> Path:
@@ -41,40 +54,84 @@ def _number(answer: object) -> float:
     return float(answer)
 
 
-def _lr_winner(runs: list[dict[str, Any]]) -> float:
-    """The rate whose mean final val loss over ``runs`` is lowest."""
+# ---- 07.1 one seed's verdict --------------------------------------------------------------------------
+
+def _fake_run(lr: float, seed: int, final: float, best: float, step: int = 1500) -> dict[str, Any]:
+    """A run record shaped like load_result's, for the sweeps the learner never sees."""
+    return {"name": f"lr-{lr:g}-s{seed}", "label": f"lr {lr:g}", "stage": "lr", "seed": seed, "step": step,
+            "config": {"lr": lr}, "final": {"val_loss": final}, "best_val_loss": best,
+            "curve": [(step, final)]}
+
+
+def _hidden_sweeps() -> list[list[dict[str, Any]]]:
+    """Three lr sweeps (4-6 rates, 2-3 seeds) where each seed prefers another rate, and where the lowest best
+    val loss is another run than the lowest final one (a curve that dipped, then rose)."""
+    g = random.Random(71)
+    sweeps = []
+    for n_rates, n_seeds in ((5, 2), (4, 3), (6, 2)):
+        rates: list[float] = []
+        while len(rates) < n_rates:  # distinct rates, as a sweep has
+            rate = g.choice((1, 2, 3, 5)) * 10.0 ** g.randint(-4, -2)
+            rates += [rate] if rate not in rates else []
+        rates.sort()
+        runs = []
+        for seed in range(1, n_seeds + 1):
+            order = list(range(n_rates))
+            g.shuffle(order)  # this seed's ranking of the rates
+            for rank, i in enumerate(order):
+                final = 4.0 + 0.01 * rank + g.random() * 1e-3
+                best = final - (0.05 if rank == n_rates - 1 else g.random() * 1e-3)  # the worst dipped lowest
+                runs.append(_fake_run(rates[i], seed, final, best))
+        sweeps.append(runs)
+    return sweeps
+
+
+def _winner(runs: list[dict[str, Any]], seed: int | None) -> float:
+    """The rate of the lowest mean final val loss, over ``seed``'s runs (or all seeds' for None)."""
     by_lr: dict[float, list[float]] = {}
     for r in runs:
-        by_lr.setdefault(r["config"]["lr"], []).append(r["final"]["val_loss"])
+        if seed is None or r["seed"] == seed:
+            by_lr.setdefault(r["config"]["lr"], []).append(r["final"]["val_loss"])
     return min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]))
 
 
-# ---- 07.1 one seed's verdict --------------------------------------------------------------------------
-
 @exercise("07.1", "Which learning rate wins with one seed?",
-          "a float: the peak learning rate the lr stage would have picked (lowest final val loss) if only "
-          "seed 2 had been run")
-def _one_seed(answer: object) -> str:
-    lr = _number(answer)
+          "a function one_seed_winner(runs, seed) -> float: among the runs (load_result records of one lr sweep) "
+          "of that seed, the config['lr'] of the one with the lowest final val loss", off=_sweep_twins,
+          why="rank the runs yourself")
+def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> str:
+    expect(callable(one_seed_winner), f"give a function one_seed_winner(runs, seed), got "
+           f"{type(one_seed_winner).__name__}")
+    sweeps = [(f"hidden sweep {i + 1}", runs) for i, runs in enumerate(_hidden_sweeps())]
+    sweeps.append(("the lr stage", results("lr")))
+    for what, runs in sweeps:
+        for seed in sorted({r["seed"] for r in runs}):
+            got = _number(one_seed_winner([dict(r) for r in runs], seed))
+            truth = _winner(runs, seed)
+            if math.isclose(got, truth, rel_tol=1e-12):
+                continue
+            at = f"{what}, seed {seed}"
+            rates = {r["config"]["lr"] for r in runs}
+            expect(any(math.isclose(got, x, rel_tol=1e-12) for x in rates),
+                   f"{at}: {got:g} is not one of the sweep's rates (config['lr'])")
+            expect(not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
+                   f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs")
+            lowest = min(runs, key=lambda r: r["final"]["val_loss"])["config"]["lr"]
+            expect(not math.isclose(got, lowest, rel_tol=1e-12),
+                   f"{at}: that is the lowest final loss of any seed's run; the question is this seed's runs")
+            by_best = min((r for r in runs if r["seed"] == seed), key=lambda r: r["best_val_loss"])
+            expect(not math.isclose(got, by_best["config"]["lr"], rel_tol=1e-12),
+                   f"{at}: that run has the lowest best_val_loss; the lr stage ranks by the final val loss")
+            raise Wrong(f"{at}: the run at {got:g} is not this seed's lowest final val loss")
     runs = results("lr")
-    rates = sorted({r["config"]["lr"] for r in runs})
-    seed2 = _lr_winner([r for r in runs if r["seed"] == 2])
-    both = _lr_winner(runs)
-    if not math.isclose(lr, seed2, rel_tol=1e-9):
-        expect(any(math.isclose(lr, x, rel_tol=1e-9) for x in rates),
-               f"{lr:g} is not one of the sweep's rates: read them from the runs (config['lr'] in result.json)")
-        if math.isclose(lr, both, rel_tol=1e-9):
-            raise Wrong("that is the winner of the mean over both seeds (the tuned baseline the notebook prints); "
-                        "look at seed 2's runs alone")
-        if math.isclose(lr, _lr_winner([r for r in runs if r["seed"] == 1]), rel_tol=1e-9):
-            raise Wrong("that is seed 1's winner; the question is about seed 2")
-        raise Wrong(f"seed 2's run at lr {lr:g} is not its lowest final val loss")
+    seed2, both = one_seed_winner(runs, 2), _winner(runs, None)
     if math.isclose(seed2, both, rel_tol=1e-9):
-        return "seed 2 agrees with the mean of both seeds."
-    gap = abs(statistics.fmean(r["final"]["val_loss"] for r in runs if r["config"]["lr"] == seed2 and r["seed"] == 2)
-              - statistics.fmean(r["final"]["val_loss"] for r in runs if r["config"]["lr"] == both and r["seed"] == 2))
-    return (f"one seed would have tuned the baseline to {seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} "
-            "nats, less than the two seeds of one rate differ. That is why every stage runs two seeds.")
+        return "it ranks the hidden sweeps and the lr stage as asked; there seed 2 agrees with both seeds' mean."
+    loss = {(r["config"]["lr"], r["seed"]): r["final"]["val_loss"] for r in runs}
+    gap = abs(loss[(seed2, 2)] - loss[(both, 2)])
+    return (f"it ranks the hidden sweeps and the lr stage as asked. There, one seed (2) would have tuned the baseline to "
+            f"{seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} nats, less than the two seeds of one rate "
+            "differ. That is why every stage runs two seeds.")
 
 
 # ---- 07.2 tokens per parameter ------------------------------------------------------------------------
@@ -92,7 +149,8 @@ def _n_params(model_config: dict[str, Any], **count: Any) -> int:
 
 @exercise("07.2", "Tokens per parameter of a run",
           "a function tokens_per_param(run_dir) -> float: the tokens the run trained on divided by its "
-          "model's GPT.num_params() (the N of 6N), for a run folder of experiments/full")
+          "model's GPT.num_params() (the N of 6N), for a run folder of experiments/full",
+          off=lambda: [], why="read the tokens and count the parameters yourself")
 def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
     expect(callable(tokens_per_param), f"give a function tokens_per_param(run_dir), got {type(tokens_per_param).__name__}")
     shown = []
@@ -112,7 +170,7 @@ def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
                             rel_tol=1e-6):
                 raise Wrong(f"{name}: you counted every parameter; num_params() leaves out the lookup tables "
                             "(the position table, and wte when the head is untied)")
-            raise Wrong(f"{name}: your ratio {mine:.4g} is {'too high' if mine > truth else 'too low'}")
+            raise Wrong(f"{name}: your ratio {mine:.4g} is not the run's tokens over its num_params()")
         shown.append(truth)
     return (f"from {min(shown):.2f} to {max(shown):.2f} tokens per parameter: Chinchilla's compute-optimal "
             "runs train on about 20, so these runs are short for their size.")
@@ -120,39 +178,70 @@ def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
 
 # ---- 07.3 what the decay buys -------------------------------------------------------------------------
 
-def decay_dividend() -> tuple[float, str, int]:
-    """(the best combination's mean val loss at the half run's last step, minus the half run's mean final
-    val loss; the combination's label; that step), both means over seeds."""
+def _dividend(long_runs: list[dict[str, Any]], half_runs: list[dict[str, Any]]) -> float:
+    step = half_runs[0]["step"]
+    at_step = [dict(r["curve"])[step] for r in long_runs]
+    return statistics.fmean(at_step) - statistics.fmean(r["final"]["val_loss"] for r in half_runs)
+
+
+def _hidden_pairs() -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Long runs and their half runs the learner never sees: 2-3 seeds, other lengths and evaluation grids;
+    each long run's best val loss and final loss differ from its loss at the half run's last step."""
+    g = random.Random(73)
+    pairs = []
+    for steps, every, n_seeds in ((800, 100, 3), (1200, 50, 2), (600, 60, 2)):
+        longs, halves = [], []
+        for seed in range(1, n_seeds + 1):
+            curve = [(s, 6.0 - 1.5 * s / steps + g.random() * 0.01) for s in range(every, steps + 1, every)]
+            longs.append({**_fake_run(1e-3, seed, curve[-1][1], curve[-1][1] - 0.01, steps), "curve": curve})
+            final = dict(curve)[steps // 2] - 0.05 - g.random() * 0.02
+            halves.append(_fake_run(1e-3, seed, final, final, steps // 2))
+        pairs.append((longs, halves))
+    return pairs
+
+
+def _committed_pair() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The best combination's 1,500-step runs and its half-steps runs, from experiments/full."""
     half = results("half")
     full_label = half[0]["label"].removesuffix(", half the steps")
-    full = [r for r in results("combo") if r["label"] == full_label]
-    step = half[0]["step"]
-    at_step = []
-    for r in full:
-        losses = dict(r["curve"])
-        if step not in losses:  # the evaluation grid holds it for the committed runs
-            raise RuntimeError(f"{r['name']} has no evaluation at step {step}")
-        at_step.append(losses[step])
-    return statistics.fmean(at_step) - statistics.fmean(r["final"]["val_loss"] for r in half), full_label, step
+    return [r for r in results("combo") if r["label"] == full_label], half
 
 
 @exercise("07.3", "What does the decay buy?",
-          "a float: the best combination's val loss at step 750 of its 1,500-step run minus the final val "
-          "loss of its half-steps run (750 steps), each a mean over both seeds (positive: the half run is lower)")
-def _decay(answer: object) -> str:
-    mine = _number(answer)
-    truth, label, step = decay_dividend()
-    # Read off printed losses rounded to 4 decimals, each of the four can be off by 5e-5: 5e-4 allows that with
-    # room, and is a tenth of the answer itself.
-    if abs(mine - truth) > 5e-4:
-        if abs(mine + truth) <= 5e-4:
-            raise Wrong("the sign: subtract the half run's final loss from the long run's loss at the same step")
-        raise Wrong(f"{mine:.4f} is {'too high' if mine > truth else 'too low'}: use the val loss of the long run "
-                    f"'{label}' at step {step} (its metrics.jsonl or load_result(...)['curve']) and the half "
-                    "run's final val loss, both averaged over seeds")
-    return (f"at step {step} the long run's cosine is halfway down, its rate still about half the peak; the half "
-            f"run has decayed to the minimum by then and ends {truth:.4f} nats lower. Small, but it is why a "
-            "speed-up read off a long run is checked by a run that is meant to stop early.")
+          "a function decay_dividend(long_runs, half_runs) -> float: the long runs' mean val loss at the half "
+          "runs' last step (their 'step') minus the half runs' mean final val loss (positive: the half runs "
+          "end lower); each list holds one run per seed", off=_sweep_twins, why="read the curves yourself")
+def _decay(decay_dividend: Callable[[list[dict[str, Any]], list[dict[str, Any]]], float]) -> str:
+    expect(callable(decay_dividend), f"give a function decay_dividend(long_runs, half_runs), got "
+           f"{type(decay_dividend).__name__}")
+    cases = [(f"hidden pair {i + 1}", *pair) for i, pair in enumerate(_hidden_pairs())]
+    cases.append(("the committed best combination", *_committed_pair()))
+    for what, longs, halves in cases:
+        got = _number(decay_dividend([dict(r) for r in longs], [dict(r) for r in halves]))
+        truth = _dividend(longs, halves)
+        # A difference of two means of the same numbers: equal to float64 rounding whatever the order.
+        if math.isclose(got, truth, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        expect(not math.isclose(got, -truth, rel_tol=1e-9), f"{what}: the sign: the long runs' loss minus the half "
+               "runs' final loss")
+        mean_final = statistics.fmean(r["final"]["val_loss"] for r in longs)
+        half_final = statistics.fmean(r["final"]["val_loss"] for r in halves)
+        expect(not math.isclose(got, mean_final - half_final, rel_tol=1e-9), f"{what}: you took the long runs' "
+               "final loss; the comparison is at the same step, the half runs' last")
+        expect(not math.isclose(got, statistics.fmean(r["best_val_loss"] for r in longs) - half_final,
+                                rel_tol=1e-9), f"{what}: you took the long runs' best val loss; the comparison is "
+               "their loss at the half runs' last step")
+        one = dict(longs[0]["curve"])[halves[0]["step"]] - halves[0]["final"]["val_loss"]
+        expect(not math.isclose(got, one, rel_tol=1e-9), f"{what}: that is the first seed's difference alone; "
+               "average each side over its seeds")
+        raise Wrong(f"{what}: your difference is not the long runs' mean loss at the half runs' last step minus "
+                    "the half runs' mean final loss")
+    longs, halves = _committed_pair()
+    truth, step = decay_dividend(longs, halves), halves[0]["step"]
+    return (f"equal on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
+            f"is halfway down, its rate still about half the peak; the half run has decayed to the minimum by then "
+            f"and ends {truth:.4f} nats lower. Small, but it is why a speed-up read off a long run is checked by a "
+            "run that is meant to stop early.")
 
 
 # ---- 07.4 steps to the target -------------------------------------------------------------------------
@@ -160,7 +249,7 @@ def _decay(answer: object) -> str:
 def _target() -> float:
     """The tuned baseline's mean final val loss, as the lr stage decides it."""
     runs = results("lr")
-    best = _lr_winner(runs)
+    best = _winner(runs, None)
     return statistics.fmean(r["final"]["val_loss"] for r in runs if r["config"]["lr"] == best)
 
 
@@ -172,7 +261,8 @@ EDGE_CURVES = (([(50, 4.0), (100, 3.0)], 4.5), ([(50, 5.0), (100, 4.5), (150, 4.
 
 @exercise("07.4", "Steps to the target, by hand",
           "a function steps_to_target(curve, target) -> float, curve a list of (step, val_loss): the first "
-          "step at which the curve reaches target, interpolated linearly between evaluations; math.inf if never")
+          "step at which the curve reaches target, interpolated linearly between evaluations; math.inf if never",
+          off=_sweep_twins, why="interpolate the curve yourself")
 def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
     expect(callable(mine_fn), f"give a function steps_to_target(curve, target), got {type(mine_fn).__name__}")
     target = _target()
@@ -189,5 +279,5 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
             continue
         # Linear interpolation in float64: ~1e-13 steps apart whatever the order of operations.
         expect(math.isclose(mine, truth, rel_tol=1e-9),
-               f"{what}: your step {mine:.2f} is {'too late' if mine > truth else 'too early'}")
+               f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target")
     return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
