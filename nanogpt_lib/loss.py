@@ -180,15 +180,16 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
     CPU, float32 or bfloat16 matmuls, no soft-capping (those take :func:`_chunked`).
 
     Per block of ``rows`` positions, a first sweep over the vocabulary tiles: the tile's logits by a matmul
-    (into the block's store, in the matmul's dtype), its softmax in place while the tile is in the cache, and
-    the tile's log-sum-exp, lse_t = z_j - log p_j read off one column j (p_j is a probability of the tile's own
-    softmax: its relative error is the dtype's, so lse_t's absolute error is 2^-8 at most in bf16, the size of
-    the bf16 logits' own rounding at |z| = 1; rows where p_j < 2^-100 are recomputed). The rows' log-sum-exp
-    combines the tiles'. A second sweep reads each stored tile once more into the two gradient matmuls: row r
-    of tile t has probabilities p_local * f[t, r], f = exp(lse_t - lse), applied on the small (positions,
-    n_embd) sides (to a row of g @ w, and to h before g.T @ h), never to the tile. The one-hot's -1 is kept
-    out of the tiles (each target's entry is zeroed) and added in float32 on the small sides, with
-    p_target - 1 exact: rounding p_target (near 1 once trained) to bf16 first would lose that difference.
+    (into the block's store, in the matmul's dtype), its float32 softmax while the tile is in the cache (stored
+    back in the matmul's dtype), and the tile's log-sum-exp, lse_t = z_j - log p_j, read off one column j in
+    float32 (rows where p_j < 2^-100 are recomputed). The rows' log-sum-exp combines the tiles'. A second sweep
+    reads each stored tile once more into the two gradient matmuls: row r of tile t holds probabilities
+    p_local, and p = p_local * f[t, r] with f = exp(lse_t - lse), applied on the small (positions, n_embd)
+    sides (to a row of g @ w, and to h before g.T @ h), never to the tile. The one-hot's -1 is kept out of the
+    tiles (each target's entry is zeroed) and added in float32 on the small sides, with p_target - 1 from the
+    float32 lse: rounding p_target (near 1 once trained) to bf16 first would lose the difference, and so
+    would a bf16 lse (measured: a bf16 softmax per tile, 2^-8 on lse_t, doubled the error of the confident
+    rows' gradients; tests/test_loss.py). So the float32 logits cost a copy each way, in the cache.
     Three matmuls, as the chunked path: the store replaces CCE's recomputed logits (cheaper here).
     """
     low = compute_dtype == torch.bfloat16
@@ -202,6 +203,7 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
     n_v = -(-V // cols)
     counts, hit_g, hit_r, hit_c = _tile_hits(tgt, rows, cols, n_v)
     store = _buffer("store", (n_v if want_grad else 1) * rows, cols, compute_dtype, dev).view(-1)
+    tile32 = _buffer("tile32", rows, cols, f32, dev).view(-1) if low else store
     lse, z_target = torch.empty(N, device=dev), torch.empty(N, device=dev)
     lse_t = torch.empty(n_v, rows, device=dev)
     if want_grad:
@@ -223,15 +225,17 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
         for vi, k, v0, z in tiles(r0, bi * n_v):
             w_t = w[v0:v0 + z.size(1)]
             torch.mm(hc[r0:r1], w_t.t(), out=z)
+            x = tile32[:z.numel()].view_as(z).copy_(z) if low else z  # float32 logits, in the cache
             if counts[k]:
-                z_target[hit_g[k]] = z[hit_r[k], hit_c[k]].float()
-            z0 = z[:, 0].to(f32, copy=True)
-            torch._softmax(z, 1, False, out=z)  # in place: the kernel finishes reading a row before writing it
-            p0 = z[:, 0].float()
-            torch.sub(z0, p0.log(), out=lse_t[vi, :r1 - r0])
-            far = p0 < _TINY
+                z_target[hit_g[k]] = x[hit_r[k], hit_c[k]]
+            z0 = x[:, 0].clone()
+            torch._softmax(x, 1, False, out=x)  # in place: the kernel finishes reading a row before writing it
+            torch.sub(z0, x[:, 0].log(), out=lse_t[vi, :r1 - r0])
+            far = x[:, 0] < _TINY
             if far.any():
                 lse_t[vi, :r1 - r0][far] = torch.logsumexp((hc[r0:r1][far] @ w_t.t()).float(), dim=1)
+            if low and want_grad:
+                z.copy_(x)
         lse[r0:r1] = torch.logsumexp(lse_t[:, :r1 - r0], dim=0)
         if not want_grad:
             continue
@@ -342,7 +346,7 @@ def reference_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torc
     """The plain formula the two paths above are tested against: every logit in memory, autograd for the rest."""
     logits = h @ weight.t()
     logits = softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
-    return F.cross_entropy(logits.float(), targets, ignore_index=-1)
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=-1)
 
 
 def chunk_rows(vocab: int) -> int:
