@@ -207,10 +207,15 @@ def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monke
 
 
 def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
-    """The kept candidates hold the k largest float32 logits with their exact values; a hidden state so large
-    that a float16 logit overflows hands the step back to the full head (None)."""
+    """The kept candidates hold the k largest float32 logits with their exact values, also where 100 tokens'
+    logits lie about as close together (1e-3 relative) as float16 rounds them (5e-4), and k = 50 cuts through
+    them: screening without the margin misses some. A hidden state so large that a float16 logit overflows
+    hands the step back to the full head (None)."""
+    g = torch.Generator().manual_seed(3)
+    h = 30 * torch.randn(2, 32, generator=g)
+    with torch.no_grad():  # tokens 0-99 nearly parallel to h's rows: the top of both rows, nearly tied
+        model.lm_head.weight[:100] = h.sum(0) / h.sum(0).norm() * (1 + 1e-3 * torch.randn(100, 32, generator=g))
     screen = sample._Screen(model, vocab_limit=None)
-    h = 30 * torch.randn(2, 32, generator=torch.Generator().manual_seed(3))
     logits, ids = screen.candidates(h, 50)
     full = model.logits(h)
     top = torch.topk(full, 50, dim=-1)
@@ -218,4 +223,7 @@ def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
         assert set(top.indices[r].tolist()) <= set(ids[r].tolist())
         kept = logits[r] > float("-inf")
         torch.testing.assert_close(logits[r][kept], full[r][ids[r][kept]], rtol=1e-6, atol=1e-5)
+    screen.err_per_h = 0.0
+    missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
+    assert any(missed)
     assert screen.candidates(h * 1e5, 50) is None
