@@ -118,7 +118,8 @@ def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature
     ctx = idx[:, -T:]  # the window the next token is predicted from
     past: list[KV] | None = None
     k = 1 if temperature < torch.finfo(torch.float32).tiny else top_k  # greedy is the top 1
-    screen = _Screen(model, vocab_limit) if k is not None and k <= _SCREEN_MAX_K and idx.is_cpu else None
+    use_screen = k is not None and k <= _SCREEN_MAX_K and idx.is_cpu and idx.size(0) <= _SCREEN_MAX_ROWS
+    screen = _Screen(model, vocab_limit) if use_screen else None
     for _ in range(max_new_tokens):
         was_training = model.training  # eval (no dropout) per step: the caller's mode holds between tokens
         model.eval()
@@ -143,6 +144,9 @@ def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature
 
 
 _SCREEN_MAX_K = 1024  # above this many candidates the screen saves little: the full head is read anyway
+# float16 x float16 on a CPU is fast as a matrix-vector product only: one thread of an AVX512-BF16 CPU (busy),
+# the screen against the full head + top-k took 0.5x the time for 1 and 2 rows, 3x for 16 (a slow gemm path)
+_SCREEN_MAX_ROWS = 2
 
 
 class _Screen:

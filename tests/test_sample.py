@@ -192,18 +192,19 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
 @pytest.mark.parametrize("softcap", [0.0, 3.0])
 def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monkeypatch):
     """Top-k and greedy sampling on a CPU screen the logits in float16 and keep float32 logits for the
-    candidates only (sample._Screen): the same tokens as the full float32 head, for three prompts in one
-    batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
+    candidates only (sample._Screen): the same tokens as the full float32 head, for one prompt and for two
+    in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
     model's are) and the padding ids can never be drawn."""
     torch.manual_seed(0)
     m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, logit_softcap=softcap)).eval()
     with torch.no_grad():
         m.lm_head.weight.mul_(20.0)
-    p = torch.randint(0, 50257, (3, 5), generator=torch.Generator().manual_seed(0))
-    screened = generate(m, p, 12, **knobs)
+    p = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
+    screened = [generate(m, p, 12, **knobs), generate(m, p[:1], 12, **knobs)]
     monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # every k above it: the full head
-    assert torch.equal(screened, generate(m, p, 12, **knobs))
-    assert int(screened.max()) < 50257
+    assert torch.equal(screened[0], generate(m, p, 12, **knobs))
+    assert torch.equal(screened[1], generate(m, p[:1], 12, **knobs))
+    assert int(screened[0].max()) < 50257
 
 
 def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
