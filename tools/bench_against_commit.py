@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nanogpt_lib import paths  # noqa: E402
-from nanogpt_lib.bench import _train_stepper  # noqa: E402
+from nanogpt_lib.bench import _interleaved, _train_stepper  # noqa: E402
 from nanogpt_lib.config import TrainConfig  # noqa: E402
 from nanogpt_lib.data import TokenData  # noqa: E402
 from nanogpt_lib.devices import choose_precision, cpu_class  # noqa: E402
@@ -73,15 +72,8 @@ def compare(models: dict, rounds: int, steps: int) -> None:
     print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, {precision.name}, B={B} T={T}, "
           f"{rounds} rounds of {steps} steps, interleaved")
     steppers = {name: _train_stepper(maker(mod), data, B, cfg.seed, cfg.grad_clip) for name, mod in models.items()}
-    for step in steppers.values():
-        step()
-    rates: dict[str, list[float]] = {name: [] for name in steppers}
-    for _ in range(rounds):
-        for name, step in steppers.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            rates[name].append(B * T * steps / (time.perf_counter() - start))
+    times = _interleaved({name: lambda s=step: [s() for _ in range(steps)] for name, step in steppers.items()}, rounds)
+    rates = {name: [B * T * steps / t for t in ts] for name, ts in times.items()}
     for name, r in rates.items():
         print(f"  {name:<20} {statistics.median(r):8,.0f} tokens/s  (spread {min(r):,.0f}..{max(r):,.0f})")
     first, last = (statistics.median(r) for r in rates.values())
