@@ -190,7 +190,8 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
     float32 lse: rounding p_target (near 1 once trained) to bf16 first would lose the difference, and so
     would a bf16 lse (measured: a bf16 softmax per tile, 2^-8 on lse_t, doubled the error of the confident
     rows' gradients; tests/test_loss.py). So the float32 logits cost a copy each way, in the cache.
-    Three matmuls, as the chunked path: the store replaces CCE's recomputed logits (cheaper here).
+    Three matmuls, as the chunked path: the store replaces CCE's recomputed logits (a 128-deep matmul per
+    logit took longer than writing and reading 2-4 bytes of it, in the measurements of docs/benchmarks.md).
     """
     low = compute_dtype == torch.bfloat16
     f32, dev = torch.float32, h.device
