@@ -209,73 +209,135 @@ def _same_loss(baseline: Callable, ours: Callable, data: Any, batch_size: int, c
     return out
 
 
-def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048) -> dict[str, Any]:
-    """Where a default-recipe training step's time goes, in the precision the trainer would choose: the
-    trunk's forward, the LM head and its loss (whose forward also computes the head's gradients, see
-    ``loss.py``), the rest of the backward, and clipping + optimizers; medians of ``steps`` steps after two
-    warm-up steps. Then the head's arithmetic rate against a ``size`` x ``size`` matmul in the same precision on this CPU:
-    how far the largest part of the step is from what the machine can do (``nanogpt bench phases``)."""
+def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``rounds`` rounds with the functions interleaved in each, after one
+    warm-up call each: a busy moment on the machine then hits every function alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
+                 tiles: tuple[tuple[int, int], ...] = ((1024, 2048), (1024, 4096))) -> dict[str, Any]:
+    """Where a default-recipe training step's time goes, in the precision the trainer would choose, each part
+    against what this CPU can do (``nanogpt bench phases``).
+
+    The step's parts, medians of ``steps`` steps after two warm-up steps: the trunk's forward, the LM head and
+    its loss (whose forward also computes the head's gradients, see ``loss.py``), the rest of the backward,
+    gradient clipping, and each optimizer's step. Matmul parts are printed in GFLOP/s (PaLM's count: the
+    trunk's 2 FLOPs per weight and token forward, twice that backward; the head's three matmuls) against a
+    ``size`` x ``size`` matmul in the same precision. Then the LM head's two paths on the same hidden states,
+    interleaved: chunks of :func:`~.loss.chunk_rows` positions and each of ``tiles``, with the path
+    :func:`~.loss.head_plan` picks here; the figures that fill :data:`~.loss.TILES`."""
     from .config import TrainConfig
     from .devices import choose_precision, cpu_class
-    from .loss import linear_cross_entropy
+    from .loss import chunk_rows, head_plan, linear_cross_entropy
     from .model import GPT
 
     cfg = TrainConfig()
     precision = choose_precision(torch.device("cpu"), "auto")
+    dtype = precision.dtype if precision.autocast else torch.float32  # the matmuls run in this
     torch.manual_seed(0)
     model = GPT(cfg.model)
     opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
-                                      cfg.muon_lr, cfg.muon_momentum,
-                                      ns_dtype=precision.dtype if precision.autocast else torch.float32)
+                                      cfg.muon_lr, cfg.muon_momentum, ns_dtype=dtype)
     gen = torch.Generator().manual_seed(0)
-    T, V = cfg.model.block_size, cfg.model.vocab_size
+    T, V, C = cfg.model.block_size, cfg.model.vocab_size, cfg.model.n_embd
     x, y = (torch.randint(0, 50257, (batch_size, T), generator=gen) for _ in range(2))
-    names = ("trunk forward", "LM head + loss (forward and its gradients)", "backward (the trunk)",
-             "clip + optimizers + zero_grad")
+    head = "LM head + loss (forward and its gradients)"
+    names = ["trunk forward", head, "backward (the trunk)", "clip_grad_norm_",
+             *(f"{type(o).__name__}.step + zero_grad" for o in opts)]
     times: dict[str, list[float]] = {n: [] for n in names}
     for i in range(steps + 2):
+        marks = [time.perf_counter()]
         with torch.autocast("cpu", precision.dtype, enabled=precision.autocast):
-            t0 = time.perf_counter()
             h, _ = model._trunk(x)
-            t1 = time.perf_counter()
-            loss = linear_cross_entropy(h.view(-1, h.size(-1)), model.lm_head.weight, y.view(-1))
-            t2 = time.perf_counter()
+            marks.append(time.perf_counter())
+            loss = linear_cross_entropy(h.view(-1, C), model.lm_head.weight, y.view(-1))
+            marks.append(time.perf_counter())
         loss.backward()
-        t3 = time.perf_counter()
+        marks.append(time.perf_counter())
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        marks.append(time.perf_counter())
         for opt in opts:
             opt.step()
             opt.zero_grad(set_to_none=True)
-        t4 = time.perf_counter()
+            marks.append(time.perf_counter())
         if i >= 2:
-            for name, a, b in zip(names, (t0, t1, t2, t3), (t1, t2, t3, t4)):
+            for name, a, b in zip(names, marks, marks[1:]):
                 times[name].append(b - a)
     medians = {n: statistics.median(v) for n, v in times.items()}
     step = sum(medians.values())
-    print(f"== where a default-recipe step goes: CPU class {cpu_class()}, {torch.get_num_threads()} threads, "
-          f"{precision.name}, B={batch_size} T={T}")
-    for name, t in medians.items():
-        print(f"  {name:<44} {t * 1e3:8.0f} ms  {t / step:4.0%}  (spread {min(times[name]) * 1e3:,.0f}.."
-              f"{max(times[name]) * 1e3:,.0f})")
-    print(f"  {'step':<44} {step * 1e3:8.0f} ms  -> {batch_size * T / step:,.0f} tokens/s")
-    head_flop = 3 * 2 * batch_size * T * cfg.model.n_embd * V  # logits, d(h), d(W): three matmuls
-    head_rate = head_flop / medians[names[1]]
-    dtype = precision.dtype if precision.autocast else torch.float32  # the head's matmuls run in this
     a, b = (torch.randn(size, size, generator=gen).to(dtype) for _ in range(2))
     out = torch.empty(size, size, dtype=dtype)
-    square = measure(f"{size}x{size} matmul", "FLOP", lambda: torch.mm(a, b, out=out), 2 * size**3, 3, 3)
-    print(f"  the head's three matmuls: {head_rate / 1e9:,.0f} GFLOP/s; a {size}x{size} {precision.name} matmul "
-          f"here: {square.median / 1e9:,.0f} GFLOP/s ({head_rate / square.median:.0%})")
+    square = measure(f"{size}x{size} matmul", "FLOP", lambda: torch.mm(a, b, out=out), 2 * size**3, 3, 3).median
+    N = batch_size * T
+    trunk_flop = N * (model.flops_per_token() - 6 * V * C) / 3  # forward; PaLM's count less the head
+    flops = {names[0]: trunk_flop, head: 3 * 2 * N * C * V, names[2]: 2 * trunk_flop}
+    plan = head_plan(torch.device("cpu"), dtype, V)
+    print(f"== where a default-recipe step goes: CPU class {cpu_class()}, {torch.get_num_threads()} threads, "
+          f"{precision.name}, B={batch_size} T={T}, LM head {_plan_name(plan)}")
+    for name, t in medians.items():
+        rate = f"  {flops[name] / t / 1e9:6,.0f} GFLOP/s = {flops[name] / t / square:4.0%} of the machine" \
+            if name in flops else ""
+        print(f"  {name:<44} {t * 1e3:8.1f} ms  {t / step:4.0%}  (spread {min(times[name]) * 1e3:,.1f}.."
+              f"{max(times[name]) * 1e3:,.1f}){rate}")
+    print(f"  {'step':<44} {step * 1e3:8.1f} ms  -> {N / step:,.0f} tokens/s; the trunk's backward is "
+          f"{medians[names[2]] / medians[names[0]]:.1f}x its forward")
+    print(f"  the machine: a {size}x{size} {precision.name} matmul here runs at {square / 1e9:,.0f} GFLOP/s")
+    paths = {f"chunks of {chunk_rows(V)} positions": {"chunk": chunk_rows(V)},
+             **{f"tiles of {r} x {c}": {"tiles": (r, c)} for r, c in tiles}}
+    hc = h.detach().view(-1, C).float().requires_grad_()
+
+    def head_call(kwargs: dict[str, Any]) -> Callable[[], Any]:
+        def call() -> None:
+            with torch.autocast("cpu", precision.dtype, enabled=precision.autocast):
+                linear_cross_entropy(hc, model.lm_head.weight, y.view(-1), **kwargs)
+        return call
+
+    head_times = _interleaved({name: head_call(kw) for name, kw in paths.items()}, max(steps, 1))
+    print(f"== the LM head's paths on the same {N} positions, {max(steps, 1)} interleaved rounds")
+    head_rates = {}
+    for name, ts in head_times.items():
+        t = statistics.median(ts)
+        head_rates[name] = flops[head] / t / 1e9
+        print(f"  {name:<44} {t * 1e3:8.1f} ms  (spread {min(ts) * 1e3:,.1f}..{max(ts) * 1e3:,.1f})  "
+              f"{head_rates[name]:6,.0f} GFLOP/s = {flops[head] / t / square:4.0%} of the machine")
     return {"cpu_class": cpu_class(), "precision": precision.name, "seconds": medians, "step_seconds": step,
-            "head_gflops": head_rate / 1e9, "square_matmul_gflops": square.median / 1e9}
+            "head_gflops": flops[head] / medians[head] / 1e9, "square_matmul_gflops": square / 1e9,
+            "trunk_forward_gflops": flops[names[0]] / medians[names[0]] / 1e9,
+            "trunk_backward_gflops": flops[names[2]] / medians[names[2]] / 1e9,
+            "head_paths_gflops": head_rates, "head_path": _plan_name(plan)}
+
+
+def _plan_name(plan: Any) -> str:
+    return f"tiles of {plan.rows} x {plan.cols}" if plan.tiled else f"chunks of {plan.rows} positions"
+
+
+@torch.no_grad()
+def nanogpt_sample(model: Any, idx: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy sampling as nanoGPT's ``generate`` does it: each token recomputes the last ``block_size`` tokens
+    and reads the whole float32 LM head for the last position (no KV cache, no screen); the baseline of
+    ``nanogpt bench sample``."""
+    for _ in range(new_tokens):
+        h = model.hidden(idx[:, -model.config.block_size:])
+        idx = torch.cat([idx, model.logits(h[:, -1, :]).argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
 
 
 def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int, ...] = (64, 256, 1024),
                  batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
-    """Sampling tokens/s: the KV cache against recomputing the whole window each token (greedy, from a
-    prompt half a block long, so the window is well filled and slides at the small block sizes); then
-    N samples in one batch at block 64 (the CLI's settings), where the LM head's weight is read once per
-    step for all N rows."""
+    """Sampling tokens/s: ours (KV cache, the LM head screened in float16, ``sample.py``) against nanoGPT's
+    loop (:func:`nanogpt_sample`: the window recomputed and the whole float32 head read for every token),
+    greedy, one sample, from a prompt half a block long (so the window is well filled and slides at the small
+    block sizes); then N samples in one batch at block 64 (the CLI's settings), where the LM head's weight
+    is read once per step for all N rows."""
     from .model import GPT, GPTConfig
     from .sample import generate
 
@@ -284,13 +346,13 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=block)).eval()
         prompt = torch.randint(0, 50257, (1, block // 2))
-
-        def sampler(cache: bool, model: GPT = model, prompt: torch.Tensor = prompt) -> Callable[[], Any]:
-            return lambda: generate(model, prompt, new_tokens, temperature=0, use_cache=cache)
-
-        ours = measure("KV cache", "token", sampler(True), new_tokens, 1, repeats)
-        naive = measure("recompute the context", "token", sampler(False), new_tokens, 1, repeats)
-        results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}", ours, naive)
+        times = _interleaved({
+            "ours (KV cache, screened head)": lambda m=model, p=prompt: generate(m, p, new_tokens, temperature=0),
+            "nanoGPT's loop (recompute, full head)": lambda m=model, p=prompt: nanogpt_sample(m, p, new_tokens)},
+            repeats)
+        ours, naive = (Rate(name, "token", [new_tokens / t for t in ts]) for name, ts in times.items())
+        results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}, rounds interleaved",
+                                            ours, naive)
     torch.manual_seed(0)
     model = GPT(GPTConfig(pos="rope", mlp="relu2")).eval()  # the default recipe's model, block 64
     rates = {}
@@ -322,7 +384,8 @@ def run(which: list[str], fast: bool = False, out: Path | None = None, progress:
         "train": lambda: bench_train(steps=1 if fast else 5, repeats=1 if fast else 3, batch_size=8 if fast else 64,
                                      loss_steps=2 if fast else 20, compiled=not fast),
         "phases": lambda: bench_phases(steps=1 if fast else 5, batch_size=8 if fast else 64,
-                                       size=256 if fast else 2048),
+                                       size=256 if fast else 2048,
+                                       tiles=((256, 1024),) if fast else ((1024, 2048), (1024, 4096))),
         "sample": lambda: bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
                                        block_sizes=(64,) if fast else (64, 256, 1024),
                                        batches=(1, 4) if fast else (1, 4, 16)),

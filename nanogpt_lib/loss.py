@@ -11,14 +11,25 @@ its output (AVX2, 2 threads). So each chunk's logits go into one buffer owned by
 across chunks and calls, the softmax is done in that buffer, and the weight's gradient is accumulated in
 place (``addmm_``). The three matmuls then run at the speed of a large square one (measured on one AVX2
 thread: 98-102 GFLOP/s against 112), which leaves little else in the head to take away.
+
+That holds on AVX2. Where the matmuls are much faster (bf16 on AVX512-BF16 or AMX), the passes over a chunk's
+logits in memory are most of the head's time (about 26 bytes per logit per step), so :func:`_tiled` goes a
+vocabulary tile at a time, in the spirit of Cut Cross-Entropy (Wijmans et al. 2024): each tile's logits are
+made and turned into probabilities while the tile is in the cache, stored once in the matmul's dtype, and read
+once more by the two gradient matmuls (about 4 bytes per logit in bf16). :data:`TILES` says which CPU class gets which
+path, as measured (``nanogpt bench phases`` times both); :func:`reference_cross_entropy` is the plain formula
+both are tested against.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 _FP16_LIMIT = 2.0**15  # fp16 matmul outputs are kept below this bound (fp16's largest value is 65504)
 _CHUNK_BYTES = 2**28  # a chunk's float32 logits: 256 MB at most (see chunk_rows)
@@ -56,102 +67,213 @@ def _pow2_at_most(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.floor(torch.log2(x)))
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``h @ weight.T`` against ``targets``, a chunk of positions at a time.
+Grads = tuple[torch.Tensor, torch.Tensor] | None  # (d loss / d h, d loss / d weight), float32 or wider
 
-    Each chunk's logits are turned into their gradient in place (softmax minus one-hot) while in the
-    reused buffer, and the gradients of ``h`` and ``weight`` are finished in the forward pass; backward
-    only scales them by the incoming gradient (the mean, or a GradScaler's loss scale).
+
+def _chunked(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+             compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> tuple[torch.Tensor, Grads]:
+    """The loss and (``want_grad``) both gradients, a chunk of ``chunk`` positions against the whole vocabulary
+    at a time: each chunk's logits are turned into their gradient in place (softmax minus one-hot) in the
+    reused buffer. Any device, any dtype, soft-capping."""
+    acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
+    low = compute_dtype != acc  # matmuls in bf16/fp16 (autocast), everything else in `acc`
+    fp16 = compute_dtype == torch.float16
+    N, V, dev = h.size(0), weight.size(0), h.device
+    ok = targets != -1
+    n = ok.sum()
+    tgt = targets.clamp(min=0)[:, None]
+    w, hc = weight.to(compute_dtype), h.to(compute_dtype)
+    rows = min(chunk, N)
+    logits = _buffer("logits", rows, V, acc, dev)
+    low_buf = _buffer("low", rows, V, compute_dtype, dev) if low else None
+    tanh_buf = _buffer("tanh", rows, V, acc, dev) if softcap > 0 else None
+    p_target = torch.empty(N, dtype=acc, device=dev)
+    if want_grad:
+        # Ignored rows and the mean's 1/n go into the small (N, C) side of the weight's gradient, so the
+        # (chunk, vocab) gradient is never masked or scaled. fp16 instead keeps d(logits) unscaled by
+        # 1/n and multiplied by a power of two, so it does not underflow in the cast (a GradScaler
+        # scales only after this function has returned); see the scales below.
+        row_w = ok.to(acc) if fp16 else ok.to(acc) / n
+        hw = (h.to(acc) * row_w[:, None]).to(compute_dtype)
+        grad_h = torch.empty(N, h.size(1), dtype=acc, device=dev)
+        grad_w: torch.Tensor | None = None
+        gw_low = _buffer("grad_w", V, h.size(1), compute_dtype, dev) if low else None
+        if fp16:  # |d(logits)| <= 1 and each of its rows sums to <= 2 in absolute value, so row r of
+            # g @ w is at most 2 max|w|: scale g by the largest power of two that keeps that below the limit
+            scale_h = _pow2_at_most(_FP16_LIMIT / (2 * w.abs().max().float()).clamp(min=1.0))
+    for s in range(0, N, chunk):
+        e = min(s + chunk, N)
+        z, t = logits[:e - s], tgt[s:e]
+        if low:
+            z.copy_(torch.mm(hc[s:e], w.t(), out=low_buf[:e - s]))
+        else:
+            torch.mm(hc[s:e], w.t(), out=z)
+        if softcap > 0:  # logits = cap * tanh(u / cap); keep tanh for the chain rule
+            th = torch.tanh(z.div_(softcap), out=tanh_buf[:e - s])
+            torch.mul(th, softcap, out=z)
+        # In place on the CPU (its kernel finishes reading a row before writing it; checked by the tests);
+        # elsewhere into a new tensor, which the caching allocator hands out without fresh pages anyway.
+        z = torch._softmax(z, 1, False, out=z) if z.is_cpu else torch.softmax(z, dim=1)
+        p_target[s:e] = z.gather(1, t).squeeze(1)
+        if not want_grad:
+            continue
+        z.scatter_add_(1, t, torch.full_like(t, -1, dtype=acc))  # d loss_r / d logits = p - onehot
+        if softcap > 0:  # d(cap * tanh(u / cap)) / du = 1 - tanh^2
+            z.mul_(th.square_().neg_().add_(1.0))
+        if not low:
+            torch.mm(z, w, out=grad_h[s:e])
+            if grad_w is None:
+                grad_w = torch.mm(z.t(), hw[s:e])
+            else:
+                grad_w.addmm_(z.t(), hw[s:e])
+            continue
+        g = low_buf[:e - s]
+        if fp16:
+            torch.mul(z, scale_h, out=g)
+            grad_h[s:e] = torch.mm(g, w).float() / scale_h
+            # column c of g.T @ hw is at most sum_r |hw[r, c]| (|g| <= 1): the same rule for this matmul
+            scale_w = _pow2_at_most(_FP16_LIMIT / hw[s:e].float().abs().sum(0).max().clamp(min=1.0))
+            torch.mul(z, scale_w, out=g)
+            part = torch.mm(g.t(), hw[s:e], out=gw_low).float() / scale_w
+        else:
+            g.copy_(z)
+            grad_h[s:e] = torch.mm(g, w)
+            part = torch.mm(g.t(), hw[s:e], out=gw_low)
+        if grad_w is None:
+            grad_w = part.to(acc)
+        else:
+            grad_w.add_(part)
+    # The loss is -log p[target], read off the softmax: no pass over the logits for their maximum (about
+    # 5% of a step on one AVX2 thread). Below 2^-100 (a loss over 69 nats) p has lost digits or underflowed
+    # to 0; those rows, rare outside a diverged run, get log-sum-exp minus the target's logit from
+    # recomputed logits.
+    losses = -p_target.log()
+    far = ok & (p_target < _TINY)
+    if far.any():
+        z = (hc[far] @ w.t()).to(acc)
+        z = softcap * torch.tanh(z / softcap) if softcap > 0 else z
+        losses[far] = torch.logsumexp(z, dim=1) - z.gather(1, tgt[far]).squeeze(1)
+    loss = losses.masked_fill_(~ok, 0.0).sum() / n
+    if not want_grad:
+        return loss, None
+    grad_h.mul_(row_w[:, None])
+    if fp16:
+        grad_h.div_(n)
+        grad_w.div_(n)
+    return loss, (grad_h, grad_w)
+
+
+def _tile_hits(tgt: torch.Tensor, rows: int, cols: int,
+               n_v: int) -> tuple[list[int], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """For each tile (row block, vocabulary tile), in the order the loops visit them: how many of its rows have
+    their target in it, those rows (global and within the block) and the target's column within the tile.
+    One sort up front, so no tile ever scans for them."""
+    key = torch.arange(tgt.numel(), device=tgt.device) // rows * n_v + tgt // cols
+    order = torch.argsort(key)
+    counts = torch.bincount(key, minlength=-(-tgt.numel() // rows) * n_v).tolist()
+    return counts, order.split(counts), (order % rows).split(counts), (tgt[order] % cols).split(counts)
+
+
+def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, cols: int,
+           compute_dtype: torch.dtype, want_grad: bool) -> tuple[torch.Tensor, Grads]:
+    """The loss and (``want_grad``) both gradients, ``rows`` positions x ``cols`` vocabulary entries at a time.
+    CPU, float32 or bfloat16 matmuls, no soft-capping (those take :func:`_chunked`).
+
+    Per block of ``rows`` positions, a first sweep over the vocabulary tiles: the tile's logits by a matmul
+    (into the block's store, in the matmul's dtype), its float32 softmax while the tile is in the cache (stored
+    back in the matmul's dtype), and the tile's log-sum-exp, lse_t = z_j - log p_j, read off one column j in
+    float32 (rows where p_j < 2^-100 are recomputed). The rows' log-sum-exp combines the tiles'. A second sweep
+    reads each stored tile once more into the two gradient matmuls: row r of tile t holds probabilities
+    p_local, and p = p_local * f[t, r] with f = exp(lse_t - lse), applied on the small (positions, n_embd)
+    sides (to a row of g @ w, and to h before g.T @ h), never to the tile. The one-hot's -1 is kept out of the
+    tiles (each target's entry is zeroed) and added in float32 on the small sides, with p_target - 1 from the
+    float32 lse: rounding p_target (near 1 once trained) to bf16 first would lose the difference, and so
+    would a bf16 lse (measured: a bf16 softmax per tile, 2^-8 on lse_t, doubled the error of the confident
+    rows' gradients; tests/test_loss.py). So the float32 logits cost a copy each way, in the cache.
+    Three matmuls, as the chunked path: the store replaces CCE's recomputed logits (a 128-deep matmul per
+    logit took longer than writing and reading 2-4 bytes of it, in the measurements of docs/benchmarks.md).
     """
+    low = compute_dtype == torch.bfloat16
+    f32, dev = torch.float32, h.device
+    N, C, V = h.size(0), h.size(1), weight.size(0)
+    ok = targets != -1
+    n = ok.sum()
+    tgt = targets.clamp(min=0)
+    w, hc = weight.to(compute_dtype), h.to(compute_dtype)
+    rows, cols = min(rows, N), min(cols, V)
+    n_v = -(-V // cols)
+    counts, hit_g, hit_r, hit_c = _tile_hits(tgt, rows, cols, n_v)
+    store = _buffer("store", (n_v if want_grad else 1) * rows, cols, compute_dtype, dev).view(-1)
+    tile32 = _buffer("tile32", rows, cols, f32, dev).view(-1) if low else store
+    lse, z_target = torch.empty(N, device=dev), torch.empty(N, device=dev)
+    lse_t = torch.empty(n_v, rows, device=dev)
+    if want_grad:
+        row_w = ok.to(f32) / n  # ignored rows and the mean's 1/n, on the small side as in _chunked
+        hw = h.to(f32) * row_w[:, None]
+        grad_h, grad_w = torch.zeros(N, C, device=dev), torch.zeros(V, C, device=dev)
+        dh = _buffer("tile_dh", rows, C, compute_dtype, dev)
+        dw = _buffer("tile_dw", cols, C, compute_dtype, dev)
+
+    def tiles(r0: int, first_tile: int) -> Any:
+        """(tile index, first vocabulary row, the tile's logits or probabilities in the store)."""
+        R = min(r0 + rows, N) - r0
+        for vi, v0 in enumerate(range(0, V, cols)):
+            at = vi * rows * cols if want_grad else 0  # evaluation: one tile's room, reused
+            yield vi, first_tile + vi, v0, store[at:at + R * min(cols, V - v0)].view(R, -1)
+
+    for bi, r0 in enumerate(range(0, N, rows)):
+        r1 = min(r0 + rows, N)
+        for vi, k, v0, z in tiles(r0, bi * n_v):
+            w_t = w[v0:v0 + z.size(1)]
+            torch.mm(hc[r0:r1], w_t.t(), out=z)
+            x = tile32[:z.numel()].view_as(z).copy_(z) if low else z  # float32 logits, in the cache
+            if counts[k]:
+                z_target[hit_g[k]] = x[hit_r[k], hit_c[k]]
+            z0 = x[:, 0].clone()
+            torch._softmax(x, 1, False, out=x)  # in place: the kernel finishes reading a row before writing it
+            torch.sub(z0, x[:, 0].log(), out=lse_t[vi, :r1 - r0])
+            far = x[:, 0] < _TINY
+            if far.any():
+                lse_t[vi, :r1 - r0][far] = torch.logsumexp((hc[r0:r1][far] @ w_t.t()).float(), dim=1)
+            if low and want_grad:
+                z.copy_(x)
+        lse[r0:r1] = torch.logsumexp(lse_t[:, :r1 - r0], dim=0)
+        if not want_grad:
+            continue
+        f = torch.exp(lse_t[:, :r1 - r0] - lse[r0:r1])
+        for vi, k, v0, p in tiles(r0, bi * n_v):
+            w_t, fr = w[v0:v0 + p.size(1)], f[vi, :, None]
+            if counts[k]:
+                p[hit_r[k], hit_c[k]] = 0
+            grad_h[r0:r1].addcmul_(torch.mm(p, w_t, out=dh[:r1 - r0]), fr)
+            if low:  # no bf16 x bf16 -> float32 matmul on the CPU: a bf16 (cols, C) part, added in float32
+                grad_w[v0:v0 + p.size(1)].add_(torch.mm(p.t(), (hw[r0:r1] * fr).to(compute_dtype),
+                                                        out=dw[:p.size(1)]))
+            else:
+                grad_w[v0:v0 + p.size(1)].addmm_(p.t(), hw[r0:r1] * fr)
+        p_minus_1 = (torch.exp(z_target[r0:r1] - lse[r0:r1]) - 1)[:, None]  # the targets' entries of g
+        grad_h[r0:r1].addcmul_(w[tgt[r0:r1]].float(), p_minus_1)
+        grad_w.index_add_(0, tgt[r0:r1], hw[r0:r1] * p_minus_1)
+    loss = (lse - z_target).masked_fill_(~ok, 0.0).sum() / n
+    if not want_grad:
+        return loss, None
+    return loss, (grad_h.mul_(row_w[:, None]), grad_w)
+
+
+class _HeadLoss(torch.autograd.Function):
+    """The mean cross-entropy, by :func:`_chunked` or :func:`_tiled`: both finish the gradients of ``h`` and
+    ``weight`` in the forward pass, so backward only scales them by the incoming gradient (the mean, or a
+    GradScaler's loss scale)."""
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, plan: HeadPlan,
                 compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> torch.Tensor:
-        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
-        low = compute_dtype != acc  # matmuls in bf16/fp16 (autocast), everything else in `acc`
-        fp16 = compute_dtype == torch.float16
-        N, V, dev = h.size(0), weight.size(0), h.device
-        ok = targets != -1
-        n = ok.sum()
-        tgt = targets.clamp(min=0)[:, None]
-        w, hc = weight.to(compute_dtype), h.to(compute_dtype)
-        rows = min(chunk, N)
-        logits = _buffer("logits", rows, V, acc, dev)
-        low_buf = _buffer("low", rows, V, compute_dtype, dev) if low else None
-        tanh_buf = _buffer("tanh", rows, V, acc, dev) if softcap > 0 else None
-        p_target = torch.empty(N, dtype=acc, device=dev)
-        if want_grad:
-            # Ignored rows and the mean's 1/n go into the small (N, C) side of the weight's gradient, so the
-            # (chunk, vocab) gradient is never masked or scaled. fp16 instead keeps d(logits) unscaled by
-            # 1/n and multiplied by a power of two, so it does not underflow in the cast (a GradScaler
-            # scales only after this function has returned); see the scales below.
-            row_w = ok.to(acc) if fp16 else ok.to(acc) / n
-            hw = (h.to(acc) * row_w[:, None]).to(compute_dtype)
-            grad_h = torch.empty(N, h.size(1), dtype=acc, device=dev)
-            grad_w: torch.Tensor | None = None
-            gw_low = _buffer("grad_w", V, h.size(1), compute_dtype, dev) if low else None
-            if fp16:  # |d(logits)| <= 1 and each of its rows sums to <= 2 in absolute value, so row r of
-                # g @ w is at most 2 max|w|: scale g by the largest power of two that keeps that below the limit
-                scale_h = _pow2_at_most(_FP16_LIMIT / (2 * w.abs().max().float()).clamp(min=1.0))
-        for s in range(0, N, chunk):
-            e = min(s + chunk, N)
-            z, t = logits[:e - s], tgt[s:e]
-            if low:
-                z.copy_(torch.mm(hc[s:e], w.t(), out=low_buf[:e - s]))
-            else:
-                torch.mm(hc[s:e], w.t(), out=z)
-            if softcap > 0:  # logits = cap * tanh(u / cap); keep tanh for the chain rule
-                th = torch.tanh(z.div_(softcap), out=tanh_buf[:e - s])
-                torch.mul(th, softcap, out=z)
-            # In place on the CPU (its kernel finishes reading a row before writing it; checked by the tests);
-            # elsewhere into a new tensor, which the caching allocator hands out without fresh pages anyway.
-            z = torch._softmax(z, 1, False, out=z) if z.is_cpu else torch.softmax(z, dim=1)
-            p_target[s:e] = z.gather(1, t).squeeze(1)
-            if not want_grad:
-                continue
-            z.scatter_add_(1, t, torch.full_like(t, -1, dtype=acc))  # d loss_r / d logits = p - onehot
-            if softcap > 0:  # d(cap * tanh(u / cap)) / du = 1 - tanh^2
-                z.mul_(th.square_().neg_().add_(1.0))
-            if not low:
-                torch.mm(z, w, out=grad_h[s:e])
-                if grad_w is None:
-                    grad_w = torch.mm(z.t(), hw[s:e])
-                else:
-                    grad_w.addmm_(z.t(), hw[s:e])
-                continue
-            g = low_buf[:e - s]
-            if fp16:
-                torch.mul(z, scale_h, out=g)
-                grad_h[s:e] = torch.mm(g, w).float() / scale_h
-                # column c of g.T @ hw is at most sum_r |hw[r, c]| (|g| <= 1): the same rule for this matmul
-                scale_w = _pow2_at_most(_FP16_LIMIT / hw[s:e].float().abs().sum(0).max().clamp(min=1.0))
-                torch.mul(z, scale_w, out=g)
-                part = torch.mm(g.t(), hw[s:e], out=gw_low).float() / scale_w
-            else:
-                g.copy_(z)
-                grad_h[s:e] = torch.mm(g, w)
-                part = torch.mm(g.t(), hw[s:e], out=gw_low)
-            if grad_w is None:
-                grad_w = part.to(acc)
-            else:
-                grad_w.add_(part)
-        # The loss is -log p[target], read off the softmax: no pass over the logits for their maximum (about
-        # 5% of a step on one AVX2 thread). Below 2^-100 (a loss over 69 nats) p has lost digits or underflowed
-        # to 0; those rows, rare outside a diverged run, get log-sum-exp minus the target's logit from
-        # recomputed logits.
-        losses = -p_target.log()
-        far = ok & (p_target < _TINY)
-        if far.any():
-            z = (hc[far] @ w.t()).to(acc)
-            z = softcap * torch.tanh(z / softcap) if softcap > 0 else z
-            losses[far] = torch.logsumexp(z, dim=1) - z.gather(1, tgt[far]).squeeze(1)
-        loss = losses.masked_fill_(~ok, 0.0).sum() / n
-        if want_grad:
-            grad_h.mul_(row_w[:, None])
-            if fp16:
-                grad_h.div_(n)
-                grad_w.div_(n)
-            ctx.grads = (grad_h.to(h.dtype), grad_w.to(weight.dtype))
+        if plan.tiled:
+            loss, grads = _tiled(h, weight, targets, plan.rows, plan.cols, compute_dtype, want_grad)
+        else:
+            loss, grads = _chunked(h, weight, targets, plan.rows, compute_dtype, want_grad, softcap)
+        if grads is not None:
+            ctx.grads = (grads[0].to(h.dtype), grads[1].to(weight.dtype))
         return loss
 
     @staticmethod
@@ -160,24 +282,74 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_h * grad_out, grad_w * grad_out, None, None, None, None, None
 
 
+@dataclass(frozen=True)
+class HeadPlan:
+    """How the head's loss is computed: ``tiled`` (``rows`` x ``cols`` tiles) or in chunks of ``rows`` positions."""
+
+    tiled: bool
+    rows: int
+    cols: int = 0
+
+
+# Which CPU class and matmul dtype take the tiled path, with its (positions, vocabulary) tile; the others
+# take chunks of chunk_rows(V). `nanogpt bench phases` times both paths on the machine it runs on.
+# Measured (2-core AMD EPYC, busy, docs/benchmarks.md): on AVX512-BF16 in bf16 and on AVX2 (emulated) in
+# float32 the tiled path was no faster than the chunks (0.93-1.04x, within the noise), so those keep chunks.
+# AMX is the class where the tiles should win (matmuls about 5x faster, the chunked head 80% memory passes),
+# but no AMX CPU has measured it yet: a class is listed here only once `bench phases` on it shows the tiles
+# faster (candidate tile for AMX bf16: (1024, 2048)).
+TILES: dict[tuple[str, torch.dtype], tuple[int, int]] = {}
+
+
+def head_plan(device: torch.device, compute_dtype: torch.dtype, vocab: int, softcap: float = 0.0) -> HeadPlan:
+    """The path :func:`linear_cross_entropy` takes by default: tiled on a CPU class listed in :data:`TILES`
+    (never with soft-capping, nor fp16, which keep their proven chunked path), else chunks of
+    :func:`chunk_rows`. CUDA and MPS keep the chunked path (their allocators and kernels differ)."""
+    if device.type == "cpu" and softcap == 0 and compute_dtype in (torch.float32, torch.bfloat16):
+        from .devices import cpu_class  # here, not at import: loss.py is imported by model.py, devices by much
+
+        tile = TILES.get((cpu_class(), compute_dtype))
+        if tile is not None:
+            return HeadPlan(True, *tile)
+    return HeadPlan(False, chunk_rows(vocab))
+
+
 @torch.compiler.disable  # eager under torch.compile: its buffers and in-place steps are the point, not a graph
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int | None = None, softcap: float = 0.0) -> torch.Tensor:
+                         chunk: int | None = None, softcap: float = 0.0,
+                         tiles: tuple[int, int] | None = None) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits.
 
     ``softcap`` > 0 caps the logits at ``softcap * tanh(logits / softcap)`` first. Under autocast the
     matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the softmax in float32,
     as autocast itself would do; under fp16 the gradients stay correct at a GradScaler's loss scale.
-    ``chunk`` positions at a time: by default :func:`chunk_rows` of the vocabulary.
+    ``chunk``: that many positions at a time against the whole vocabulary (:func:`_chunked`); ``tiles``:
+    (positions, vocabulary entries) tiles (:func:`_tiled`, CPU, float32 or bf16, no softcap); neither: the
+    path :func:`head_plan` picks for this machine.
     """
     kind = h.device.type
-    chunk = chunk or chunk_rows(weight.size(0))
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+    if chunk is not None:
+        plan = HeadPlan(False, chunk)
+    elif tiles is not None:
+        if kind != "cpu" or softcap > 0 or dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError("tiles: CPU only, float32 or bfloat16 matmuls, no softcap")
+        plan = HeadPlan(True, *tiles)
+    else:
+        plan = head_plan(h.device, dtype, weight.size(0), softcap)
     # Decided here: inside forward, needs_input_grad stays True under torch.no_grad(), and evaluation
     # would pay for gradients it throws away.
     want_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(kind, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, targets, chunk, dtype, want_grad, float(softcap))
+        return _HeadLoss.apply(h, weight, targets, plan, dtype, want_grad, float(softcap))
+
+
+def reference_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                            softcap: float = 0.0) -> torch.Tensor:
+    """The plain formula the two paths above are tested against: every logit in memory, autograd for the rest."""
+    logits = h @ weight.t()
+    logits = softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=-1)
 
 
 def chunk_rows(vocab: int) -> int:

@@ -187,3 +187,46 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
     assert freq[~keep].sum() == 0, "drew a token outside the cut"
     bound = 6 * (expected * (1 - expected) / n).sqrt() + 1e-12
     assert ((freq - expected).abs() <= bound).all(), (freq, expected)
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=0), dict(temperature=0.8, top_k=200, seed=1),
+                                   dict(temperature=1.0, top_k=20, top_p=0.9, seed=2)])
+@pytest.mark.parametrize("softcap", [0.0, 3.0])
+def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monkeypatch):
+    """Top-k and greedy sampling on a CPU screen the logits in float16 and keep float32 logits for the
+    candidates only (sample._Screen): the same tokens as the full float32 head, for one prompt and for two
+    in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
+    model's are) and the padding ids can never be drawn."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, logit_softcap=softcap)).eval()
+    with torch.no_grad():
+        m.lm_head.weight.mul_(20.0)
+    p = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
+    screened = [generate(m, p, 12, **knobs), generate(m, p[:1], 12, **knobs)]
+    monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # every k above it: the full head
+    assert torch.equal(screened[0], generate(m, p, 12, **knobs))
+    assert torch.equal(screened[1], generate(m, p[:1], 12, **knobs))
+    assert int(screened[0].max()) < 50257
+
+
+def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
+    """The kept candidates hold the k largest float32 logits with their exact values, also where 100 tokens'
+    logits lie about as close together (1e-3 relative) as float16 rounds them (5e-4), and k = 50 cuts through
+    them: screening without the margin misses some. A hidden state so large that a float16 logit overflows
+    hands the step back to the full head (None)."""
+    g = torch.Generator().manual_seed(3)
+    h = 30 * torch.randn(2, 32, generator=g)
+    with torch.no_grad():  # tokens 0-99 nearly parallel to h's rows: the top of both rows, nearly tied
+        model.lm_head.weight[:100] = h.sum(0) / h.sum(0).norm() * (1 + 1e-3 * torch.randn(100, 32, generator=g))
+    screen = sample._Screen(model, vocab_limit=None)
+    logits, ids = screen.candidates(h, 50)
+    full = model.logits(h)
+    top = torch.topk(full, 50, dim=-1)
+    for r in range(2):
+        assert set(top.indices[r].tolist()) <= set(ids[r].tolist())
+        kept = logits[r] > float("-inf")
+        torch.testing.assert_close(logits[r][kept], full[r][ids[r][kept]], rtol=1e-6, atol=1e-5)
+    screen.err_per_h = 0.0
+    missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
+    assert any(missed)
+    assert screen.candidates(h * 1e5, 50) is None
