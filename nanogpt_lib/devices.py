@@ -102,9 +102,11 @@ def _time_matmuls(reps: int = 7) -> tuple[float, float]:
         for i in range(reps + 1):
             for dtype in best:
                 start = time.process_time()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                    out = x @ w.t()
-                out.float().sum().backward()
+                # enable_grad: the first caller may be an evaluation under no_grad
+                with torch.enable_grad():
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                        out = x @ w.t()
+                    out.float().sum().backward()
                 if i:  # the first round warms up oneDNN
                     best[dtype] = min(best[dtype], time.process_time() - start)
             if best[torch.bfloat16] > 2 * best[torch.float32]:  # emulated bf16 (AVX2): clear at once, and slow

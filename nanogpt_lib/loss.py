@@ -305,7 +305,7 @@ def head_plan(device: torch.device, compute_dtype: torch.dtype, vocab: int, soft
     """The path :func:`linear_cross_entropy` takes by default: tiled on a CPU class listed in :data:`TILES`
     (never with soft-capping, nor fp16, which keep their proven chunked path), else chunks of
     :func:`chunk_rows`. CUDA and MPS keep the chunked path (their allocators and kernels differ)."""
-    if device.type == "cpu" and softcap == 0 and compute_dtype in (torch.float32, torch.bfloat16):
+    if TILES and device.type == "cpu" and softcap == 0 and compute_dtype in (torch.float32, torch.bfloat16):
         from .devices import cpu_class  # here, not at import: loss.py is imported by model.py, devices by much
 
         tile = TILES.get((cpu_class(), compute_dtype))

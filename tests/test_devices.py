@@ -18,6 +18,14 @@ def test_the_bf16_measurement_leaves_the_global_rng_and_threads_alone():
     assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
 
 
+def test_the_bf16_measurement_works_when_first_asked_under_no_grad():
+    """Its first caller may be an evaluation (the loss asks the CPU class inside ``torch.no_grad``): the
+    measurement's backward must still have a graph (it raised "does not require grad" there)."""
+    with torch.no_grad():
+        fp32, bf16 = devices._time_matmuls(reps=1)
+    assert fp32 > 0 and bf16 > 0
+
+
 @pytest.mark.parametrize("capability, speedup, amx, expected", [
     ("AVX2", 0.05, False, "AVX2"), ("AVX2", 3.0, True, "AVX2"), ("DEFAULT", 1.0, False, "DEFAULT"),
     ("AVX512", 0.9, False, "AVX512"), ("AVX512", 2.5, False, "AVX512-BF16"), ("AVX512", 6.0, True, "AMX"),
