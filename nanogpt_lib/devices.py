@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,18 @@ class Precision:
 FP32 = Precision(torch.float32, autocast=False, grad_scaler=False)
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave the count alone), then give the caller back its own."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _time_matmuls(reps: int = 7) -> tuple[float, float]:
     """Fastest CPU seconds of a forward+backward of an LM-head-shaped matmul, in fp32 and under bf16 autocast.
 
@@ -96,9 +110,7 @@ def _time_matmuls(reps: int = 7) -> tuple[float, float]:
     x = torch.randn(256, 128, generator=gen, requires_grad=True)
     w = torch.randn(8192, 128, generator=gen, requires_grad=True)
     best = {torch.float32: math.inf, torch.bfloat16: math.inf}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         for i in range(reps + 1):
             for dtype in best:
                 start = time.process_time()
@@ -111,8 +123,6 @@ def _time_matmuls(reps: int = 7) -> tuple[float, float]:
                     best[dtype] = min(best[dtype], time.process_time() - start)
             if best[torch.bfloat16] > 2 * best[torch.float32]:  # emulated bf16 (AVX2): clear at once, and slow
                 break
-    finally:
-        torch.set_num_threads(threads)
     return best[torch.float32], best[torch.bfloat16]
 
 

@@ -57,7 +57,8 @@ def _threads_per_worker(workers: int) -> int:
 
 def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
     """Train one run to its end (in a worker process or inline) and write its result.json."""
-    from .train import Trainer, cpu_threads  # imported here so a spawned worker pays for torch once, when it starts
+    from .devices import cpu_threads
+    from .train import Trainer  # imported here so a spawned worker pays for torch once, when it starts
 
     out_dir = Path(grid["out_dir"])
     overrides = [*grid["base"], *spec["overrides"], f"name={spec['name']}", f"seed={spec['seed']}"]

@@ -32,7 +32,7 @@ from . import paths
 from .checkpoint import export_weights, load_checkpoint, load_model_state, model_state, save_checkpoint
 from .config import TrainConfig
 from .data import TokenData
-from .devices import Precision, choose_precision, pick_device
+from .devices import Precision, choose_precision, cpu_threads, pick_device
 from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
 from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
@@ -48,7 +48,7 @@ EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed a
 RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkpoint needs to resume from
 DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
 
-__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "cpu_threads", "lr_at", "train"]
+__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "lr_at", "train"]
 
 
 @dataclass
@@ -155,18 +155,6 @@ def _data_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """The settings that choose the batches (seed, batch size, ...) that differ from the checkpoint's."""
     return [f"{key} {saved[key]} -> {getattr(cfg, key)}" for key in DATA_KEYS
             if key in saved and saved[key] != getattr(cfg, key)]
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: leave the count alone), then give the caller back its own."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict[str, Any]]]) -> list[str]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ..devices import cpu_threads
+
 Checker = Callable[[Any], "str | None"]
 OffList = Callable[[], list]  # -> list[guard.Twin], built when the check runs (the modules are imported by then)
 
@@ -81,12 +83,8 @@ def one_thread() -> Iterator[None]:
 
     At this size each op is microseconds of work: on a busy 2-core machine two threads measured 10-40x slower
     than one (26 s against 1.2 s for 100 steps of 03.4's model), all of it in synchronisation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def chi2_tail(stat: float, df: int) -> float:
