@@ -86,3 +86,15 @@ def encode(text: str) -> list[int]:
 def decode(ids: list[int]) -> str:
     """Text of token ids; invalid UTF-8 from a partial multi-byte token is replaced, never raised."""
     return get_tokenizer().decode(ids, errors="replace")
+
+
+def for_data(meta: dict) -> tiktoken.Encoding:
+    """The Encoding a prepared data set's ids belong to, from its ``meta.json`` (``data.load_meta``).
+
+    A data set without a ``"tokenizer"`` entry is GPT-2's. (Interface for issue 23: data sets with their own
+    trained tokenizer name it in meta.json, and this returns that Encoding.)
+    """
+    entry = meta.get("tokenizer")
+    if entry is None or entry == NAME or (isinstance(entry, dict) and entry.get("name") == NAME):
+        return get_tokenizer()
+    raise TokenizerFilesError(f"unknown tokenizer entry in meta.json: {entry!r}")
