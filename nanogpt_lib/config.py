@@ -29,7 +29,7 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what is valid."""
 
 
-# Training defaults are the measured winners (notebooks/07_experiments.ipynb, experiments/README.md): RoPE and
+# Training defaults are the measured winners (notebooks/08_experiments.ipynb, experiments/README.md): RoPE and
 # ReLU^2 in the model, Muon for its matrices, lr 2e-3. A bare GPTConfig stays GPT-2 as published, so weights
 # files whose config.json predates these switches still load as what they are.
 MODEL_DEFAULTS: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}

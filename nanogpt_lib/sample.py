@@ -1,4 +1,4 @@
-"""Sampling: how a trained GPT writes text, one token at a time (the module notebook 06 teaches).
+"""Sampling: how a trained GPT writes text, one token at a time (the module notebook 07 teaches).
 
 Top to bottom: :func:`sample_next` turns the last position's logits into a token (temperature, top-k,
 top-p); :func:`generate` and :func:`generate_stream` run the loop with a KV cache and a sliding window;

@@ -1,24 +1,19 @@
-"""Chapter 07's checks, against the committed experiment: right answers pass, typical slips fail with a reason
-that keeps the answer."""
+"""Chapter 07's checks: right samplers pass however they draw (multinomial, Gumbel-max, an inverse CDF, a sort),
+typical slips fail with a reason and never a traceback; the probability the check expects is what sample_next
+really draws with."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from nanogpt_lib import exercises as ex
 from nanogpt_lib.exercises import ch07, verdict
-from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.sample import sample_next
 
 from exercise_helpers import todo, wrong
-
-
-def runs(stage: str) -> list[dict]:
-    found = [json.loads(p.read_text()) for p in sorted(ch07.experiment_dir().glob("*/result.json"))]
-    return [r for r in found if r["stage"] == stage]
 
 
 @pytest.mark.parametrize("id", ["07.1", "07.2", "07.3", "07.4"])
@@ -26,171 +21,279 @@ def test_placeholders_are_not_answered(id):
     assert verdict(id, None)[0] is None and verdict(id, todo)[0] is None
 
 
-def one_seed_winner(runs, seed):
-    mine = [r for r in runs if r["seed"] == seed]
-    return min(mine, key=lambda r: r["final"]["val_loss"])["config"]["lr"]
+def sample_temperature(logits, temperature, gen):
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    return torch.multinomial(z.softmax(dim=-1), 1, generator=gen)
 
 
-def test_one_seed():
-    ok, remark = verdict("07.1", one_seed_winner)
-    assert ok is True and "two seeds" in remark
-
-    def by_sorting(runs, seed):
-        ranked = sorted((r["final"]["val_loss"], r["config"]["lr"]) for r in runs if r["seed"] == seed)
-        return ranked[0][1]
-
-    def by_dict(runs, seed):
-        loss = {r["config"]["lr"]: r["final"]["val_loss"] for r in runs if r["seed"] == seed}
-        return min(loss, key=loss.get)
-
-    assert verdict("07.1", by_sorting)[0] is True
-    assert verdict("07.1", by_dict)[0] is True
-
-    def mean_of_seeds(runs, seed):
-        means: dict[float, list[float]] = {}
-        for r in runs:
-            means.setdefault(r["config"]["lr"], []).append(r["final"]["val_loss"])
-        return min(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
-
-    def by_best(runs, seed):
-        return min((r for r in runs if r["seed"] == seed), key=lambda r: r["best_val_loss"])["config"]["lr"]
-
-    def second(runs, seed):
-        return sorted((r["final"]["val_loss"], r["config"]["lr"]) for r in runs if r["seed"] == seed)[1][1]
-
-    assert "mean over all seeds" in wrong("07.1", mean_of_seeds)
-    assert "best_val_loss" in wrong("07.1", by_best)
-    assert "not this seed's lowest" in wrong("07.1", second)
-    assert "give a function" in wrong("07.1", 0.004)
+def gumbel_max(logits, temperature, gen):  # argmax of z / T plus Gumbel noise: the same distribution
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    u = torch.rand(z.shape, generator=gen).clamp_min(1e-20)
+    return (z - (-u.log()).log()).argmax(dim=-1, keepdim=True)
 
 
-def tokens_per_param(run_dir) -> float:
-    result = json.loads((Path(run_dir) / "result.json").read_text())
-    with torch.device("meta"):
-        model = GPT(GPTConfig(**result["config"]["model"]))
-    return result["tokens"] / model.num_params()
+def inverse_cdf(logits, temperature, gen):  # one uniform per row, searched in the cumulative probabilities
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    p = ((logits - logits.amax(dim=-1, keepdim=True)).double() / temperature).softmax(dim=-1)
+    u = torch.rand(p.size(0), 1, generator=gen, dtype=torch.float64)
+    return torch.searchsorted(p.cumsum(dim=-1), u).clamp_max(p.size(-1) - 1)
 
 
-def test_tokens_per_param():
-    assert verdict("07.2", tokens_per_param)[0] is True
-    assert "other way up" in wrong("07.2", lambda d: 1 / tokens_per_param(d))
+def test_temperature():
+    assert verdict("07.1", sample_temperature)[0] is True
+    assert verdict("07.1", gumbel_max)[0] is True
+    assert verdict("07.1", inverse_cdf)[0] is True
 
-    def every_parameter(run_dir):
-        result = json.loads((Path(run_dir) / "result.json").read_text())
-        with torch.device("meta"):
-            model = GPT(GPTConfig(**result["config"]["model"]))
-        return result["tokens"] / sum(p.numel() for p in model.parameters())
+    def naive(logits, temperature, gen):  # divides first: overflows at a tiny temperature
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        return torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=gen)
 
-    assert "lookup tables" in wrong("07.2", every_parameter)
-    constant = tokens_per_param(ch07.experiment_dir() / ch07.TPP_RUNS[0])  # right for one run only
-    why = wrong("07.2", lambda d: constant)
-    assert "not the run's tokens" in why and ch07.TPP_RUNS[0] not in why and "too" not in why
+    def argmin(logits, temperature, gen):
+        return sample_temperature(-logits, temperature, gen) if temperature == 0 else sample_temperature(logits, temperature, gen)
 
-    def by_hand(run_dir):  # no model: the parameters from the config's numbers (num_params leaves out wpe)
-        c = GPTConfig(**json.loads((Path(run_dir) / "result.json").read_text())["config"]["model"])
-        C, b = c.n_embd, c.bias
-        block = 2 * C * (2 if b else 1) + 12 * C * C + (9 * C if b else 0) + (2 * (C // c.n_head) if c.qk_norm else 0)
-        n = c.vocab_size * C + c.n_layer * block + C * (2 if b else 1)  # tied or not, one vocab x C matrix counts
-        return json.loads((Path(run_dir) / "result.json").read_text())["tokens"] / n
+    def probs_scaled(logits, temperature, gen):  # temperature applied to probabilities: multinomial undoes it
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        return torch.multinomial(logits.softmax(dim=-1) / temperature, 1, generator=gen)
 
-    def with_load_result(run_dir):
-        from nanogpt_lib.sweep import load_result
-        r = load_result(run_dir)
-        with torch.device("meta"):
-            return r["tokens"] / GPT(GPTConfig.from_dict(r["config"]["model"])).num_params(non_embedding=True)
+    def no_zero_case(logits, temperature, gen):  # temperature 0 divides by zero
+        z = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+        return torch.multinomial(z.softmax(dim=-1), 1, generator=gen)
 
-    assert verdict("07.2", by_hand)[0] is True
-    assert verdict("07.2", with_load_result)[0] is True
-
-
-def decay_dividend(long_runs, half_runs):
-    step = half_runs[0]["step"]
-    at_step = [dict(r["curve"])[step] for r in long_runs]
-    return sum(at_step) / len(at_step) - sum(r["final"]["val_loss"] for r in half_runs) / len(half_runs)
+    assert "overflows" in wrong("07.1", naive) or "refused your probabilities" in wrong("07.1", naive)
+    assert "temperature 0:" in wrong("07.1", argmin) and "likeliest" in wrong("07.1", argmin)
+    assert "likeliest" in wrong("07.1", probs_scaled)
+    why = wrong("07.1", no_zero_case)
+    assert "refused your probabilities" in why and "Traceback" not in why and "\n" not in why
+    assert "draw from gen" in wrong("07.1", lambda l, t, g: sample_temperature(l, t, None))  # unseeded
+    assert "shape" in wrong("07.1", lambda l, t, g: sample_temperature(l, t, g).flatten())
 
 
-def test_decay_dividend():
-    ok, remark = verdict("07.3", decay_dividend)
-    assert ok is True and "nats lower" in remark
-
-    def by_interpolation(long_runs, half_runs):  # numpy's interp at the half runs' step (an evaluation)
-        import numpy as np
-        step = half_runs[0]["step"]
-        at = [np.interp(step, *zip(*r["curve"])) for r in long_runs]
-        return float(np.mean(at) - np.mean([r["final"]["val_loss"] for r in half_runs]))
-
-    def per_seed_then_mean(long_runs, half_runs):  # pair the seeds, average the differences: the same number
-        half = {r["seed"]: r for r in half_runs}
-        diffs = [dict(r["curve"])[half[r["seed"]]["step"]] - half[r["seed"]]["final"]["val_loss"] for r in long_runs]
-        return sum(diffs) / len(diffs)
-
-    assert verdict("07.3", by_interpolation)[0] is True
-    assert verdict("07.3", per_seed_then_mean)[0] is True
-
-    def final_of_long(long_runs, half_runs):
-        return (sum(r["final"]["val_loss"] for r in long_runs) / len(long_runs)
-                - sum(r["final"]["val_loss"] for r in half_runs) / len(half_runs))
-
-    def first_seed(long_runs, half_runs):
-        return decay_dividend(long_runs[:1], half_runs[:1])
-
-    assert "the sign" in wrong("07.3", lambda l, h: -decay_dividend(l, h))
-    assert "final loss" in wrong("07.3", final_of_long)
-    assert "first seed" in wrong("07.3", first_seed)
-    assert "give a function" in wrong("07.3", 0.0053)
+def prob_drawn(logits, token, temperature, top_k):
+    z = logits / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < z.topk(top_k).values[-1], -math.inf)
+    return z.softmax(dim=-1)[token].item()
 
 
-def steps_to_target(curve, target):
-    prev_step, prev_loss = 0, math.inf
-    for step, loss in curve:
-        if loss <= target:
-            if prev_loss == math.inf:
-                return float(step)
-            return prev_step + (step - prev_step) * (prev_loss - target) / (prev_loss - loss)
-        prev_step, prev_loss = step, loss
-    return math.inf
+def test_probability():
+    assert verdict("07.2", prob_drawn)[0] is True
+    assert "whole vocabulary" in wrong("07.2", lambda l, t, T, k: prob_drawn(l, t, T, None))
+    assert "never draw it" in wrong("07.2", lambda l, t, T, k: max(prob_drawn(l, t, T, k), 1e-9))
+    assert "temperature" in wrong("07.2", lambda l, t, T, k: prob_drawn(l, t, 1.0, k))
+
+    def log_space(logits, token, temperature, top_k):
+        z = logits.double() / temperature
+        if top_k is not None:
+            z = torch.full_like(z, -math.inf).scatter(0, z.topk(top_k).indices, z.topk(top_k).values)
+        return z.log_softmax(-1)[token].exp().item()
+
+    def kept_only(logits, token, temperature, top_k):
+        z = logits / temperature
+        values, ids = z.topk(top_k if top_k is not None else z.numel())
+        return float(values.softmax(-1)[ids == token].sum())
+
+    assert verdict("07.2", log_space)[0] is True
+    assert verdict("07.2", kept_only)[0] is True
 
 
-def test_steps_to_target():
-    assert verdict("07.4", steps_to_target)[0] is True
+def test_the_expected_probability_is_what_sample_next_draws():
+    # 20,000 draws of one row: a frequency is within 5 binomial standard deviations (sqrt(p(1-p)/n) <= 0.0036)
+    # of the exact probability, except with odds ~1e-6.
+    logits = ch07.draw_logits(rows=1, seed=7)[0] * 3
+    n = 20_000
+    ranked = logits.argsort(descending=True).tolist()
+    for temperature, top_k in ((1.0, None), (0.5, 10), (2.0, 10)):
+        draws = sample_next(logits.expand(n, -1), temperature, top_k=top_k, gen=torch.Generator().manual_seed(0))
+        for rank in (0, 1, 9, 10):
+            token = ranked[rank]
+            p = ch07.draw_probability(logits, token, temperature, top_k)
+            freq = (draws == token).float().mean().item()
+            assert abs(freq - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-12, (temperature, top_k, rank, freq, p)
 
-    def no_first_case(curve, target):  # interpolates from (0, inf) at the first evaluation
-        prev_step, prev_loss = 0, math.inf
-        for step, loss in curve:
-            if loss <= target:
-                return prev_step + (step - prev_step) * (prev_loss - target) / (prev_loss - loss)
-            prev_step, prev_loss = step, loss
-        return math.inf
 
-    def at_evaluations(curve, target):  # no interpolation: the first evaluation at or below the target
-        return next((float(step) for step, loss in curve if loss <= target), math.inf)
+def min_p_sample(logits, min_p, gen):
+    p = logits.softmax(dim=-1)
+    p = torch.where(p >= min_p * p.amax(dim=-1, keepdim=True), p, 0.0)
+    return torch.multinomial(p, 1, generator=gen)
 
-    def last_crossing(curve, target):
-        crossings = [steps_to_target(curve[i:], target) for i in range(len(curve))]
-        return max((c for c in crossings if math.isfinite(c)), default=math.inf)
 
-    assert "nan" in wrong("07.4", no_first_case)
-    assert "not where the interpolated curve first reaches" in wrong("07.4", at_evaluations)
-    assert "not where the interpolated curve first reaches" in wrong("07.4", last_crossing)
+def test_min_p():
+    ok, remark = verdict("07.3", min_p_sample)
+    assert ok is True and "follows the model's confidence" in remark
 
-    def with_pairs(curve, target):  # zip of neighbours, the first evaluation handled before
-        if curve and curve[0][1] <= target:
-            return float(curve[0][0])
-        for (s0, l0), (s1, l1) in zip(curve, curve[1:]):
-            if l1 <= target:
-                return s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
-        return math.inf
+    def in_log_space(logits, min_p, gen):  # log p_i >= log min_p + log p_max, then Gumbel-max
+        z = logits.log_softmax(dim=-1)
+        keep = z >= math.log(min_p) + z.amax(dim=-1, keepdim=True) if min_p > 0 else torch.ones_like(z, dtype=bool)
+        u = torch.rand(z.shape, generator=gen).clamp_min(1e-20)
+        return (z.masked_fill(~keep, -math.inf) - (-u.log()).log()).argmax(dim=-1, keepdim=True)
 
-    def with_numpy(curve, target):
-        import numpy as np
-        steps, losses = (np.array(v, dtype=float) for v in zip(*curve))
-        hit = np.flatnonzero(losses <= target)
-        if not len(hit):
-            return math.inf
-        i = int(hit[0])
-        return float(steps[0]) if i == 0 else float(np.interp(target, [losses[i], losses[i - 1]],
-                                                              [steps[i], steps[i - 1]]))
+    def after_a_sort(logits, min_p, gen):  # sorted: the kept tokens are a prefix
+        p, ids = logits.softmax(dim=-1).sort(dim=-1, descending=True)
+        p = p.masked_fill(p < min_p * p[:, :1], 0.0)
+        return ids.gather(-1, torch.multinomial(p, 1, generator=gen))
 
-    assert verdict("07.4", with_pairs)[0] is True
-    assert verdict("07.4", with_numpy)[0] is True
-    assert "never" in wrong("07.4", lambda curve, target: 0.0 if curve[-1][1] > target else steps_to_target(curve, target))
+    assert verdict("07.3", in_log_space)[0] is True
+    assert verdict("07.3", after_a_sort)[0] is True
+
+    def strict(logits, min_p, gen):  # > instead of >=: at min_p = 1 nothing is left
+        p = logits.softmax(dim=-1)
+        return torch.multinomial(torch.where(p > min_p * p.amax(dim=-1, keepdim=True), p, 0.0), 1, generator=gen)
+
+    def absolute(logits, min_p, gen):  # a fixed probability floor, not relative to the likeliest token
+        p = logits.softmax(dim=-1)
+        p = torch.where(p >= min_p, p, 0.0)
+        p[p.sum(-1) == 0, 0] = 1.0
+        return torch.multinomial(p, 1, generator=gen)
+
+    def on_logits(logits, min_p, gen):  # the cut applied to logits instead of probabilities
+        keep = logits >= min_p * logits.amax(dim=-1, keepdim=True)
+        return torch.multinomial(logits.masked_fill(~keep, -math.inf).softmax(-1), 1, generator=gen)
+
+    def unseeded(logits, min_p, gen):
+        return min_p_sample(logits, min_p, None)
+
+    why = wrong("07.3", strict)
+    assert "empty kept set" in why and "\n" not in why
+    assert "kept token" in wrong("07.3", absolute) or "tokens the rule does not keep" in wrong("07.3", absolute)
+    assert "do not fit" in wrong("07.3", on_logits)
+    assert "draw from gen" in wrong("07.3", unseeded)
+
+
+def test_the_distribution_test_has_power_and_a_small_false_failure_rate():
+    # a sampler off by 10% in one temperature fails; the right one passes for 5 other seeds of the check's draws
+    assert "do not fit" in wrong("07.1", lambda l, t, g: sample_temperature(l, t * 1.1 if t else 0, g))
+    for seed in range(5):
+        assert verdict("07.1", lambda l, t, g, s=seed: sample_temperature(l, t, torch.Generator().manual_seed(
+            g.initial_seed() * 7 + s)))[0] is True
+
+
+def test_test_rows_keep_no_token_on_the_min_p_edge():
+    # float32 and float64 must agree on every kept set: no ratio p / p_max within 1e-4 of a cut
+    for row in ch07._test_rows():
+        ratio = row.double().softmax(-1) / row.double().softmax(-1).max()
+        for m in ch07.MIN_PS:
+            near = (ratio - m).abs() / m
+            assert bool(((near > 1e-4) | (ratio == 1)).all()), m
+
+
+def penalize(logits, previous, penalty):
+    out = logits.clone()
+    for r, ids in enumerate(previous):
+        seen = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        if len(seen):
+            z = out[r, seen]
+            out[r, seen] = torch.where(z > 0, z / penalty, z * penalty)
+    return out
+
+
+def test_repetition_penalty():
+    ok, remark = verdict("07.4", penalize)
+    assert ok is True and "loses its pull" in remark
+
+    def one_by_one(logits, previous, penalty):  # each distinct previous token in turn
+        out = logits.clone()
+        for r, ids in enumerate(previous):
+            for i in set(ids):
+                out[r, i] = out[r, i] / penalty if out[r, i] > 0 else out[r, i] * penalty
+        return out
+
+    def with_scatter(logits, previous, penalty):
+        factor = torch.ones_like(logits)
+        for r, ids in enumerate(previous):
+            if ids:
+                factor[r].scatter_(0, torch.tensor(ids), penalty)
+        return torch.where(logits > 0, logits / factor, logits * factor)
+
+    assert verdict("07.4", one_by_one)[0] is True
+    assert verdict("07.4", with_scatter)[0] is True
+
+    def divides_all(logits, previous, penalty):
+        out = logits.clone()
+        for r, ids in enumerate(previous):
+            out[r, list(set(ids))] /= penalty
+        return out
+
+    def per_occurrence(logits, previous, penalty):
+        out = logits.clone()
+        for r, ids in enumerate(previous):
+            for i in ids:
+                out[r, i] = out[r, i] / penalty if out[r, i] > 0 else out[r, i] * penalty
+        return out
+
+    def in_place(logits, previous, penalty):
+        for r, ids in enumerate(previous):
+            for i in set(ids):
+                logits[r, i] = logits[r, i] / penalty if logits[r, i] > 0 else logits[r, i] * penalty
+        return logits
+
+    assert "LIKELIER" in wrong("07.4", divides_all)
+    assert "once per occurrence" in wrong("07.4", per_occurrence)
+    assert "changed the logits it was given" in wrong("07.4", in_place)
+
+
+def top_p_probs(p):
+    def probs(row):
+        q, ids = row.double().softmax(-1).sort(descending=True)
+        q = torch.where(q.cumsum(-1) - q < p, q, 0.0)
+        return torch.zeros_like(q).scatter(0, ids, q / q.sum())
+    return probs
+
+
+def test_the_distribution_harness_accepts_any_top_p_draw_and_explains_cumsum_over_p():
+    # the issue's cases, through the harness 07.1 and 07.3 share: a top-p that masks in vocabulary order and a
+    # Gumbel-max top-p pass; `cumsum > p` (drops the top token) gets a reason, not multinomial's traceback
+    def vocab_order(logits, p, gen):
+        q, ids = logits.softmax(-1).sort(dim=-1, descending=True)
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, ids, q.cumsum(-1) - q >= p)
+        return torch.multinomial(logits.masked_fill(drop, -math.inf).softmax(-1), 1, generator=gen)
+
+    def gumbel(logits, p, gen):
+        q, ids = logits.softmax(-1).sort(dim=-1, descending=True)
+        z = logits.gather(-1, ids).masked_fill(q.cumsum(-1) - q >= p, -math.inf)
+        u = torch.rand(z.shape, generator=gen).clamp_min(1e-20)
+        return ids.gather(-1, (z - (-u.log()).log()).argmax(-1, keepdim=True))
+
+    def cumsum_over_p(logits, p, gen):
+        z, ids = logits.sort(dim=-1, descending=True)
+        z = z.masked_fill(z.softmax(-1).cumsum(-1) > p, -math.inf)
+        return ids.gather(-1, torch.multinomial(z.softmax(-1), 1, generator=gen))
+
+    for p in (0.05, 0.5, 0.9):
+        ch07.check_distribution(lambda z, g: vocab_order(z, p, g), top_p_probs(p), f"top-p {p}")
+        ch07.check_distribution(lambda z, g: gumbel(z, p, g), top_p_probs(p), f"top-p {p}")
+    with pytest.raises(ex.Wrong) as failed:
+        ch07.check_distribution(lambda z, g: cumsum_over_p(z, 0.05, g), top_p_probs(0.05), "top-p 0.05")
+    assert "refused your probabilities" in str(failed.value) and "empty kept set" in str(failed.value)
+    with pytest.raises(ex.Wrong, match="never came up|rule does not keep|do not fit"):
+        ch07.check_distribution(lambda z, g: cumsum_over_p(z, 0.9, g), top_p_probs(0.9), "top-p 0.9")
+
+
+def top_k_probs(k):
+    def probs(row):
+        z = row.double()
+        kept = torch.full_like(z, -math.inf).scatter(0, z.topk(k).indices, z.topk(k).values)
+        return kept.softmax(-1)
+    return probs
+
+
+def test_the_distribution_harness_accepts_a_sort_based_top_k():
+    def by_sort(logits, k, gen):  # sorted, the first k kept, drawn by position
+        z, ids = logits.sort(dim=-1, descending=True)
+        return ids.gather(-1, torch.multinomial(z[:, :k].softmax(-1), 1, generator=gen))
+
+    def by_threshold(logits, k, gen):  # everything below the k-th value masked, drawn over the vocabulary
+        kth = logits.topk(k, dim=-1).values[:, -1:]
+        return torch.multinomial(logits.masked_fill(logits < kth, -math.inf).softmax(-1), 1, generator=gen)
+
+    for k in (1, 10, 100):
+        ch07.check_distribution(lambda z, g: by_sort(z, k, g), top_k_probs(k), f"top-k {k}")
+        ch07.check_distribution(lambda z, g: by_threshold(z, k, g), top_k_probs(k), f"top-k {k}")
+    with pytest.raises(ex.Wrong, match="tokens the rule does not keep"):  # one too many kept
+        ch07.check_distribution(lambda z, g: by_sort(z, 11, g), top_k_probs(10), "top-k 10")

@@ -44,7 +44,7 @@ def test_everything_is_restored_when_the_answer_raises_or_is_refused():
         raise ValueError("the answer's own bug")
 
     refused = {"02.4": lambda chunk: encode(chunk), "03.1": lambda T: torch.ones(T, T).tril().bool(),
-               "06.1": lambda logits, t, gen: sample_next(logits, t, gen=gen)}
+               "07.1": lambda logits, t, gen: sample_next(logits, t, gen=gen)}
     for id, answer in refused.items():
         ok, why = verdict(id, raises)
         assert ok is False and "ValueError: the answer's own bug" in why, why
@@ -71,7 +71,7 @@ def test_a_swallowed_or_wrapped_refusal_is_still_refused():
             raise RuntimeError("something else") from e
 
     for answer in (swallows, rewraps):
-        ok, why = verdict("06.1", answer)
+        ok, why = verdict("07.1", answer)
         assert ok is False and "nanogpt_lib.sample.sample_next" in why, why
 
 
@@ -147,7 +147,7 @@ def test_the_checks_leave_the_thread_count_as_they_found_it():
 
 
 def test_sample_module_functions_are_all_off_in_chapter_06():
-    labels = {t.label for t in ex.switched_off(ex.get("06.3"))}
+    labels = {t.label for t in ex.switched_off(ex.get("07.3"))}
     for name in ("sample_next", "generate", "stream_text"):
         assert f"nanogpt_lib.sample.{name}" in labels
     assert callable(sample.generate)

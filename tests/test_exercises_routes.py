@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from nanogpt_lib import sweep
 from nanogpt_lib.data import TokenData, naive_get_batch
-from nanogpt_lib.exercises import ch01, ch04, ch05, ch06, ch07
+from nanogpt_lib.exercises import ch01, ch04, ch05, ch07, ch08
 from nanogpt_lib.explorers import schedule
 from nanogpt_lib.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig
@@ -161,25 +161,25 @@ ROUTES = [
      "ch05._muon_truth"),
     ("05.4", "a number found by trial (bisection on the check's replies)", 0.05, "give a function"),
     ("05.4", "a fixed rate behind a function", lambda run: 0.05, "hidden run"),
-    ("06.1", "a wrapper around sample_next", lambda l, t, g: sample_next(l, t, gen=g), "sample_next"),
-    ("06.2", "the check's own probability", lambda l, tok, t, k: ch06.draw_probability(l, tok, t, k),
-     "ch06.draw_probability"),
-    ("06.2", "sample_next's frequencies", lambda l, tok, t, k: float((sample_next(
+    ("07.1", "a wrapper around sample_next", lambda l, t, g: sample_next(l, t, gen=g), "sample_next"),
+    ("07.2", "the check's own probability", lambda l, tok, t, k: ch07.draw_probability(l, tok, t, k),
+     "ch07.draw_probability"),
+    ("07.2", "sample_next's frequencies", lambda l, tok, t, k: float((sample_next(
         l.expand(1000, -1), t, top_k=k) == tok).float().mean()), "sample_next"),
-    ("06.3", "a wrapper around sample_next", lambda l, m, g: sample_next(l, 1.0, top_p=1 - m, gen=g), "sample_next"),
-    ("06.3", "the check's own rule", lambda l, m, g: torch.multinomial(torch.stack(
-        [ch06.min_p_probs(m)(r) for r in l]).float(), 1, generator=g), "ch06.min_p_probs"),
-    ("06.4", "the check's own penalty", lambda l, p, x: ch06._penalized(l, p, x), "ch06._penalized"),
-    ("07.1", "a number (trying the sweep's rates)", 0.004, "give a function"),
-    ("07.1", "the check's own ranking", lambda runs, seed: ch07._winner(runs, seed), "ch07._winner"),
-    ("07.2", "the check's own count", lambda d: ch07._n_params({}), "ch07._n_params"),
-    ("07.3", "a number narrowed down by too high / too low", 0.0053, "give a function"),
-    ("07.3", "the check's own difference", lambda l, h: ch07._dividend(l, h), "ch07._dividend"),
-    ("07.4", "sweep.steps_to_target", lambda curve, target: sweep.steps_to_target(curve, target),
+    ("07.3", "a wrapper around sample_next", lambda l, m, g: sample_next(l, 1.0, top_p=1 - m, gen=g), "sample_next"),
+    ("07.3", "the check's own rule", lambda l, m, g: torch.multinomial(torch.stack(
+        [ch07.min_p_probs(m)(r) for r in l]).float(), 1, generator=g), "ch07.min_p_probs"),
+    ("07.4", "the check's own penalty", lambda l, p, x: ch07._penalized(l, p, x), "ch07._penalized"),
+    ("08.1", "a number (trying the sweep's rates)", 0.004, "give a function"),
+    ("08.1", "the check's own ranking", lambda runs, seed: ch08._winner(runs, seed), "ch08._winner"),
+    ("08.2", "the check's own count", lambda d: ch08._n_params({}), "ch08._n_params"),
+    ("08.3", "a number narrowed down by too high / too low", 0.0053, "give a function"),
+    ("08.3", "the check's own difference", lambda l, h: ch08._dividend(l, h), "ch08._dividend"),
+    ("08.4", "sweep.steps_to_target", lambda curve, target: sweep.steps_to_target(curve, target),
      "sweep.steps_to_target"),
 ]
-# Each of the lr sweep's rates as the answer to 07.1: with a function asked for, none passes.
-ROUTES += [("07.1", f"the sweep's rate {lr:g}, always", lambda runs, seed, lr=lr: lr, "")
+# Each of the lr sweep's rates as the answer to 08.1: with a function asked for, none passes.
+ROUTES += [("08.1", f"the sweep's rate {lr:g}, always", lambda runs, seed, lr=lr: lr, "")
            for lr in (5e-4, 1e-3, 2e-3, 4e-3, 8e-3)]
 
 

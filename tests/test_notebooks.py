@@ -1,5 +1,5 @@
 """Notebooks as papermill runs them headless, with small parameters: 05 (the lesson, and the README's
-overnight command killed and run again) and 07 (the experiments, on the tiny grid).
+overnight command killed and run again) and 08 (the experiments, on the tiny grid).
 
 nbval (``python -m pytest`` collects ``notebooks/``) runs every notebook with its committed defaults; these
 tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what the runs left on disk.
@@ -193,8 +193,8 @@ def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.Monk
 
     out_dir = tmp_path / "exp"
     parameters = dict(scale="tiny", out_dir=str(out_dir), workers=1)
-    first = tmp_path / "07_experiments.out.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / "07_experiments.ipynb"), str(first), parameters=parameters,
+    first = tmp_path / "08_experiments.out.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "08_experiments.ipynb"), str(first), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
 
     assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
@@ -217,8 +217,8 @@ def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.Monk
     # Run again into another file: every run is finished, so none is trained again.
     stamps = {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")}
     assert len(stamps) >= 16  # lr stage (2 rates x 2 seeds) and variants (6 x 2 seeds) at least
-    second = tmp_path / "07_experiments.again.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / "07_experiments.ipynb"), str(second), parameters=parameters,
+    second = tmp_path / "08_experiments.again.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "08_experiments.ipynb"), str(second), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
     assert {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")} == stamps
     again = json.loads(second.read_text())

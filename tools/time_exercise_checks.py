@@ -3,7 +3,7 @@ process where only the library's tokenizer and the chapter's modules are loaded,
 by its exercises, so the check's own data and caches are built as they would be the first time) and twice warm.
 
     OMP_NUM_THREADS=1 python tools/time_exercise_checks.py          # all checks
-    python tools/time_exercise_checks.py 06.1 06.3                  # some
+    python tools/time_exercise_checks.py 07.1 07.3                  # some
 
 Prints one line per check (cold, then the median of the warm runs) and the slowest. The target is under 5 s
 cold on a busy 2-core laptop; the checks train on one thread (nanogpt_lib.exercises.one_thread).

@@ -1,283 +1,305 @@
-"""Checks for notebook 07 (experiments): reading the committed runs in ``experiments/full``.
+"""Checks for notebook 07 (sampling): temperature, the probability of a draw, min-p sampling, a repetition penalty.
 
-Where the answer is a number read off the runs (which rate one seed picks, what the decay buys), the exercise
-asks for the function that computes it: the check runs it on sweeps the learner never sees (other rates,
-seeds, step counts, written here at random) and then on the committed runs, so no number can be guessed
-and narrowed down. Truths on the committed runs come from their own files (``result.json``,
-``metrics.jsonl``) read with the library's readers (``nanogpt_lib.sweep``).
+A sampler is checked on what it draws, not on how: any correct way (``torch.multinomial``, Gumbel-max, an
+inverse CDF, masking in vocabulary order or after a sort) passes. Each check repeats a few rows of logits
+thousands of times and tests, row by row, that
+
+* no draw falls outside the tokens the rule keeps (exact);
+* every kept token of probability >= 0.5% is drawn at least once;
+* the counts fit the kept tokens' renormalised probabilities (a chi-square test at p >= 1e-6).
+
+A correct sampler fails one of these with probability below 1e-4 over its own randomness (the numbers are
+worked out where the tests are). Temperature 0 and near 0 are checked exactly: every row's argmax. While an
+answer runs, ``nanogpt_lib.sample`` is switched off.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import statistics
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from .. import paths
-from .. import sweep
-from ..model import GPT, GPTConfig
-from ..sweep import RESULT, load_result, steps_to_target
-from . import Wrong, expect, exercise
+from .. import sample as sample_module
+from . import Wrong, chi2_tail, expect, exercise
 from .guard import fn
 
-PUBLIC = ("experiment_dir", "results")  # a learner's answer may read the runs with these
+VOCAB = 500  # a small vocabulary keeps the draws instant; the rules do not depend on its size
+ROWS = 1000
+PUBLIC = ("draw_logits", "VOCAB", "ROWS")
+
+# The distribution test: ROWS_TESTED rows of different spread, each repeated REPEATS times.
+ROWS_TESTED = 4
+REPEATS = 4000
+SEEN_AT_LEAST = 0.005  # P(a kept token this likely is never drawn in 4,000 draws) = 0.995^4000 = 2e-9
+P_MIN = 1e-6  # chi-square threshold: with <= 200 tokens x 4 rows x 7 settings tested, all tests together
+              # fail a correct sampler with probability <= 5,600 x 2e-9 + 28 x 1e-6 < 1e-4
 
 
-def _sweep_twins() -> list:
-    """The sweep module's helpers that compute, not read (load_result stays: it only reads a run's files)."""
-    return [fn(sweep.steps_to_target), fn(sweep.run_grid)]
+def draw_logits(rows: int = ROWS, vocab: int = VOCAB, seed: int = 6) -> torch.Tensor:
+    """Rows of logits from sure (one token far ahead) to spread out (nearly flat), as a model gives them."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.logspace(-1, 1, rows).unsqueeze(1)  # 0.1 (flat) .. 10 (peaked)
+    return torch.randn(rows, vocab, generator=gen) * scale
 
 
-def experiment_dir() -> Path:
-    """The committed full experiment (``experiments/full`` under the project root)."""
-    return paths.project_root() / "experiments" / "full"
+def _sampling_twins() -> list:
+    return [fn(f, f"nanogpt_lib.sample.{n}") for n, f in vars(sample_module).items()
+            if callable(f) and getattr(f, "__module__", None) == sample_module.__name__]
 
 
-def results(stage: str | None = None) -> list[dict[str, Any]]:
-    """Every finished run of the full experiment (``sweep.load_result``: result.json plus its val curve),
-    optionally of one stage, in folder order."""
-    if not experiment_dir().is_dir():
-        raise FileNotFoundError(f"{paths.shown(experiment_dir())} is missing: the exercises read the committed "
-                                "experiment of the repository (is NANOGPT_HOME set elsewhere?)")
-    runs = [load_result(d) for d in sorted(experiment_dir().iterdir()) if (d / RESULT).is_file()]
-    return [r for r in runs if stage is None or r["stage"] == stage]
+def _draws(sampler: Callable[[torch.Tensor], object], logits: torch.Tensor, what: str) -> torch.Tensor:
+    """The learner's draws for ``logits`` (B, V), checked to be B token ids; a failed torch.multinomial is a
+    reason, not a traceback."""
+    try:
+        ids = sampler(logits.clone())
+    except NotImplementedError:  # the placeholder (a RuntimeError too): not answered yet
+        raise
+    except RuntimeError as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if any(k in text for k in ("probability tensor", "multinomial", "invalid", "sum of probabilities")):
+            raise Wrong(f"{what}: torch.multinomial refused your probabilities ({text}): a row has no token "
+                        "left to draw (an empty kept set sums to 0), or holds inf or nan (logits divided by a "
+                        "zero or tiny temperature, exp of a large logit)") from None
+        raise
+    expect(torch.is_tensor(ids), f"{what}: returned {type(ids).__name__}, not a tensor of token ids")
+    expect(tuple(ids.shape) == (logits.size(0), 1), f"{what}: returned shape {tuple(ids.shape)}, expected one "
+           f"id per row, shape ({logits.size(0)}, 1)")
+    expect(not ids.is_floating_point(), f"{what}: returned {ids.dtype} values, not integer token ids")
+    ids = ids.long().view(-1)
+    expect(bool(((ids >= 0) & (ids < logits.size(1))).all()), f"{what}: some ids are outside the vocabulary")
+    return ids
 
 
-def _number(answer: object) -> float:
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
-           f"give a number, got {answer!r}")
-    return float(answer)
+def _test_rows() -> torch.Tensor:
+    """ROWS_TESTED rows of a 200-token vocabulary, from nearly flat to peaked (scales 0.5 .. 4)."""
+    rows = draw_logits(rows=ROWS_TESTED, vocab=200, seed=11) / torch.logspace(-1, 1, ROWS_TESTED).unsqueeze(1)
+    return rows * torch.tensor([0.5, 1.0, 2.0, 4.0]).unsqueeze(1)
 
 
-# ---- 07.1 one seed's verdict --------------------------------------------------------------------------
-
-def _fake_run(lr: float, seed: int, final: float, best: float, step: int = 1500) -> dict[str, Any]:
-    """A run record shaped like load_result's, for the sweeps the learner never sees."""
-    return {"name": f"lr-{lr:g}-s{seed}", "label": f"lr {lr:g}", "stage": "lr", "seed": seed, "step": step,
-            "config": {"lr": lr}, "final": {"val_loss": final}, "best_val_loss": best,
-            "curve": [(step, final)]}
-
-
-def _hidden_sweeps() -> list[list[dict[str, Any]]]:
-    """Three lr sweeps (4-6 rates, 2-3 seeds) where each seed prefers another rate, and where the lowest best
-    val loss is another run than the lowest final one (a curve that dipped, then rose)."""
-    g = random.Random(71)
-    sweeps = []
-    for n_rates, n_seeds in ((5, 2), (4, 3), (6, 2)):
-        rates: list[float] = []
-        while len(rates) < n_rates:  # distinct rates, as a sweep has
-            rate = g.choice((1, 2, 3, 5)) * 10.0 ** g.randint(-4, -2)
-            rates += [rate] if rate not in rates else []
-        rates.sort()
-        runs = []
-        for seed in range(1, n_seeds + 1):
-            order = list(range(n_rates))
-            g.shuffle(order)  # this seed's ranking of the rates
-            for rank, i in enumerate(order):
-                final = 4.0 + 0.01 * rank + g.random() * 1e-3
-                best = final - (0.05 if rank == n_rates - 1 else g.random() * 1e-3)  # the worst dipped lowest
-                runs.append(_fake_run(rates[i], seed, final, best))
-        sweeps.append(runs)
-    return sweeps
-
-
-def _winner(runs: list[dict[str, Any]], seed: int | None) -> float:
-    """The rate of the lowest mean final val loss, over ``seed``'s runs (or all seeds' for None)."""
-    by_lr: dict[float, list[float]] = {}
-    for r in runs:
-        if seed is None or r["seed"] == seed:
-            by_lr.setdefault(r["config"]["lr"], []).append(r["final"]["val_loss"])
-    return min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]))
+def check_distribution(sampler: Callable[[torch.Tensor, torch.Generator], object],
+                       probs: Callable[[torch.Tensor], torch.Tensor], what: str) -> None:
+    """Fail unless ``sampler(logits, gen)`` draws each test row from ``probs(row)`` (float64, zero outside
+    the kept set): the three tests of the module's docstring, row by row."""
+    rows = _test_rows()
+    draws = _draws(lambda z: sampler(z, torch.Generator().manual_seed(1)), rows.repeat_interleave(REPEATS, 0), what)
+    for r in range(ROWS_TESTED):
+        p = probs(rows[r])
+        counts = torch.bincount(draws[r * REPEATS:(r + 1) * REPEATS], minlength=rows.size(1)).double()
+        where = f"{what}, row {r + 1} of {ROWS_TESTED}"
+        outside = int(counts[p == 0].sum())
+        if outside:
+            raise Wrong(f"{where}: {outside} of {REPEATS:,} draws are tokens the rule does not keep")
+        missing = int(((p >= SEEN_AT_LEAST) & (counts == 0)).sum())
+        if missing:
+            raise Wrong(f"{where}: {missing} kept token(s) with probability >= {SEEN_AT_LEAST:.1%} never came up "
+                        f"in {REPEATS:,} draws: your kept set is missing tokens the rule keeps")
+        expected = p * REPEATS
+        big = expected >= 5  # chi-square needs >= 5 expected per bin: the small ones share one bin
+        obs, exp = counts[big].tolist(), expected[big].tolist()
+        if expected[~big].sum() >= 5:
+            obs.append(float(counts[~big].sum()))
+            exp.append(float(expected[~big].sum()))
+        if len(obs) < 2:
+            continue  # one bin holds everything: the kept-set tests above said all there is
+        stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp))
+        pval = chi2_tail(stat, len(obs) - 1)
+        if pval < P_MIN:
+            raise Wrong(f"{where}: the draws do not fit the kept tokens' renormalised probabilities (chi-square "
+                        f"p = {pval:.1e}, below {P_MIN:g}): check which tokens you keep (rare ones may be missing) "
+                        "and the probabilities you draw them with")
 
 
-@exercise("07.1", "Which learning rate wins with one seed?",
-          "a function one_seed_winner(runs, seed) -> float: among the runs (load_result records of one lr sweep) "
-          "of that seed, the config['lr'] of the one with the lowest final val loss", off=_sweep_twins,
-          why="rank the runs yourself")
-def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> str:
-    expect(callable(one_seed_winner), f"give a function one_seed_winner(runs, seed), got "
-           f"{type(one_seed_winner).__name__}")
-    sweeps = [(f"hidden sweep {i + 1}", runs) for i, runs in enumerate(_hidden_sweeps())]
-    sweeps.append(("the lr stage", results("lr")))
-    for what, runs in sweeps:
-        for seed in sorted({r["seed"] for r in runs}):
-            got = _number(one_seed_winner([dict(r) for r in runs], seed))
-            truth = _winner(runs, seed)
-            if math.isclose(got, truth, rel_tol=1e-12):
+def _seeded(sampler: Callable[..., object], *args: object) -> Callable[[torch.Tensor, torch.Generator], object]:
+    return lambda z, gen: sampler(z, *args, gen)
+
+
+def _uses_gen(sampler: Callable[[torch.Tensor, torch.Generator], object], what: str) -> None:
+    """The draws come from ``gen`` alone: the same seed gives the same draws whatever the global RNG holds."""
+    z = draw_logits(rows=200)
+    torch.manual_seed(1)
+    a = _draws(lambda x: sampler(x, torch.Generator().manual_seed(5)), z, what)
+    torch.manual_seed(2)
+    b = _draws(lambda x: sampler(x, torch.Generator().manual_seed(5)), z, what)
+    expect(torch.equal(a, b), f"{what}: two calls with generators seeded alike drew differently: draw from gen "
+           "(torch.multinomial(..., generator=gen), torch.rand(..., generator=gen))")
+
+
+# ---- 07.1 temperature ---------------------------------------------------------------------------------
+
+# 1e-37 is above float32's smallest normal number (1.2e-38), so not greedy by rule, yet a logit of 40 divided
+# by it overflows float32: the draw must still be the argmax.
+GREEDY_TEMPERATURES = (0.0, 1e-37)
+TEMPERATURES = (0.7, 1.0, 1.5)
+
+
+def _softmax_probs(temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda row: (row.double() / temperature).softmax(-1)
+
+
+@exercise("07.1", "Sampling with a temperature, and temperature 0",
+          "a function sample_temperature(logits, temperature, gen) -> (B, 1) token ids: the argmax of each row at "
+          "temperature 0, else one draw per row from softmax(logits / temperature), drawn from gen",
+          off=_sampling_twins, why="draw the tokens yourself")
+def _temperature(sample_temperature: Callable[..., torch.Tensor]) -> str:
+    expect(callable(sample_temperature), "give a function sample_temperature(logits, temperature, gen)")
+    logits = draw_logits()
+    argmax = logits.argmax(-1)
+    for temperature in GREEDY_TEMPERATURES:
+        what = f"at temperature {temperature:g}"
+        ids = _draws(lambda z: sample_temperature(z, temperature, torch.Generator().manual_seed(1)), logits, what)
+        off = int((ids != argmax).sum())
+        if off and temperature > 0:
+            raise Wrong(f"{what}: {off} of {ROWS} rows are not the row's likeliest token, as the limit T -> 0 "
+                        "says they must be: logits / temperature overflows; what can you subtract from every "
+                        "logit of a row without changing any probability?")
+        expect(not off, f"{what}: {off} of {ROWS} rows are not the row's likeliest token")
+    for temperature in TEMPERATURES:
+        check_distribution(_seeded(sample_temperature, temperature), _softmax_probs(temperature),
+                           f"at temperature {temperature:g}")
+    _uses_gen(_seeded(sample_temperature, 0.7), "at temperature 0.7")
+    return (f"argmax at 0 and 1e-37, and the right distribution at temperatures "
+            f"{', '.join(f'{t:g}' for t in TEMPERATURES)} ({ROWS_TESTED} rows x {REPEATS:,} draws each).")
+
+
+# ---- 07.2 the probability of a draw -------------------------------------------------------------------
+
+def draw_probability(logits: torch.Tensor, token: int, temperature: float, top_k: int | None) -> float:
+    """What sample_next draws ``token`` with, for one row of logits (float64): the softmax of logits /
+    temperature over the ``top_k`` likeliest tokens (all of them for None), 0 for a token outside them."""
+    z = logits.double() / temperature
+    if top_k is not None:
+        kept = torch.topk(z, top_k).indices
+        if token not in kept.tolist():
+            return 0.0
+        cut = torch.full_like(z, -math.inf)
+        cut[kept] = z[kept]
+        z = cut
+    return float(z.softmax(dim=-1)[token])
+
+
+PROB_CASES = ((1.0, None), (0.5, 10), (2.0, 10), (1.0, 1), (0.8, 200))
+
+
+@exercise("07.2", "The probability that a token is drawn",
+          "a function prob_drawn(logits, token, temperature, top_k) -> float: the probability that sample_next "
+          "draws token id `token` from one row of logits (shape (vocab,)) at that temperature and top-k "
+          "(None: no cut)", off=_sampling_twins, why="compute the probability yourself")
+def _probability(prob_drawn: Callable[..., float]) -> str:
+    expect(callable(prob_drawn), "give a function prob_drawn(logits, token, temperature, top_k)")
+    logits = draw_logits(rows=1, seed=7)[0] * 3  # one row with a clear head and a long tail
+    ranked = logits.argsort(descending=True).tolist()
+    for temperature, top_k in PROB_CASES:
+        # the likeliest token, one near the k-th, one just past it (never drawn), one from the tail
+        k = top_k or 50
+        for rank in sorted({0, k - 1, min(k, VOCAB - 1), VOCAB - 1}):
+            token = ranked[rank]
+            mine = prob_drawn(logits.clone(), token, temperature, top_k)
+            expect(isinstance(mine, (int, float)) or (torch.is_tensor(mine) and mine.numel() == 1),
+                   f"prob_drawn returned {type(mine).__name__}, not a number")
+            mine, truth = float(mine), draw_probability(logits, token, temperature, top_k)
+            what = f"temperature {temperature:g}, top_k {top_k}: the token ranked {rank + 1}"
+            if truth == 0:
+                expect(mine == 0, f"{what} is outside the top {top_k}: sample_next can never draw it, yet you "
+                       f"give it {mine:.3g}")
                 continue
-            at = f"{what}, seed {seed}"
-            rates = {r["config"]["lr"] for r in runs}
-            expect(any(math.isclose(got, x, rel_tol=1e-12) for x in rates),
-                   f"{at}: {got:g} is not one of the sweep's rates (config['lr'])")
-            expect(not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
-                   f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs")
-            lowest = min(runs, key=lambda r: r["final"]["val_loss"])["config"]["lr"]
-            expect(not math.isclose(got, lowest, rel_tol=1e-12),
-                   f"{at}: that is the lowest final loss of any seed's run; the question is this seed's runs")
-            by_best = min((r for r in runs if r["seed"] == seed), key=lambda r: r["best_val_loss"])
-            expect(not math.isclose(got, by_best["config"]["lr"], rel_tol=1e-12),
-                   f"{at}: that run has the lowest best_val_loss; the lr stage ranks by the final val loss")
-            raise Wrong(f"{at}: the run at {got:g} is not this seed's lowest final val loss")
-    runs = results("lr")
-    seed2, both = one_seed_winner(runs, 2), _winner(runs, None)
-    if math.isclose(seed2, both, rel_tol=1e-9):
-        return "it ranks the hidden sweeps and the lr stage as asked; there seed 2 agrees with both seeds' mean."
-    loss = {(r["config"]["lr"], r["seed"]): r["final"]["val_loss"] for r in runs}
-    gap = abs(loss[(seed2, 2)] - loss[(both, 2)])
-    return (f"it ranks the hidden sweeps and the lr stage as asked. There, one seed (2) would have tuned the baseline to "
-            f"{seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} nats, less than the two seeds of one rate "
-            "differ. That is why every stage runs two seeds.")
+            # float32 against float64 softmax: ~1e-7 relative; 1e-5 leaves room for either precision.
+            if not math.isclose(mine, truth, rel_tol=1e-5, abs_tol=1e-12):
+                why = f"{what}: your {mine:.4g} is not the probability sample_next draws it with"
+                if top_k and mine < truth and math.isclose(mine, draw_probability(logits, token, temperature, None),
+                                                           rel_tol=1e-5):
+                    why += " (that is its probability over the whole vocabulary: top-k renormalises over the k kept)"
+                raise Wrong(why)
+    return f"exact for {len(PROB_CASES)} settings, from the likeliest token to the tail."
 
 
-# ---- 07.2 tokens per parameter ------------------------------------------------------------------------
+# ---- 07.3 min-p sampling -----------------------------------------------------------------------------
 
-# Runs whose counts differ: learned positions (a wpe table), RoPE (none), an untied head, half the tokens,
-# half the batch for twice the steps.
-TPP_RUNS = ("lr-baseline-lr-0.002-s1", "variant-untied-s1", "variant-rope-s2",
-            "half-combo-lr-x1-muon-lr-0.02-half-the-steps-s1", "recipe-batch-32-750-steps-s1")
+MIN_PS = (0.02, 0.1, 0.5, 1.0)  # 1.0 keeps the likeliest token only: a strict comparison keeps nothing
 
 
-def _n_params(model_config: dict[str, Any], **count: Any) -> int:
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        return GPT(GPTConfig.from_dict(model_config)).num_params(**count)
+def min_p_probs(min_p: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The min-p rule for one row (float64): keep tokens whose probability is at least min_p times the largest,
+    renormalised; 0 elsewhere."""
+    def probs(row: torch.Tensor) -> torch.Tensor:
+        p = row.double().softmax(-1)
+        kept = torch.where(p >= min_p * p.max(), p, torch.zeros_like(p))
+        return kept / kept.sum()
+    return probs
 
 
-@exercise("07.2", "Tokens per parameter of a run",
-          "a function tokens_per_param(run_dir) -> float: the tokens the run trained on divided by its "
-          "model's GPT.num_params() (the N of 6N), for a run folder of experiments/full",
-          off=lambda: [], why="read the tokens and count the parameters yourself")
-def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
-    expect(callable(tokens_per_param), f"give a function tokens_per_param(run_dir), got {type(tokens_per_param).__name__}")
-    shown = []
-    for name in TPP_RUNS:
-        run_dir = experiment_dir() / name
-        result = load_result(run_dir)
-        mine = _number(tokens_per_param(run_dir))
-        n = _n_params(result["config"]["model"])
-        truth = result["tokens"] / n
-        # Both are one division of the same two integers: equal to float rounding (1e-9 relative leaves room
-        # for a sum done in another order), while the nearest slip (counting the 8,192-weight position table)
-        # is 1e-3 off.
-        if not math.isclose(mine, truth, rel_tol=1e-9):
-            if math.isclose(mine, 1 / truth, rel_tol=1e-6):
-                raise Wrong(f"{name}: that is parameters per token; the ratio is the other way up")
-            if math.isclose(mine, result["tokens"] / _n_params(result["config"]["model"], non_embedding=False),
-                            rel_tol=1e-6):
-                raise Wrong(f"{name}: you counted every parameter; num_params() leaves out the lookup tables "
-                            "(the position table, and wte when the head is untied)")
-            raise Wrong(f"{name}: your ratio {mine:.4g} is not the run's tokens over its num_params()")
-        shown.append(truth)
-    return (f"from {min(shown):.2f} to {max(shown):.2f} tokens per parameter: Chinchilla's compute-optimal "
-            "runs train on about 20, so these runs are short for their size.")
+@exercise("07.3", "Min-p sampling",
+          "a function min_p_sample(logits, min_p, gen) -> (B, 1) token ids: per row, keep the tokens whose "
+          "probability is at least min_p times the row's largest, and draw one of them with their renormalised "
+          "probabilities, from gen", off=_sampling_twins, why="write the cut and the draw yourself")
+def _min_p(min_p_sample: Callable[..., torch.Tensor]) -> str:
+    expect(callable(min_p_sample), "give a function min_p_sample(logits, min_p, gen)")
+    rows = _test_rows()
+    for min_p in MIN_PS:
+        # No token of the test rows sits within 1e-4 (relative) of the cut, so float32 and float64 agree on it.
+        check_distribution(_seeded(min_p_sample, min_p), min_p_probs(min_p), f"min_p = {min_p:g}")
+    _uses_gen(_seeded(min_p_sample, 0.1), "min_p = 0.1")
+    kept = [int((min_p_probs(0.1)(r) > 0).sum()) for r in rows]
+    return (f"the right kept sets and proportions for min_p = {', '.join(f'{m:g}' for m in MIN_PS)}. At 0.1 the "
+            f"cut keeps {', '.join(map(str, kept))} tokens of the {ROWS_TESTED} test rows, from flat to peaked: "
+            "unlike top-k it follows the model's confidence, and unlike top-p it never keeps a long flat tail.")
 
 
-# ---- 07.3 what the decay buys -------------------------------------------------------------------------
+# ---- 07.4 a repetition penalty ------------------------------------------------------------------------
 
-def _dividend(long_runs: list[dict[str, Any]], half_runs: list[dict[str, Any]]) -> float:
-    step = half_runs[0]["step"]
-    at_step = [dict(r["curve"])[step] for r in long_runs]
-    return statistics.fmean(at_step) - statistics.fmean(r["final"]["val_loss"] for r in half_runs)
+PENALTIES = (1.0, 1.3, 2.0)
 
 
-def _hidden_pairs() -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Long runs and their half runs the learner never sees: 2-3 seeds, other lengths and evaluation grids;
-    each long run's best val loss and final loss differ from its loss at the half run's last step."""
-    g = random.Random(73)
-    pairs = []
-    for steps, every, n_seeds in ((800, 100, 3), (1200, 50, 2), (600, 60, 2)):
-        longs, halves = [], []
-        for seed in range(1, n_seeds + 1):
-            curve = [(s, 6.0 - 1.5 * s / steps + g.random() * 0.01) for s in range(every, steps + 1, every)]
-            longs.append({**_fake_run(1e-3, seed, curve[-1][1], curve[-1][1] - 0.01, steps), "curve": curve})
-            final = dict(curve)[steps // 2] - 0.05 - g.random() * 0.02
-            halves.append(_fake_run(1e-3, seed, final, final, steps // 2))
-        pairs.append((longs, halves))
-    return pairs
+def _penalized(logits: torch.Tensor, previous: list[list[int]], penalty: float) -> torch.Tensor:
+    """The rule, as a (B, V) mask of the tokens seen in each row: new logits, the given ones untouched."""
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    for r, ids in enumerate(previous):
+        seen[r, list(ids)] = True
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
-def _committed_pair() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The best combination's 1,500-step runs and its half-steps runs, from experiments/full."""
-    half = results("half")
-    full_label = half[0]["label"].removesuffix(", half the steps")
-    return [r for r in results("combo") if r["label"] == full_label], half
-
-
-@exercise("07.3", "What does the decay buy?",
-          "a function decay_dividend(long_runs, half_runs) -> float: the long runs' mean val loss at the half "
-          "runs' last step (their 'step') minus the half runs' mean final val loss (positive: the half runs "
-          "end lower); each list holds one run per seed", off=_sweep_twins, why="read the curves yourself")
-def _decay(decay_dividend: Callable[[list[dict[str, Any]], list[dict[str, Any]]], float]) -> str:
-    expect(callable(decay_dividend), f"give a function decay_dividend(long_runs, half_runs), got "
-           f"{type(decay_dividend).__name__}")
-    cases = [(f"hidden pair {i + 1}", *pair) for i, pair in enumerate(_hidden_pairs())]
-    cases.append(("the committed best combination", *_committed_pair()))
-    for what, longs, halves in cases:
-        got = _number(decay_dividend([dict(r) for r in longs], [dict(r) for r in halves]))
-        truth = _dividend(longs, halves)
-        # A difference of two means of the same numbers: equal to float64 rounding whatever the order.
-        if math.isclose(got, truth, rel_tol=1e-9, abs_tol=1e-12):
-            continue
-        expect(not math.isclose(got, -truth, rel_tol=1e-9), f"{what}: the sign: the long runs' loss minus the half "
-               "runs' final loss")
-        mean_final = statistics.fmean(r["final"]["val_loss"] for r in longs)
-        half_final = statistics.fmean(r["final"]["val_loss"] for r in halves)
-        expect(not math.isclose(got, mean_final - half_final, rel_tol=1e-9), f"{what}: you took the long runs' "
-               "final loss; the comparison is at the same step, the half runs' last")
-        expect(not math.isclose(got, statistics.fmean(r["best_val_loss"] for r in longs) - half_final,
-                                rel_tol=1e-9), f"{what}: you took the long runs' best val loss; the comparison is "
-               "their loss at the half runs' last step")
-        one = dict(longs[0]["curve"])[halves[0]["step"]] - halves[0]["final"]["val_loss"]
-        expect(not math.isclose(got, one, rel_tol=1e-9), f"{what}: that is the first seed's difference alone; "
-               "average each side over its seeds")
-        raise Wrong(f"{what}: your difference is not the long runs' mean loss at the half runs' last step minus "
-                    "the half runs' mean final loss")
-    longs, halves = _committed_pair()
-    truth, step = decay_dividend(longs, halves), halves[0]["step"]
-    return (f"equal on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
-            f"is halfway down, its rate still about half the peak; the half run has decayed to the minimum by then "
-            f"and ends {truth:.4f} nats lower. Small, but it is why a speed-up read off a long run is checked by a "
-            "run that is meant to stop early.")
-
-
-# ---- 07.4 steps to the target -------------------------------------------------------------------------
-
-def _target() -> float:
-    """The tuned baseline's mean final val loss, as the lr stage decides it."""
-    runs = results("lr")
-    best = _winner(runs, None)
-    return statistics.fmean(r["final"]["val_loss"] for r in runs if r["config"]["lr"] == best)
-
-
-# Edge cases: already at the target at the first evaluation, exactly on it, never reaching it, and a curve that
-# dips below and comes back (the first crossing counts).
-EDGE_CURVES = (([(50, 4.0), (100, 3.0)], 4.5), ([(50, 5.0), (100, 4.5), (150, 4.0)], 4.5),
-               ([(50, 5.0), (100, 4.9)], 4.5), ([(10, 6.0), (20, 4.0), (30, 5.0), (40, 3.0)], 4.5))
-
-
-@exercise("07.4", "Steps to the target, by hand",
-          "a function steps_to_target(curve, target) -> float, curve a list of (step, val_loss): the first "
-          "step at which the curve reaches target, interpolated linearly between evaluations; math.inf if never",
-          off=_sweep_twins, why="interpolate the curve yourself")
-def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
-    expect(callable(mine_fn), f"give a function steps_to_target(curve, target), got {type(mine_fn).__name__}")
-    target = _target()
-    cases = [(f"the edge case {curve}, target {t}", curve, t) for curve, t in EDGE_CURVES]
-    cases += [(f"run {r['name']} (the experiment's target)", r["curve"], target) for r in results()]
-    for what, curve, t in cases:
-        mine, truth = mine_fn([tuple(p) for p in curve], t), steps_to_target(curve, t)
-        expect(isinstance(mine, (int, float)) and not isinstance(mine, bool),
-               f"{what}: returned {type(mine).__name__}, not a number")
-        expect(not math.isnan(mine), f"{what}: you returned nan (inf - inf or 0 / 0 in the interpolation?)")
-        if math.isinf(truth) or math.isinf(mine):
-            expect(mine == truth, f"{what}: the curve {'never reaches' if math.isinf(truth) else 'reaches'} the "
-                   f"target, yet you returned {mine}")
-            continue
-        # Linear interpolation in float64: ~1e-13 steps apart whatever the order of operations.
-        expect(math.isclose(mine, truth, rel_tol=1e-9),
-               f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target")
-    return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
+@exercise("07.4", "A repetition penalty",
+          "a function penalize(logits, previous, penalty) -> new logits (B, V): for each row, every token id that "
+          "occurs in previous[row] (a list of ids, repeats possible) gets its logit divided by penalty if "
+          "positive, multiplied by it if not; other logits unchanged; the input left as it was",
+          off=_sampling_twins, why="write the penalty yourself")
+def _penalty(penalize: Callable[..., torch.Tensor]) -> str:
+    expect(callable(penalize), "give a function penalize(logits, previous, penalty)")
+    g = torch.Generator().manual_seed(64)
+    logits = torch.randn(5, 40, generator=g) * 3
+    previous = [[3, 3, 7, 39], [], [0, 1, 2, 3, 4, 5], [12] * 9, torch.randint(0, 40, (30,), generator=g).tolist()]
+    for penalty in PENALTIES:
+        given = logits.clone()
+        got = penalize(given, [list(p) for p in previous], penalty)
+        what = f"penalty {penalty:g}"
+        expect(torch.is_tensor(got) and tuple(got.shape) == tuple(logits.shape),
+               f"{what}: return a tensor of the logits' shape {tuple(logits.shape)}")
+        expect(torch.equal(given, logits), f"{what}: your function changed the logits it was given: return new "
+               "ones (a sampler may need the originals)")
+        truth = _penalized(logits, previous, penalty)
+        got = got.detach().float()
+        for r in range(len(previous)):
+            # one division or multiplication per entry: equal to float32 rounding (1e-6 relative)
+            if torch.allclose(got[r], truth[r], rtol=1e-6, atol=1e-7):
+                continue
+            seen = set(previous[r])
+            changed = [i for i in range(logits.size(1)) if not math.isclose(got[r, i], logits[r, i], rel_tol=1e-6)]
+            expect(set(changed) <= seen, f"{what}, row {r}: you changed the logit of a token that does not occur in "
+                   "previous[row]")
+            wrong = [i for i in seen if not math.isclose(got[r, i], truth[r, i], rel_tol=1e-6, abs_tol=1e-7)]
+            i = wrong[0]
+            naive = logits[r, i] / penalty
+            expect(not (logits[r, i] < 0 and math.isclose(got[r, i], naive, rel_tol=1e-6)),
+                   f"{what}, row {r}: token {i} has a negative logit and you divided it by the penalty, which makes "
+                   "it LIKELIER; a negative logit is multiplied")
+            expect(len(previous[r]) == len(seen) or not any(
+                math.isclose(got[r, j], logits[r, j] / penalty ** previous[r].count(j), rel_tol=1e-6)
+                for j in wrong if previous[r].count(j) > 1),
+                f"{what}, row {r}: a token that occurs several times is penalised once, not once per occurrence")
+            raise Wrong(f"{what}, row {r}: the logits of tokens in previous[row] are not penalised as asked")
+    p = min_p_probs(0.0)  # the share of probability the penalised tokens lose, for the remark
+    before = float(p(logits[3])[12])
+    after = float(p(_penalized(logits, previous, 2.0)[3])[12])
+    return (f"penalties {', '.join(f'{x:g}' for x in PENALTIES)} all as asked. In row 4, token 12 (seen 9 times) "
+            f"goes from probability {before:.3f} to {after:.3f} at penalty 2: a loop loses its pull, but so does "
+            "a word the text needs again.")

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SAMPLING, DATA_PREP = "06_sampling.ipynb", "01_data_prep.ipynb"
+SAMPLING, DATA_PREP = "07_sampling.ipynb", "01_data_prep.ipynb"
 TOKENIZER, ATTENTION = "02_tokenizer.ipynb", "03_attention.ipynb"  # the tokenizer and attention explorers
 SCHEDULE = "05_schedule_explorer.ipynb"  # 05's explorer cell alone (05 itself trains: minutes in a browser)
 
