@@ -333,8 +333,10 @@ def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) ->
         step = model.meta.get("step")
         export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras,
                        tokenizer=model.meta.get("tokenizer"))
+    published = read_export(out, check=())  # what the record lists: the tokenizer's ranks too, if its own
+    names = [WEIGHTS_FILE, CONFIG_FILE, *(n for n in (published[1] if published else ()) if n != WEIGHTS_FILE)]
     print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/: "
-          f"{', '.join([WEIGHTS_FILE, CONFIG_FILE, *extras])}")
+          f"{', '.join(names)}")
 
 
 def _legacy_best(folder: Path) -> tuple[dict, dict[str, Path]] | None:

@@ -101,6 +101,7 @@ def decode(ids: list[int]) -> str:
 MIN_VOCAB = 257  # the 256 byte tokens and <|endoftext|>: every text encodes, with no merge at all
 MAX_VOCAB = 65_535  # ids are stored as uint16 (data.DTYPES); the bound, one below 2**16
 RANKS_FILE = re.compile(r"^tokenizer-[0-9a-f]{12}\.tiktoken$")  # named by content: never replaced in place
+_REBUILD = "prepare the data set again (nanogpt prepare --vocab N --force), or export the weights again"
 
 
 def is_gpt2(entry: Any) -> bool:
@@ -159,22 +160,23 @@ def _ranks_of(entry: dict[str, Any], folder: str | Path | None) -> str:
     else:
         file = entry.get("file")
         if folder is None or not isinstance(file, str) or not RANKS_FILE.match(file):
-            raise TokenizerFilesError(f"tokenizer entry {entry.get('name')!r} names no ranks file ({file!r}): "
-                                      "prepare the data set again (nanogpt prepare --vocab N --force)")
+            raise TokenizerFilesError(
+                f"tokenizer entry {entry.get('name')!r} names no ranks file ({file!r}): {_REBUILD}")
         path = Path(folder) / file
         try:
             text = path.read_bytes().decode()
         except FileNotFoundError:
-            raise TokenizerFilesError(f"tokenizer file {path} is missing: it belongs with the token ids; "
-                                      "prepare the data set again (nanogpt prepare --vocab N --force)") from None
+            raise TokenizerFilesError(f"tokenizer file {path} is missing: the ids cannot be read without it; "
+                                      f"{_REBUILD}") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise TokenizerFilesError(f"tokenizer file {path} is unreadable ({e}): prepare the data set again") from None
+            raise TokenizerFilesError(f"tokenizer file {path} is unreadable ({e}): {_REBUILD}") from None
         where = str(path)
     digest = hashlib.sha256(text.encode()).hexdigest()
     if digest != entry.get("sha256"):
-        raise TokenizerFilesError(f"{where} has sha256 {digest[:12]}..., its record says {str(entry.get('sha256'))[:12]}...: "
-                                  "it is not the tokenizer these ids were made with (altered or replaced); "
-                                  "restore it or prepare the data set again (nanogpt prepare --vocab N --force)")
+        recorded = str(entry.get("sha256"))[:12]
+        raise TokenizerFilesError(f"{where} has sha256 {digest[:12]}..., its record says {recorded}...: "
+                                  "it is not the tokenizer these ids were made with (altered or replaced): "
+                                  f"restore it, or {_REBUILD}")
     return text
 
 
@@ -196,7 +198,7 @@ def resolve(entry: Any, folder: str | Path | None = None) -> tiktoken.Encoding:
     enc = _own_encoding(text, str(entry.get("name")), str(entry.get("pattern", GPT2_PAT_STR)))
     if entry.get("vocab_size") not in (None, enc.n_vocab):
         raise TokenizerFilesError(f"tokenizer {entry.get('name')!r} has {enc.n_vocab} tokens, its record says "
-                                  f"{entry.get('vocab_size')}: prepare the data set again")
+                                  f"{entry.get('vocab_size')}: {_REBUILD}")
     return enc
 
 
