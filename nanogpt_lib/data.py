@@ -4,7 +4,9 @@ Each split is memory-mapped once (nanoGPT reopens the memmap for every batch). B
 pure function of ``(seed, split, k, rank)``: a resumed run, or each rank of a distributed one, draws
 exactly the batches an uninterrupted run would, and the loader keeps no hidden state to checkpoint.
 
-``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256.
+``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256, and
+for a data set with its own tokenizer, the ranks file and its sha256 (checked at open: ids read with another
+tokenizer would train and sample as nonsense without a word of warning).
 Opening checks the sizes and the recorded ids, and scans the ids of every split up to
 :data:`SCAN_AT_OPEN` tokens (a token id beyond the vocabulary, or a ``max_id`` that understates the data,
 would otherwise be an IndexError mid-training); a larger split's batches are checked as they are drawn.
