@@ -24,7 +24,7 @@ from .checkpoint import load_weights
 from .devices import pick_device
 from .limits import FP32, check_fits
 from .model import GPT, KV
-from .tokenizer import N_VOCAB, get_tokenizer, resolve
+from .tokenizer import get_tokenizer, resolve
 
 # ---- one token from logits ------------------------------------------------------------------------
 
@@ -86,8 +86,9 @@ def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
     re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
     (same tokens, same positions), so both paths sample from the same distributions. ``vocab_limit``
-    keeps ids below it; by default the GPT-2 tokenizer's 50257 when the model's vocabulary is padded
-    past it (50304 rows), so a padding id is never emitted.
+    keeps ids below it; by default the model's tokenizer's vocabulary (:func:`encoding_of`: GPT-2's 50257
+    unless it carries its own) when the model's vocabulary is padded past it (50304 rows), so a padding id
+    is never emitted.
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
@@ -112,8 +113,8 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: floa
     c = model.config  # a lower bound of a step's memory: the rows' logits and their KV caches, in fp32
     check_fits(idx.size(0) * (c.vocab_size + 2 * c.n_layer * c.block_size * c.n_embd) * FP32,
                f"sampling {idx.size(0):,} texts at once", "sample fewer at a time (--num-samples)")
-    if vocab_limit is None and model.config.vocab_size > N_VOCAB:
-        vocab_limit = N_VOCAB  # the padded rows (50257..50303) are never real tokens
+    if vocab_limit is None and model.config.vocab_size > encoding_of(model).n_vocab:
+        vocab_limit = encoding_of(model).n_vocab  # the padded rows (GPT-2's 50257..50303) are never real tokens
     gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
     return _sample_loop(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, vocab_limit)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from nanogpt_lib import prepare as prep
 from nanogpt_lib import tokenizer as tok
 from nanogpt_lib.checkpoint import export_weights, load_weights
 from nanogpt_lib.cli import main
@@ -128,6 +129,22 @@ def test_an_altered_or_missing_tokenizer_file_is_refused(txt_dir, capsys):
     assert rebuilt["tokenizer"] == meta["tokenizer"] and ranks_file.read_text() == good
 
 
+def test_an_interrupted_rebuild_keeps_the_previous_data_set_and_its_tokenizer(txt_dir, monkeypatch):
+    first = own(txt_dir)
+    out = txt_dir.parent / "data" / "own"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(self, docs):  # the new tokenizer file is written by now, the new splits are not
+        assert len([p for p in out.iterdir() if p.suffix == ".tiktoken"]) == 2
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep._SplitWriter, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        own(txt_dir, vocab=280)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing new is left, nothing old is lost
+    assert TokenData(out, 8).tokenizer["sha256"] == first["tokenizer"]["sha256"]
+
+
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
         "dataset=own", "eval_batches=1", "warmup_steps=1", "dtype=float32", "device=cpu", "lr=3e-3",
         "max_steps=2", "eval_every=2", "log_every=1", "threads=1"]
@@ -152,8 +169,8 @@ def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch
         assert enc.n_vocab == VOCAB and enc is tok.for_data(meta, home / "data" / "own")
         prompt = "Document 3: word"
         text = generate_text(model, prompt, max_new_tokens=12, temperature=0)
-        ids = generate(model, torch.tensor([enc.encode_ordinary(prompt)]), 12, temperature=0,
-                       vocab_limit=VOCAB)[0, len(enc.encode_ordinary(prompt)):].tolist()
+        ids = generate(model, torch.tensor([enc.encode_ordinary(prompt)]), 12,  # limited to the model's tokenizer
+                       temperature=0)[0, len(enc.encode_ordinary(prompt)):].tolist()
         assert text == enc.decode(ids) and max(ids) < VOCAB
     capsys.readouterr()
     assert main(["sample", "--weights", str(home / "exp"), "--prompt", "Document", "--max-new-tokens", "5",
