@@ -172,6 +172,11 @@ def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch
         ids = generate(model, torch.tensor([enc.encode_ordinary(prompt)]), 12,  # limited to the model's tokenizer
                        temperature=0)[0, len(enc.encode_ordinary(prompt)):].tolist()
         assert text == enc.decode(ids) and max(ids) < VOCAB
+    # near-uniform draws over all 320 rows: with the 20 padding rows allowed, 200 draws would hit one with
+    # probability 1 - (300/320)^200 > 0.99999; they must never come, nor break the decoding
+    wild = generate(model, torch.tensor([[0]]), 200, temperature=100.0, seed=0)[0, 1:]
+    assert int(wild.max()) < VOCAB
+    assert generate_text(model, "D", max_new_tokens=50, temperature=100.0, top_k=None, seed=0)
     capsys.readouterr()
     assert main(["sample", "--weights", str(home / "exp"), "--prompt", "Document", "--max-new-tokens", "5",
                  "--seed", "1"]) == 0
