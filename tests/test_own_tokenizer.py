@@ -184,6 +184,12 @@ def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch
     (home / "exp" / name).write_text("QUFB 0\n")  # not the tokenizer the export names
     with pytest.raises(tok.TokenizerFilesError, match="sha256"):
         load_model(home / "exp", device="cpu")
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)
+    ckpt["tokenizer"]["ranks"] = ckpt["tokenizer"]["ranks"].replace(" 298\n", " 297\n")
+    (home / "edited").mkdir()
+    torch.save(ckpt, home / "edited" / "ckpt.pt")
+    with pytest.raises(tok.TokenizerFilesError, match="the checkpoint's tokenizer has sha256"):
+        load_model(home / "edited", device="cpu")
     own(txt_dir, vocab=280)  # the data set now holds other ids: the run cannot go on from them
     with pytest.raises(TrainError, match="another tokenizer"):
         train(load_config(None, [*TINY, "model.vocab_size=320", "name=mine", "max_steps=4"]), progress=False)
