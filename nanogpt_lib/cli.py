@@ -93,8 +93,9 @@ def _set_threads(n: int | None) -> None:
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn a text source into token files data/<name>/{train,val}.bin",
-                       description="Tokenize a text source with GPT-2's BPE into data/<name>/: train.bin and "
-                                   "val.bin (uint16 token ids) and meta.json. Whole documents go to one split.")
+                       description="Tokenize a text source with GPT-2's BPE (or, with --vocab N, a BPE trained on "
+                                   "its train split) into data/<name>/: train.bin and val.bin (uint16 token ids), "
+                                   "meta.json and the own tokenizer's ranks. Whole documents go to one split.")
     p.add_argument("source", nargs="?", default="shakespeare",
                    help="shakespeare (shipped, offline), openwebtext (streamed from the hub), "
                         "a hub dataset id owner/name, or a .txt/.jsonl/.parquet file or folder")
@@ -111,6 +112,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                         "number: another value gives another fixed split; not a random seed like train's)")
     p.add_argument("--seed", dest="val_offset", type=int, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--data-dir", type=Path, help="parent folder of data/NAME (default: the project's data/)")
+    p.add_argument("--vocab", type=int, metavar="N",
+                   help="train an own byte-level BPE of N tokens (257 to 65,535, <|endoftext|> included) on the "
+                        "train split with rustbpe (default: GPT-2's 50,257)")
     p.add_argument("--force", action="store_true", help="rebuild even if the data is current")
     _no_progress(p)
 
@@ -122,7 +126,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         source=args.source, name=args.name, text_field=args.text_field, max_docs=args.max_docs,
         revision=args.revision, hub_config=args.hub_config, hub_split=args.hub_split,
         val_every=args.val_every, seed=args.val_offset, data_dir=args.data_dir, force=args.force,
-        progress=not args.no_progress,
+        progress=not args.no_progress, vocab=args.vocab,
     )
     prepare(cfg)
 
@@ -327,9 +331,12 @@ def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) ->
 
         model = load_model(run_dir, device="cpu")
         step = model.meta.get("step")
-        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras)
+        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras,
+                       tokenizer=model.meta.get("tokenizer"))
+    published = read_export(out, check=())  # what the record lists: the tokenizer's ranks too, if its own
+    names = [WEIGHTS_FILE, CONFIG_FILE, *(n for n in (published[1] if published else ()) if n != WEIGHTS_FILE)]
     print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/: "
-          f"{', '.join([WEIGHTS_FILE, CONFIG_FILE, *extras])}")
+          f"{', '.join(names)}")
 
 
 def _legacy_best(folder: Path) -> tuple[dict, dict[str, Path]] | None:

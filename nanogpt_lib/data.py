@@ -4,7 +4,9 @@ Each split is memory-mapped once (nanoGPT reopens the memmap for every batch). B
 pure function of ``(seed, split, k, rank)``: a resumed run, or each rank of a distributed one, draws
 exactly the batches an uninterrupted run would, and the loader keeps no hidden state to checkpoint.
 
-``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256.
+``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256, and
+for a data set with its own tokenizer, the ranks file and its sha256 (checked at open: ids read with another
+tokenizer would train and sample as nonsense without a word of warning).
 Opening checks the sizes and the recorded ids, and scans the ids of every split up to
 :data:`SCAN_AT_OPEN` tokens (a token id beyond the vocabulary, or a ``max_id`` that understates the data,
 would otherwise be an IndexError mid-training); a larger split's batches are checked as they are drawn.
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenizer import NAME as TOKENIZER_NAME
+from .tokenizer import TokenizerFilesError, identity, portable
 
 SPLIT_IDS = {"train": 0, "val": 1}
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
@@ -111,14 +113,29 @@ def max_token_id(meta: dict[str, Any]) -> int:
     return max(ids) if all(isinstance(i, int) for i in ids) else meta["vocab_size"] - 1
 
 
+def data_tokenizer(folder: Path, meta: dict[str, Any]) -> Any:
+    """The data set's tokenizer entry with its ranks inline (checked against meta.json's sha256), so that a
+    checkpoint can carry it; ``"gpt2"`` for GPT-2's. A missing, altered or unknown one is a DatasetError."""
+    entry = meta.get("tokenizer")
+    try:
+        return portable(entry, folder)
+    except TokenizerFilesError as e:
+        if isinstance(entry, dict):
+            raise DatasetError(str(e)) from None
+        raise DatasetError(f"{folder} was tokenized with {entry!r}, which this library cannot read: "
+                           f"{rebuild_hint(folder, meta)}") from None
+
+
 def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[str, Any]:
-    """Read every byte of both splits: sha256 and largest id must match ``meta.json`` (and fit ``vocab_size``).
+    """Read every byte of both splits and the tokenizer's ranks: sha256 and largest id must match ``meta.json``
+    (and fit ``vocab_size``).
 
     Returns the meta on success; raises a one-line :class:`DatasetError` naming the file otherwise.
     """
     folder = Path(folder)
     meta = load_meta(folder)
     check_files(folder, meta)
+    data_tokenizer(folder, meta)  # an own tokenizer's ranks file: present and the one meta.json names
     hint = rebuild_hint(folder, meta)
     dtype = DTYPES[meta.get("dtype", "uint16")]
     limit = min(meta["vocab_size"], vocab_size or meta["vocab_size"])
@@ -140,17 +157,25 @@ def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[st
     return meta
 
 
+def _shown(entry: Any) -> str:
+    """A tokenizer entry for a message: its name (an own one's ranks are not printed)."""
+    return repr(entry.get("name") if isinstance(entry, dict) else entry)
+
+
 class TokenData:
     """Both splits of ``data/<name>/``, opened once, checked against ``meta.json`` and the model's vocab."""
 
     def __init__(self, folder: str | Path, block_size: int, vocab_size: int | None = None,
-                 tokenizer: str = TOKENIZER_NAME) -> None:
+                 tokenizer: Any = None) -> None:
+        """``tokenizer``: the entry of the tokenizer the model was trained with (``"gpt2"``, or an own one's
+        record from a checkpoint or export); None takes the data set's own, whichever it is."""
         self.folder = Path(folder)
         self.meta = load_meta(self.folder)
-        if self.meta.get("tokenizer") != tokenizer:
-            raise DatasetError(
-                f"{self.folder} was tokenized with {self.meta.get('tokenizer')!r}, the model expects {tokenizer!r}"
-            )
+        self.tokenizer = data_tokenizer(self.folder, self.meta)
+        if tokenizer is not None and identity(tokenizer) != identity(self.tokenizer):
+            raise DatasetError(f"{self.folder} was tokenized with {_shown(self.tokenizer)}, the model expects "
+                               f"{_shown(tokenizer)}: {rebuild_hint(self.folder, self.meta)} with the model's "
+                               "tokenizer, or use data tokenized as the model was")
         check_files(self.folder, self.meta)
         top = max_token_id(self.meta)
         if vocab_size is not None and top >= vocab_size:

@@ -38,6 +38,7 @@ from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
 from .plots import read_metrics, save_loss_plot
 from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
+from .tokenizer import identity as tokenizer_identity
 
 MODES = ("auto", "new", "resume", "reset")
 CKPT = "ckpt.pt"
@@ -285,6 +286,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng": rng,
             "precision": self.precision.name,  # an auto choice is kept on resume, not re-measured
+            "tokenizer": self.data.tokenizer,  # issue 23: "gpt2", or the data set's own ranks, inline
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -310,6 +312,9 @@ class Trainer:
                 f"{path} holds a model of shape {saved.to_dict()}, the config asks for {self.cfg.model.to_dict()}: "
                 "use --mode reset to start over, or another run name"
             )
+        if tokenizer_identity(ckpt.get("tokenizer")) != tokenizer_identity(self.data.tokenizer):  # issue 23
+            raise TrainError(f"{path} was trained on ids of another tokenizer than data set {self.cfg.dataset!r} "
+                             "has now (prepared again with another --vocab?): use --mode reset or another run name")
         load_model_state(self.model, ckpt["model"], path)
         saved_opts = ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]
         if len(saved_opts) != len(self.optimizers):
@@ -439,7 +444,8 @@ class Trainer:
             self.best_val = result["val_loss"]
             if self.dist.main and self.artifacts:
                 export_weights(self.model, cfg.model, self.run_dir / "best",
-                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name})
+                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name},
+                               tokenizer=self.data.tokenizer)  # issue 23: the export decodes with it
         if self.dist.main and self.artifacts:
             save_loss_plot(self.run_dir)
         if self.on_eval:
