@@ -1,6 +1,6 @@
 """The experiment's layout drawn from its real runs (chapter 08): the stages, their grids, and what each chose.
 
-The experiment is 42 runs in five stages, each stage's grid set by what the one before decided. A table
+The full experiment is 36 runs in five stages, each stage's grid set by what the one before decided. A table
 lists them; a picture shows the shape at once: which stage has how many rows of how many seeds and steps,
 and which row each stage handed on. Everything is read from the runs' records (``result.json``: label,
 seed, config), so the picture is the experiment that ran, not a description of it.
