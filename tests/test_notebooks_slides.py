@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -97,9 +98,17 @@ def shown_set_up(nb: dict) -> list[int]:
     return [i for i in range(first_section) if nb["cells"][i]["cell_type"] == "code" and types[i] != "skip"]
 
 
+def buried_headings(nb: dict) -> list[str]:
+    """Headings inside a markdown cell rather than at its start: they start no slide, so split the cell there."""
+    return [f"cell {i} {m.group(0)[:50]!r}" for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
+            for m in re.finditer(r"^#{1,3} .*$", "".join(c["source"]).lstrip(), re.M) if m.start() > 0]
+
+
 def presentation_problems(nb: dict) -> list[str]:
-    """Everything that keeps a marked chapter from presenting well: shown set-up, missing notes, tall slides."""
+    """Everything that keeps a marked chapter from presenting well: shown set-up, buried headings, missing
+    notes, tall slides."""
     return ([f"set-up cell {i} is shown (start it with `# setup`)" for i in shown_set_up(nb)]
+            + [f"heading inside a cell, split it there: {h}" for h in buried_headings(nb)]
             + [f"no `Notes:` cell: {m}" for m in missing_notes(nb)]
             + [f"too tall, split it (text after code starts a subslide): {t}" for t in tall_slides(nb)])
 
@@ -163,5 +172,7 @@ def test_missing_notes_and_tall_slides_are_found():
     assert missing_notes(nb) == ["cell 2 '## 1. One'", "cell 5 '### 1.1 Step'"]  # not the plain subslide
     assert tall_slides(nb) == []
     assert tall_slides(nb, bound=30) == ["cell 5 '### 1.1 Step': 31 lines"]
+    nb["cells"][4]["source"] = ["plain text\n\n### 1.2 Buried\n"]
+    assert buried_headings(nb) == ["cell 4 '### 1.2 Buried'"]
     nb["cells"][6]["source"] = ["z" * 250]  # a long line wraps to three screen lines
     assert screen_lines(nb["cells"][6]) == 3
