@@ -238,7 +238,8 @@ def _weights(p: argparse.ArgumentParser) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="val loss of trained weights beside uniform, unigram and untrained",
                        description="Loss on the whole validation split of trained weights, and for scale: "
-                                   "uniform guessing, a unigram model of the training split, the untrained model.")
+                                   "uniform guessing, a unigram model of the training split, the untrained model; "
+                                   "in nats/token and in bits per character and per byte of the val text.")
     _weights(p)
     p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -250,7 +251,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import reference_losses
+    from .evaluate import REFERENCES, reference_losses
     from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
@@ -259,9 +260,11 @@ def _run_eval(args: argparse.Namespace) -> None:
         check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
     losses = reference_losses(model, args.dataset, progress=not args.no_progress)
-    print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
-    for key in ("uniform", "unigram", "untrained", "trained"):
-        print(f"  {key:<10} {losses[key]:.4f}")
+    print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
+          f"{losses['val_bytes']:,} bytes):")
+    print(f"  {'':<10} {'nats/token':>10} {'bits/char':>10} {'bits/byte':>10}")
+    for key in REFERENCES:
+        print(f"  {key:<10} {losses[key]:>10.4f} {losses['bpc'][key]:>10.4f} {losses['bpb'][key]:>10.4f}")
     if args.json:
         atomic_write_text(args.json, json.dumps(losses, indent=1))
 
