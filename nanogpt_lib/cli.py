@@ -195,6 +195,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="auto", choices=["auto", "new", "resume", "reset"],
                    help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...; default: the config's, auto)")
+    p.add_argument("--minutes", type=float, metavar="N",
+                   help="train for N minutes, evaluations and checkpoints included: after a few steps the trainer "
+                        "measures its speed and fixes the step budget so the lr decay ends on time (same as --set "
+                        "minutes=N; replaces the config's max_steps; default: train max_steps steps)")
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="after training, export the best weights to DIR (default: no export)")
     p.add_argument("--force", action="store_true", help="with --export trained_model/: replace the shipped model")
@@ -202,7 +206,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .train import EXIT_PAUSED, train
 
     overrides = list(args.overrides)
@@ -210,7 +214,12 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides.append(f"name={args.name}")
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.minutes is not None:
+        overrides.append(f"minutes={args.minutes!r}")
     cfg = load_config(args.config, overrides)
+    if cfg.minutes is not None and any(o.partition("=")[0].strip() == "max_steps" for o in overrides):
+        raise ConfigError("--minutes and --set max_steps both set the run's length: give one of them "
+                          "(a minutes run decides its own max_steps)")
     if args.export:  # a bad destination is found now, not after the whole run
         _export_destination(args.export, args.force)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
