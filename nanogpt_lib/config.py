@@ -50,8 +50,8 @@ class TrainConfig:
     # AdamW with linear warmup to lr, then cosine decay to min_lr at max_steps ("cosine"), or constant until
     # the last decay_frac of the steps and a linear decay to min_lr there ("wsd": warmup-stable-decay)
     max_steps: int = 1500
-    # train for this many minutes instead: after a few steps the trainer measures its speed and replaces
-    # max_steps by the steps that fit (evaluations and checkpoints included), so the decay ends on time
+    # train for this many minutes instead (None: off): after a few steps the trainer measures its speed and
+    # replaces max_steps by the steps that fit (evaluations and checkpoints included), so the decay ends on time
     minutes: float | None = None
     lr: float = 2e-3
     min_lr: float = 2e-4

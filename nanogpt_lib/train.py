@@ -568,6 +568,7 @@ class Trainer:
         cfg = self.cfg
         self._peak = peak_flops(self.device, self.precision)
         start_step, started = self.step, time.perf_counter()
+        self.text_stats()  # counted now (decoding the split, once per process), not inside a timed evaluation
         meter = _Meter(self.clock, start_step) if self.max_steps is None else None  # a minutes run, undecided
         last_eval: dict[str, float] = {}
         status = "finished"
