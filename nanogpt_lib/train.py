@@ -80,7 +80,8 @@ class Budget:
     decay_from: int  # the step from which the schedule decays to min_lr
 
     def line(self) -> str:
-        """``minutes 10: 742 steps at 0.79 s/step, decay from step 594`` (what the CLI prints)."""
+        """``minutes 10: 742 steps at 0.79 s/step (+0.012 s/step for evaluations and checkpoints), decay from
+        step 594``: what the trainer prints when it decides, and the summary line repeats."""
         return (f"minutes {self.minutes:g}: {self.max_steps:,} steps at {self.step_s:.3g} s/step "
                 f"(+{self.overhead_s:.2g} s/step for evaluations and checkpoints), decay from step {self.decay_from:,}")
 
