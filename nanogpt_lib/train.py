@@ -104,9 +104,9 @@ def decide_budget(cfg: TrainConfig, step: int, elapsed_s: float, step_times: lis
     left = cfg.minutes * 60 - elapsed_s - eval_s - ckpt_s
     max_steps = step + max(math.floor(left / (step_s + overhead)), 0)
     if max_steps <= max(cfg.warmup_steps, step):
-        raise TrainError(f"minutes {cfg.minutes:g} fit only {max_steps} steps at {step_s:.3g} s/step (evaluations and "
-                         f"checkpoints included), no more than the warmup ({cfg.warmup_steps} steps) or the {step} steps "
-                         "that measured the speed: give the run more minutes or fewer warmup steps")
+        raise TrainError(f"minutes {cfg.minutes:g} fit only {max_steps} steps at {step_s:.3g} s/step (evaluations "
+                         f"and checkpoints included), no more than the warmup ({cfg.warmup_steps} steps) or the "
+                         f"{step} steps that measured the speed: give the run more minutes or fewer warmup steps")
     decided = dataclasses.replace(cfg, max_steps=max_steps)
     decay_from = wsd_decay_start(decided) if cfg.schedule == "wsd" else cfg.warmup_steps
     return Budget(cfg.minutes, max_steps, step_s, overhead, step, decay_from)

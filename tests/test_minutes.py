@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from fault_helpers import write_docs
+from test_faults_train import assert_same_run
 
 from nanogpt_lib.checkpoint import load_checkpoint
 from nanogpt_lib.cli import main
@@ -116,15 +117,10 @@ def test_a_killed_minutes_run_resumes_bitwise_without_measuring_again(env, home,
     resumed = train(load_config(None, [*args, "name=killed"]), progress=False, clock=Tick(100 * TICK))
     assert "the budget this run decided stands" in capsys.readouterr().out
     assert resumed.step == straight.step and resumed.budget == budget
-    a, b = load_checkpoint(killed / "ckpt.pt"), load_checkpoint(home / "runs" / "straight" / "ckpt.pt")
-    assert a["budget"] == b["budget"] == dataclasses.asdict(budget) and a["step"] == b["step"]
-    for key in ("model", "optimizer", "rng"):  # bitwise: the same steps, rates, batches and dropout masks
-        assert _same(a[key], b[key]), key
-    timing = ("tokens_per_s", "mfu")
-    runs = [[{k: v for k, v in r.items() if k not in timing} for r in read_metrics(run)]
-            for run in (killed, home / "runs" / "straight")]
-    assert runs[0] == runs[1]
-    decided = [r for r in runs[0] if r["kind"] == "budget"]
+    # bitwise: weights, optimizer state, RNG state, step, budget, and every metric but the timing figures
+    assert_same_run(killed, home / "runs" / "straight")
+    assert load_checkpoint(killed / "ckpt.pt")["budget"] == dataclasses.asdict(budget)
+    decided = [r for r in read_metrics(killed) if r["kind"] == "budget"]
     assert len(decided) == 1 and decided[0]["max_steps"] == budget.max_steps and decided[0]["step"] == DECIDED_AT
 
 
@@ -152,13 +148,3 @@ def test_bad_minutes_are_one_line_exit_2(env, home, capsys, argv, message):
     code = main(["train", "--name", "bad", "--no-progress", *argv, *sum((["--set", s] for s in TINY), [])])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and message in err and "\n" not in err, err
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, torch.Tensor):
-        return a.dtype == b.dtype and torch.equal(a, b)
-    return a == b
