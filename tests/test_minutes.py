@@ -31,9 +31,9 @@ TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_siz
         "dataset=txt", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu", "model.dropout=0.1",
         "eval_every=10", "ckpt_every=4", "log_every=1"]
 DECIDED_AT = SETTLE_STEPS + MEASURE_STEPS  # a fresh minutes run decides at the end of this step
-# One reading of the clock is 1 "s": a plain step reads it once, so it measures 1 s/step, and a minute holds
+# One reading of the clock is 1 "s": a plain step reads it once, so it measures 1 s/step, and 0.8 minutes hold
 # a few tens of steps (each also carries a tenth of an evaluation and a quarter of a checkpoint)
-TICK, MINUTES = 1.0, 1.0
+TICK, MINUTES = 1.0, 0.8
 
 
 class Tick:
