@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ def runs(stage: str) -> list[dict]:
 @pytest.mark.parametrize("id", ["08.1", "08.2", "08.3", "08.4"])
 def test_placeholders_are_not_answered(id):
     assert verdict(id, None)[0] is None and verdict(id, todo)[0] is None
+
+
+def test_beat_the_recipe_placeholder_is_not_answered():  # the chapter's cell before a run of the learner's
+    assert verdict("08.5", None)[0] is None and verdict("08.5", (None, "runs/laptop"))[0] is None
 
 
 def one_seed_winner(runs, seed):
@@ -194,3 +199,115 @@ def test_steps_to_target():
     assert verdict("08.4", with_pairs)[0] is True
     assert verdict("08.4", with_numpy)[0] is True
     assert "never" in wrong("08.4", lambda curve, target: 0.0 if curve[-1][1] > target else steps_to_target(curve, target))
+
+
+# ---- 08.5: tiny minutes runs on a fake clock ---------------------------------------------------------------
+
+# A weak tiny recipe (AdamW at a low rate) that reasonable changes beat within the same budget. One clock reading
+# is one "second" (test_minutes.Tick): every run decides the same budget whatever its model, on any machine.
+TINY_RECIPE = """
+name = "tiny-recipe"
+dataset = "txt"
+batch_size = 4
+seed = 1337
+max_steps = 100
+lr = 1e-4
+min_lr = 1e-5
+warmup_steps = 2
+schedule = "wsd"
+optimizer = "adamw"
+eval_every = 10
+eval_batches = 1
+log_every = 5
+ckpt_every = 10
+device = "cpu"
+dtype = "float32"
+
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 32
+block_size = 16
+vocab_size = 320
+"""
+MINUTES = 0.6
+
+
+class Tick:
+    """A clock that advances one second at every reading."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A project home with the test corpus prepared as data set "txt", and a run of the tiny recipe there."""
+    from fault_helpers import write_docs
+
+    from nanogpt_lib.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("ch08")
+    # An own 320-token BPE: the LM head, most of a step's and a score's work, is 157 times smaller than GPT-2's
+    prepare(PrepareConfig(source=str(write_docs(root / "txt")), data_dir=root / "home" / "data", vocab=320,
+                          progress=False))
+    (root / "recipe.toml").write_text(TINY_RECIPE)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NANOGPT_HOME", str(root / "home"))
+    mp.setattr(ch08, "RECIPE", root / "recipe.toml")
+    mp.setattr(ch08, "CHECK_TOKENS", 1024)  # 64 windows of 16: the scoring as in the chapter, on less text
+    runs = {}
+
+    def run(name, *overrides, minutes=MINUTES):
+        if name not in runs:
+            cfg = ch08.recipe_config(minutes, name, overrides=overrides)
+            runs[name] = ch08.minutes_run(cfg, progress=False, clock=Tick(), artifacts=False).run_dir
+        return runs[name]
+
+    run("recipe")
+    yield run
+    mp.undo()
+
+
+def test_beat_the_recipe_right_answers(lab):
+    ok, remark = verdict("08.5", (lab("faster", "lr=3e-3"), lab("recipe")))
+    assert ok is True, remark
+    assert "bits per character" in remark and "lr" in remark
+    # Other winning changes: Muon for the matrices, and four times the tokens per step (steps cost the same here)
+    for name, change in (("muon", "optimizer=muon"), ("bigger-batch", "batch_size=16")):
+        ok, remark = verdict("08.5", [str(lab(name, change)), str(lab("recipe"))])
+        assert ok is True, remark
+
+
+def test_beat_the_recipe_refuses_shortcuts(lab, tmp_path):
+    recipe = lab("recipe")
+    longer = lab("longer", "lr=3e-3", minutes=2 * MINUTES)
+    assert "different budgets of minutes" in wrong("08.5", (longer, recipe))
+    slower = lab("slower", "lr=1e-5")
+    why = wrong("08.5", (slower, recipe))
+    assert "does not beat" in why and "bits/char" in why
+    # An edited metrics file: the losing run's last evaluation made to look better than the recipe's
+    edited = tmp_path / "edited"
+    shutil.copytree(slower, edited)
+    lines = (edited / "metrics.jsonl").read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"kind": "eval"' in line)
+    record = json.loads(lines[last])
+    record["val_bpc"] /= 2
+    lines[last] = json.dumps(record)
+    (edited / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert "metrics.jsonl does not agree" in wrong("08.5", (edited, recipe))
+    # A run timed on another machine (here: its machine record says so)
+    moved = tmp_path / "moved"
+    shutil.copytree(lab("faster", "lr=3e-3"), moved)
+    machine = json.loads((moved / ch08.MACHINE).read_text())
+    (moved / ch08.MACHINE).write_text(json.dumps({**machine, "threads": machine["threads"] + 1}))
+    assert "differ in threads" in wrong("08.5", (moved, recipe))
+    # The recipe itself, copied, is no answer; nor is one folder given twice
+    shutil.copytree(recipe, tmp_path / "same")
+    assert "trains the recipe itself" in wrong("08.5", (tmp_path / "same", recipe))
+    assert "one run" in wrong("08.5", (recipe, recipe))
+    assert "give a pair" in wrong("08.5", recipe)

@@ -5,27 +5,43 @@ asks for the function that computes it: the check runs it on sweeps the learner 
 seeds, step counts, written here at random) and then on the committed runs, so no number can be guessed
 and narrowed down. Truths on the committed runs come from their own files (``result.json``,
 ``metrics.jsonl``) read with the library's readers (``nanogpt_lib.sweep``).
+
+08.5 is checked on two run folders the learner made on their own machine: a minutes run of the recipe and one
+of their changed recipe. Nothing is taken on trust from files a learner could edit: each run's checkpoint,
+metrics and machine record must agree with one another, and the bits per character compared are scored again
+from each checkpoint's weights on windows of the val text that only the val split decides.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import paths
 from .. import sweep
+from ..checkpoint import CheckpointError, load_checkpoint, load_model_state
+from ..config import TrainConfig, load_config
+from ..data import TokenData, text_stats
+from ..devices import cpu_class, cpu_info, pick_device
+from ..files import atomic_write_text
 from ..model import GPT, GPTConfig
+from ..plots import read_metrics
+from ..tokenizer import identity as tokenizer_identity
+from ..train import CKPT, TrainResult, train
 from ..sweep import RESULT, load_result, steps_to_target
-from . import Wrong, expect, exercise
+from . import NotAnswered, Wrong, expect, exercise
 from .guard import fn
 
-PUBLIC = ("experiment_dir", "results")  # a learner's answer may read the runs with these
+PUBLIC = ("experiment_dir", "results", "minutes_run", "recipe_config", "machine_record", "val_bits_per_char")  # a learner may call these
 
 
 def _sweep_twins() -> list:
@@ -281,3 +297,145 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
         expect(math.isclose(mine, truth, rel_tol=1e-9),
                f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target")
     return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
+
+
+# ---- 08.5 beat the recipe on your machine -------------------------------------------------------------
+
+RECIPE = paths.project_root() / "configs" / "laptop.toml"  # the recipe to beat (tests point it at a tiny one)
+# The chapter's demo cut of the recipe: small batches and a short warmup, so that a run of a fraction of a minute
+# decides a budget past its warmup on a busy laptop. A recipe folder may be the recipe or this cut of it.
+DEMO = ("batch_size=8", "warmup_steps=5", "eval_batches=2")
+# Keys that say how a run is named, timed, logged or placed, not what it learns: a recipe folder may set them
+# as it likes (the chapter evaluates less often in its demo), and changing only them is no change of recipe.
+BOOKKEEPING = ("name", "minutes", "max_steps", "threads", "device", "eval_every", "eval_batches", "log_every",
+               "ckpt_every")
+MACHINE = "machine.json"  # written beside a run's checkpoint by minutes_run: where and how it was timed
+CHECK_TOKENS = 8192  # val tokens each run is scored on: a second or two of forward passes at the recipe's size
+
+
+def machine_record(cfg: TrainConfig, clock: Callable[[], float]) -> dict[str, Any]:
+    """What a run's speed depends on besides its config: the CPU (model name and class), the threads torch
+    trains on, the device, torch's version, and the clock that timed the budget."""
+    return {"cpu": cpu_info()[0], "cpu_class": cpu_class(), "threads": cfg.threads or torch.get_num_threads(),
+            "device": pick_device(cfg.device).type, "torch": torch.__version__,
+            "clock": getattr(clock, "__qualname__", type(clock).__name__)}
+
+
+def minutes_run(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """``train(cfg, **kwargs)`` for a run of ``cfg.minutes``, then the machine it ran on written to the run
+    folder's ``machine.json``: 08.5 compares two runs only if they were timed alike."""
+    if cfg.minutes is None:
+        raise ValueError("minutes_run trains for cfg.minutes: set it (e.g. replace(cfg, minutes=10))")
+    result = train(cfg, **kwargs)
+    record = machine_record(cfg, kwargs.get("clock", time.perf_counter))
+    atomic_write_text(result.run_dir / MACHINE, json.dumps(record, indent=2))
+    return result
+
+
+def recipe_config(minutes: float, name: str, demo: bool = False, overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """The recipe (``RECIPE``; with ``demo`` its chapter cut, ``DEMO``) for ``minutes``, named ``name``, with
+    ``overrides`` on top: the learner's changes go there."""
+    return load_config(RECIPE, [*(DEMO if demo else ()), f"minutes={minutes:g}", f"name={name}", *overrides])
+
+
+def _learning(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config's settings that shape what it learns (the bookkeeping keys left out), flattened."""
+    flat = {k: v for k, v in cfg.items() if k not in BOOKKEEPING and k != "model"}
+    return {**flat, **{f"model.{k}": v for k, v in cfg["model"].items()}}
+
+
+def _changed(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _open_run(folder: Any, who: str) -> dict[str, Any]:
+    """A finished minutes run's checkpoint, metrics and machine record, each checked against the others."""
+    expect(isinstance(folder, (str, Path)), f"{who}: give a run folder (a path), got {type(folder).__name__}")
+    folder = Path(folder)
+    expect((folder / CKPT).is_file(), f"{who}: {paths.shown(folder)} holds no {CKPT}: is it a run folder of train()?")
+    try:
+        ckpt = load_checkpoint(folder / CKPT)
+    except CheckpointError as e:
+        raise Wrong(f"{who}: {e}") from None
+    cfg = ckpt["config"]
+    budget = ckpt.get("budget")
+    expect(cfg.get("minutes") is not None, f"{who} is not a minutes run: set cfg.minutes")
+    expect(isinstance(budget, dict), f"{who} never decided its step budget (it stopped while measuring its speed)")
+    expect(ckpt["step"] == budget["max_steps"], f"{who} stopped at step {ckpt['step']}, not at the end of the "
+           "budget it decided: finish it (run it again: mode 'auto' resumes it)")
+    expect((folder / MACHINE).is_file(), f"{who} has no {MACHINE}: make the run with ch08.minutes_run(cfg), which "
+           "records the machine it ran on")
+    machine = json.loads((folder / MACHINE).read_text())
+    records = read_metrics(folder / "metrics.jsonl")
+    budgets = [r for r in records if r.get("kind") == "budget"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    expect(len(budgets) == 1 and {k: v for k, v in budgets[0].items() if k not in ("kind", "step")} == budget,
+           f"{who}: the budget in metrics.jsonl is not the one its checkpoint decided")
+    text = text_stats(paths.data_dir() / cfg["dataset"], "val")
+    # The trainer writes best_val and each record's val_bpc from the very floats it logs (JSON keeps a float
+    # exactly): an edited record breaks the equality, so these compare bitwise.
+    expect(bool(evals) and evals[-1]["step"] == ckpt["step"]
+           and min(r["val_loss"] for r in evals) == ckpt["best_val"]
+           and all(r["val_bpc"] == text.bits_per_char(r["val_loss"]) for r in evals),
+           f"{who}: metrics.jsonl does not agree with its checkpoint and its val text (was it edited?)")
+    return {"folder": folder, "ckpt": ckpt, "config": cfg, "budget": budget, "machine": machine, "text": text}
+
+
+@torch.no_grad()
+def val_bits_per_char(run: dict[str, Any]) -> float:
+    """The run's final weights scored in float32 on ``CHECK_TOKENS`` val tokens: windows of its block size
+    spread evenly over its data set's val split (the same windows for every run of one tokenizer and block
+    size), the mean loss per token turned into bits per character of the val text."""
+    cfg = run["config"]
+    model = GPT(GPTConfig.from_dict(cfg["model"]))
+    load_model_state(model, run["ckpt"]["model"], run["folder"] / CKPT)
+    model.eval()
+    data = TokenData(paths.data_dir() / cfg["dataset"], model.config.block_size, model.config.vocab_size,
+                     tokenizer=run["ckpt"].get("tokenizer"))
+    val, T = data.splits["val"], model.config.block_size
+    n = max(CHECK_TOKENS // T, 1)
+    starts = torch.linspace(0, len(val) - T - 1, n).long().tolist()
+    windows = torch.from_numpy(np.stack([val[s:s + T + 1] for s in starts]).astype(np.int64))
+    total = 0.0
+    for chunk in windows.split(32):
+        _, loss = model(chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous())
+        total += loss.item() * chunk.size(0)
+    return run["text"].bits_per_char(total / n)
+
+
+@exercise("08.5", "Beat the recipe on your machine",
+          "a pair (your_run_folder, recipe_run_folder): two finished runs of ch08.minutes_run on this machine, "
+          "for the same minutes, yours with your changes to the recipe",
+          off=lambda: [], why="train your own run")
+def _beat(answer: tuple[Any, Any]) -> str:
+    expect(isinstance(answer, (tuple, list)) and len(answer) == 2,
+           f"give a pair (your run folder, the recipe's run folder), got {type(answer).__name__}")
+    if answer[0] is None:  # the chapter's placeholder: no run of yours yet
+        raise NotAnswered
+    expect(Path(answer[0]).resolve() != Path(answer[1]).resolve(), "the two folders are one run")
+    mine, recipe = _open_run(answer[0], "your run"), _open_run(answer[1], "the recipe's run")
+    expect(mine["budget"]["minutes"] == recipe["budget"]["minutes"],
+           "the two runs had different budgets of minutes: the comparison is at equal time")
+    differ = _changed(mine["machine"], recipe["machine"])
+    expect(not differ, f"the two runs were not timed alike: their {MACHINE} differ in {', '.join(differ)}")
+    expect(mine["ckpt"].get("precision") == recipe["ckpt"].get("precision"),
+           "the two runs trained in different precisions: give both the same dtype")
+    same_text = (mine["text"].chars, mine["text"].bytes) == (recipe["text"].chars, recipe["text"].bytes)
+    expect(same_text, "the two runs' val splits are not the same text: prepare both data sets from the same source")
+    for run, who in ((mine, "your run"), (recipe, "the recipe's run")):
+        data = TokenData(paths.data_dir() / run["config"]["dataset"], 1)
+        expect(tokenizer_identity(data.tokenizer) == tokenizer_identity(run["ckpt"].get("tokenizer")),
+               f"{who}: its data set was prepared again with another tokenizer since it trained")
+    base = _learning(recipe["config"])
+    off_recipe = [set(_changed(base, _learning(recipe_config(1, "x", demo).to_dict()))) for demo in (False, True)]
+    expect(not all(off_recipe), f"the recipe's run is not {paths.shown(RECIPE)}'s recipe (nor the chapter's demo "
+           f"cut of it): it changes {', '.join(sorted(min(off_recipe, key=len)))}")
+    changes = _changed(base, _learning(mine["config"]))
+    expect(bool(set(changes) - {"seed"}), "your run trains the recipe itself" + (" with another seed: that is luck, "
+           "not a better recipe" if changes else "") + ": change what it learns")
+    ours, theirs = val_bits_per_char(mine), val_bits_per_char(recipe)
+    expect(ours < theirs, f"scored from the checkpoints on the same val text, your run's {ours:.4f} bits/char does "
+           f"not beat the recipe's {theirs:.4f}")
+    return (f"{ours:.4f} against the recipe's {theirs:.4f} bits per character in {mine['budget']['minutes']:g} "
+            f"minutes on {mine['machine']['cpu_class']} ({mine['budget']['max_steps']:,} steps against "
+            f"{recipe['budget']['max_steps']:,}), changing {', '.join(changes)}.")
