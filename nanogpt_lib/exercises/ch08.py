@@ -320,7 +320,7 @@ def machine_record(cfg: TrainConfig, clock: Callable[[], float]) -> dict[str, An
     trains on, the device, torch's version, and the clock that timed the budget."""
     return {"cpu": cpu_info()[0], "cpu_class": cpu_class(), "threads": cfg.threads or torch.get_num_threads(),
             "device": pick_device(cfg.device).type, "torch": torch.__version__,
-            "clock": getattr(clock, "__qualname__", type(clock).__name__)}
+            "clock": f"{getattr(clock, '__module__', '?')}.{getattr(clock, '__qualname__', type(clock).__name__)}"}
 
 
 def minutes_run(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
@@ -368,6 +368,7 @@ def _open_run(folder: Any, who: str) -> dict[str, Any]:
     expect((folder / MACHINE).is_file(), f"{who} has no {MACHINE}: make the run with ch08.minutes_run(cfg), which "
            "records the machine it ran on")
     machine = json.loads((folder / MACHINE).read_text())
+    expect((folder / "metrics.jsonl").is_file(), f"{who} has no metrics.jsonl: is it a run folder of train()?")
     records = read_metrics(folder / "metrics.jsonl")
     budgets = [r for r in records if r.get("kind") == "budget"]
     evals = [r for r in records if r.get("kind") == "eval"]
