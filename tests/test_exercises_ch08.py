@@ -310,4 +310,6 @@ def test_beat_the_recipe_refuses_shortcuts(lab, tmp_path):
     shutil.copytree(recipe, tmp_path / "same")
     assert "trains the recipe itself" in wrong("08.5", (tmp_path / "same", recipe))
     assert "one run" in wrong("08.5", (recipe, recipe))
+    swapped = wrong("08.5", (recipe, lab("faster", "lr=3e-3")))  # the pair the wrong way round
+    assert "recipe's run is not" in swapped and "lr" in swapped
     assert "give a pair" in wrong("08.5", recipe)

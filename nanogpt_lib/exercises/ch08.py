@@ -41,7 +41,8 @@ from ..sweep import RESULT, load_result, steps_to_target
 from . import NotAnswered, Wrong, expect, exercise
 from .guard import fn
 
-PUBLIC = ("experiment_dir", "results", "minutes_run", "recipe_config", "machine_record", "val_bits_per_char")  # a learner may call these
+# What a learner's answer may call: the readers of the runs, and 08.5's way to make and score a minutes run
+PUBLIC = ("experiment_dir", "results", "minutes_run", "recipe_config", "machine_record", "val_bits_per_char")
 
 
 def _sweep_twins() -> list:
@@ -320,7 +321,8 @@ def machine_record(cfg: TrainConfig, clock: Callable[[], float]) -> dict[str, An
     trains on, the device, torch's version, and the clock that timed the budget."""
     return {"cpu": cpu_info()[0], "cpu_class": cpu_class(), "threads": cfg.threads or torch.get_num_threads(),
             "device": pick_device(cfg.device).type, "torch": torch.__version__,
-            "clock": f"{getattr(clock, '__module__', '?')}.{getattr(clock, '__qualname__', type(clock).__name__)}"}
+            "clock": f"{getattr(clock, '__module__', '?')}."
+                     f"{getattr(clock, '__qualname__', type(clock).__name__)}"}
 
 
 def minutes_run(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
