@@ -32,6 +32,7 @@ from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, publish, read_export
 from .files import atomic_link, atomic_write
 from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
+from .tokenizer import is_gpt2, portable
 
 TIED_KEY = "lm_head.weight"  # tied to transformer.wte.weight; stored once
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -225,13 +226,22 @@ def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | P
 
 def export_weights(model: torch.nn.Module, config: GPTConfig, folder: str | Path,
                    extra: dict[str, Any] | None = None,
-                   also: dict[str, Callable[[BinaryIO], None]] | None = None) -> Path:
+                   also: dict[str, Callable[[BinaryIO], None]] | None = None, tokenizer: Any = None) -> Path:
     """Publish ``folder/gpt2_trained_weights.safetensors`` and ``folder/config.json`` (plus the files ``also``
-    writes) as one unit: a crash leaves the previous export or this one, whole (see ``export.py``)."""
+    writes) as one unit: a crash leaves the previous export or this one, whole (see ``export.py``).
+
+    ``tokenizer`` (a data set's own, with its ranks inline: ``tokenizer.portable``) travels as its ranks file,
+    named in config.json, so the export decodes with it; GPT-2's (``None`` or ``"gpt2"``) adds nothing.
+    """
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model_state(model).items()}
     writers = {WEIGHTS_FILE: lambda fh: fh.write(save(tensors, metadata={"format": "pt"})), **(also or {})}
-    publish(folder, writers, {"model": config.to_dict(), **(extra or {})})
+    record = {"model": config.to_dict(), **(extra or {})}
+    if not is_gpt2(tokenizer):
+        ranks = portable(tokenizer)["ranks"].encode()  # checked against its sha256 on the way
+        writers[tokenizer["file"]] = lambda fh: fh.write(ranks)
+        record["tokenizer"] = {k: v for k, v in tokenizer.items() if k != "ranks"}
+    publish(folder, writers, record)
     return folder / WEIGHTS_FILE
 
 
@@ -253,7 +263,11 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """A GPT from exported weights: a folder (``config.json`` + safetensors or a seed-style ``.pth``),
-    a ``.safetensors``/``.pth`` file beside a ``config.json``, or a run folder's ``ckpt.pt``."""
+    a ``.safetensors``/``.pth`` file beside a ``config.json``, or a run folder's ``ckpt.pt``.
+
+    The meta's ``"tokenizer"`` is the one the weights were trained with, its ranks inline and verified
+    (``tokenizer.portable``): ``"gpt2"`` for checkpoints and exports that name none (GPT-2's, and all older ones).
+    """
     path = Path(path)
     try:  # an export that records its files: open the ones it names, after checking their sha256
         exported = read_export(path if path.is_dir() else path.parent, check=(WEIGHTS_FILE,))
@@ -273,9 +287,10 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if path.name.endswith(".pt") and path.name.startswith("ckpt"):
         ckpt = load_checkpoint(path)
         config = _model_config(ckpt["config"]["model"], path)
-        state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step")}
+        state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step"),
+                                      "tokenizer": portable(ckpt.get("tokenizer"))}  # older ones: GPT-2
     elif exported is not None and path == exported[1].get(WEIGHTS_FILE):
-        meta = exported[0]
+        meta = {**exported[0], "tokenizer": portable(exported[0].get("tokenizer"), path.parent)}
         config = _model_config(meta.get("model"), path.parent / CONFIG_FILE)
         state = _load_safetensors(path)
     else:

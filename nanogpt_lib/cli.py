@@ -93,8 +93,9 @@ def _set_threads(n: int | None) -> None:
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn a text source into token files data/<name>/{train,val}.bin",
-                       description="Tokenize a text source with GPT-2's BPE into data/<name>/: train.bin and "
-                                   "val.bin (uint16 token ids) and meta.json. Whole documents go to one split.")
+                       description="Tokenize a text source with GPT-2's BPE (or, with --vocab N, a BPE trained on "
+                                   "its train split) into data/<name>/: train.bin and val.bin (uint16 token ids), "
+                                   "meta.json and the own tokenizer's ranks. Whole documents go to one split.")
     p.add_argument("source", nargs="?", default="shakespeare",
                    help="shakespeare (shipped, offline), openwebtext (streamed from the hub), "
                         "a hub dataset id owner/name, or a .txt/.jsonl/.parquet file or folder")
@@ -111,6 +112,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                         "number: another value gives another fixed split; not a random seed like train's)")
     p.add_argument("--seed", dest="val_offset", type=int, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--data-dir", type=Path, help="parent folder of data/NAME (default: the project's data/)")
+    p.add_argument("--vocab", type=int, metavar="N",
+                   help="train an own byte-level BPE of N tokens (257 to 65,535, <|endoftext|> included) on the "
+                        "train split with rustbpe (default: GPT-2's 50,257)")
     p.add_argument("--force", action="store_true", help="rebuild even if the data is current")
     _no_progress(p)
 
@@ -122,7 +126,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         source=args.source, name=args.name, text_field=args.text_field, max_docs=args.max_docs,
         revision=args.revision, hub_config=args.hub_config, hub_split=args.hub_split,
         val_every=args.val_every, seed=args.val_offset, data_dir=args.data_dir, force=args.force,
-        progress=not args.no_progress,
+        progress=not args.no_progress, vocab=args.vocab,
     )
     prepare(cfg)
 
@@ -195,6 +199,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="auto", choices=["auto", "new", "resume", "reset"],
                    help="auto: resume if the run has a checkpoint, else new; reset: discard it and start over")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as --set device=...; default: the config's, auto)")
+    p.add_argument("--minutes", type=float, metavar="N",
+                   help="train for N minutes, evaluations and checkpoints included: after a few steps the trainer "
+                        "measures its speed and fixes the step budget so the lr decay ends on time (same as --set "
+                        "minutes=N; replaces the config's max_steps; default: train max_steps steps)")
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="after training, export the best weights to DIR (default: no export)")
     p.add_argument("--force", action="store_true", help="with --export trained_model/: replace the shipped model")
@@ -202,7 +210,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .train import EXIT_PAUSED, train
 
     overrides = list(args.overrides)
@@ -210,7 +218,12 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides.append(f"name={args.name}")
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.minutes is not None:
+        overrides.append(f"minutes={args.minutes!r}")
     cfg = load_config(args.config, overrides)
+    if cfg.minutes is not None and any(o.partition("=")[0].strip() == "max_steps" for o in overrides):
+        raise ConfigError("--minutes and --set max_steps both set the run's length: give one of them "
+                          "(a minutes run decides its own max_steps)")
     if args.export:  # a bad destination is found now, not after the whole run
         _export_destination(args.export, args.force)
     result = train(cfg, mode=args.mode, progress=not args.no_progress)
@@ -238,7 +251,8 @@ def _weights(p: argparse.ArgumentParser) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="val loss of trained weights beside uniform, unigram and untrained",
                        description="Loss on the whole validation split of trained weights, and for scale: "
-                                   "uniform guessing, a unigram model of the training split, the untrained model.")
+                                   "uniform guessing, a unigram model of the training split, the untrained model; "
+                                   "in nats/token and in bits per character and per byte of the val text.")
     _weights(p)
     p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -250,7 +264,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import reference_losses
+    from .evaluate import REFERENCES, reference_losses
     from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
@@ -259,9 +273,11 @@ def _run_eval(args: argparse.Namespace) -> None:
         check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
     losses = reference_losses(model, args.dataset, progress=not args.no_progress)
-    print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens), nats/token:")
-    for key in ("uniform", "unigram", "untrained", "trained"):
-        print(f"  {key:<10} {losses[key]:.4f}")
+    print(f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
+          f"{losses['val_bytes']:,} bytes):")
+    print(f"  {'':<10} {'nats/token':>10} {'bits/char':>10} {'bits/byte':>10}")
+    for key in REFERENCES:
+        print(f"  {key:<10} {losses[key]:>10.4f} {losses['bpc'][key]:>10.4f} {losses['bpb'][key]:>10.4f}")
     if args.json:
         atomic_write_text(args.json, json.dumps(losses, indent=1))
 
@@ -327,9 +343,12 @@ def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) ->
 
         model = load_model(run_dir, device="cpu")
         step = model.meta.get("step")
-        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras)
+        export_weights(model, model.config, out, {"step": step, "run": run_dir.name}, also=extras,
+                       tokenizer=model.meta.get("tokenizer"))
+    published = read_export(out, check=())  # what the record lists: the tokenizer's ranks too, if its own
+    names = [WEIGHTS_FILE, CONFIG_FILE, *(n for n in (published[1] if published else ()) if n != WEIGHTS_FILE)]
     print(f"exported the {which} weights of {paths.shown(run_dir)} (step {step}) to {paths.shown(out)}/: "
-          f"{', '.join([WEIGHTS_FILE, CONFIG_FILE, *extras])}")
+          f"{', '.join(names)}")
 
 
 def _legacy_best(folder: Path) -> tuple[dict, dict[str, Path]] | None:

@@ -50,6 +50,9 @@ class TrainConfig:
     # AdamW with linear warmup to lr, then cosine decay to min_lr at max_steps ("cosine"), or constant until
     # the last decay_frac of the steps and a linear decay to min_lr there ("wsd": warmup-stable-decay)
     max_steps: int = 1500
+    # train for this many minutes instead (None: off): after a few steps the trainer measures its speed and
+    # replaces max_steps by the steps that fit (evaluations and checkpoints included), so the decay ends on time
+    minutes: float | None = None
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 100
@@ -100,6 +103,8 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0, "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1,
             "muon_momentum": 0 <= self.muon_momentum < 1,
         }
+        if self.minutes is not None:
+            checks["minutes"] = self.minutes > 0
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {', '.join(bad)}: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))

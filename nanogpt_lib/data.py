@@ -4,7 +4,9 @@ Each split is memory-mapped once (nanoGPT reopens the memmap for every batch). B
 pure function of ``(seed, split, k, rank)``: a resumed run, or each rank of a distributed one, draws
 exactly the batches an uninterrupted run would, and the loader keeps no hidden state to checkpoint.
 
-``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256.
+``meta.json`` vouches for the split files it names: their byte size, dtype, largest token id and sha256, and
+for a data set with its own tokenizer, the ranks file and its sha256 (checked at open: ids read with another
+tokenizer would train and sample as nonsense without a word of warning).
 Opening checks the sizes and the recorded ids, and scans the ids of every split up to
 :data:`SCAN_AT_OPEN` tokens (a token id beyond the vocabulary, or a ``max_id`` that understates the data,
 would otherwise be an IndexError mid-training); a larger split's batches are checked as they are drawn.
@@ -16,17 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .tokenizer import NAME as TOKENIZER_NAME
+from .tokenizer import TokenizerFilesError, for_data, identity, portable
 
 SPLIT_IDS = {"train": 0, "val": 1}
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 VERIFY_CHUNK = 1 << 24  # bytes read at a time by verify_dataset
+DECODE_CHUNK = 1 << 20  # tokens decoded at a time by text_stats (bounded memory on a large split)
 SCAN_AT_OPEN = 1 << 27  # tokens (256 MiB of uint16): a split up to this size has its ids checked at open
 
 
@@ -111,14 +116,29 @@ def max_token_id(meta: dict[str, Any]) -> int:
     return max(ids) if all(isinstance(i, int) for i in ids) else meta["vocab_size"] - 1
 
 
+def data_tokenizer(folder: Path, meta: dict[str, Any]) -> Any:
+    """The data set's tokenizer entry with its ranks inline (checked against meta.json's sha256), so that a
+    checkpoint can carry it; ``"gpt2"`` for GPT-2's. A missing, altered or unknown one is a DatasetError."""
+    entry = meta.get("tokenizer")
+    try:
+        return portable(entry, folder)
+    except TokenizerFilesError as e:
+        if isinstance(entry, dict):
+            raise DatasetError(str(e)) from None
+        raise DatasetError(f"{folder} was tokenized with {entry!r}, which this library cannot read: "
+                           f"{rebuild_hint(folder, meta)}") from None
+
+
 def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[str, Any]:
-    """Read every byte of both splits: sha256 and largest id must match ``meta.json`` (and fit ``vocab_size``).
+    """Read every byte of both splits and the tokenizer's ranks: sha256 and largest id must match ``meta.json``
+    (and fit ``vocab_size``).
 
     Returns the meta on success; raises a one-line :class:`DatasetError` naming the file otherwise.
     """
     folder = Path(folder)
     meta = load_meta(folder)
     check_files(folder, meta)
+    data_tokenizer(folder, meta)  # an own tokenizer's ranks file: present and the one meta.json names
     hint = rebuild_hint(folder, meta)
     dtype = DTYPES[meta.get("dtype", "uint16")]
     limit = min(meta["vocab_size"], vocab_size or meta["vocab_size"])
@@ -140,17 +160,25 @@ def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[st
     return meta
 
 
+def _shown(entry: Any) -> str:
+    """A tokenizer entry for a message: its name (an own one's ranks are not printed)."""
+    return repr(entry.get("name") if isinstance(entry, dict) else entry)
+
+
 class TokenData:
     """Both splits of ``data/<name>/``, opened once, checked against ``meta.json`` and the model's vocab."""
 
     def __init__(self, folder: str | Path, block_size: int, vocab_size: int | None = None,
-                 tokenizer: str = TOKENIZER_NAME) -> None:
+                 tokenizer: Any = None) -> None:
+        """``tokenizer``: the entry of the tokenizer the model was trained with (``"gpt2"``, or an own one's
+        record from a checkpoint or export); None takes the data set's own, whichever it is."""
         self.folder = Path(folder)
         self.meta = load_meta(self.folder)
-        if self.meta.get("tokenizer") != tokenizer:
-            raise DatasetError(
-                f"{self.folder} was tokenized with {self.meta.get('tokenizer')!r}, the model expects {tokenizer!r}"
-            )
+        self.tokenizer = data_tokenizer(self.folder, self.meta)
+        if tokenizer is not None and identity(tokenizer) != identity(self.tokenizer):
+            raise DatasetError(f"{self.folder} was tokenized with {_shown(self.tokenizer)}, the model expects "
+                               f"{_shown(tokenizer)}: {rebuild_hint(self.folder, self.meta)} with the model's "
+                               "tokenizer, or use data tokenized as the model was")
         check_files(self.folder, self.meta)
         top = max_token_id(self.meta)
         if vocab_size is not None and top >= vocab_size:
@@ -229,3 +257,89 @@ def naive_get_batch(folder: str | Path, split: str, batch_size: int, block_size:
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
     y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
     return x, y
+
+
+# ---- text statistics: bits per character and per byte ------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextStats:
+    """How much text a split's tokens stand for: its token count and the characters and UTF-8 bytes of its
+    documents' text.
+
+    A loss in nats per token depends on the tokenizer (a bigger vocabulary packs more text into a token), so
+    runs with different tokenizers compare only per unit of text. With ``L`` the mean loss in nats per token
+    of the split, ``N`` its tokens and ``C`` its characters::
+
+        bits/char = L / ln 2 * N / C        (and bits/byte the same with UTF-8 bytes for C)
+
+    ``N`` counts every token of the split file, the end-of-text separators between documents included: the
+    model predicts them and the loss counts them. ``C`` counts the documents' text alone: a separator stands
+    for 0 characters. (Example: the shipped Shakespeare val split's 145,921 tokens decode to 493,108
+    characters of its 4 plays, 3.38 per token; issue 23's 493,160 also counted the separators' 52 characters
+    of ``<|endoftext|>`` text, which no model ever has to spell out.)
+    """
+
+    tokens: int
+    chars: int
+    bytes: int
+
+    def bits_per_char(self, nats_per_token: float) -> float:
+        """A mean loss in nats per token of this split, as bits per character of its text."""
+        return nats_per_token / math.log(2) * self.tokens / self.chars
+
+    def bits_per_byte(self, nats_per_token: float) -> float:
+        """A mean loss in nats per token of this split, as bits per UTF-8 byte of its text."""
+        return nats_per_token / math.log(2) * self.tokens / self.bytes
+
+
+_TEXT_STATS: dict[tuple[str, int, int, int], TextStats] = {}  # per process, keyed by the split file's identity
+
+
+def text_stats(folder: str | Path, split: str = "val") -> TextStats:
+    """The :class:`TextStats` of ``split`` of the prepared data set in ``folder``.
+
+    ``meta.json`` may record the split's text size at prepare time (``chars``, and ``text_bytes`` for its
+    UTF-8 bytes: ``bytes`` there is the token file's own size); otherwise the split file is decoded with the
+    data set's tokenizer and counted, once per process for a given file (path, inode, size, mtime).
+    """
+    folder = Path(folder)
+    meta = load_meta(folder)
+    path = split_file(folder, meta, split)
+    dtype = np.dtype(DTYPES[meta.get("dtype", "uint16")])
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"missing split {path}: {rebuild_hint(folder, meta)}") from None
+    n_tokens = st.st_size // dtype.itemsize
+    info = meta["splits"][split]
+    if isinstance(info.get("chars"), int) and isinstance(info.get("text_bytes"), int):
+        return _checked(TextStats(n_tokens, info["chars"], info["text_bytes"]), path)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _TEXT_STATS:
+        _TEXT_STATS[key] = _checked(_count_text(path, dtype, meta), path)
+    return _TEXT_STATS[key]
+
+
+def _count_text(path: Path, dtype: np.dtype, meta: dict[str, Any]) -> TextStats:
+    """Decode the split file chunk by chunk, without its separators, and count its text's bytes and characters.
+
+    A chunk may end inside a multi-byte character, so characters are counted as the bytes that begin one
+    (every byte but UTF-8's continuation bytes 0b10xxxxxx): for the valid UTF-8 that documents decode to, the
+    length of the decoded text.
+    """
+    enc = for_data(meta, path.parent)
+    eot = meta.get("eot_id", enc.eot_token)
+    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+    n_bytes = n_chars = 0
+    for start in range(0, len(tokens), DECODE_CHUNK):
+        ids = np.asarray(tokens[start:start + DECODE_CHUNK])
+        raw = np.frombuffer(enc.decode_bytes(ids[ids != eot].tolist()), dtype=np.uint8)
+        n_bytes += raw.size
+        n_chars += int(np.count_nonzero((raw & 0xC0) != 0x80))
+    return TextStats(len(tokens), n_chars, n_bytes)
+
+
+def _checked(stats: TextStats, path: Path) -> TextStats:
+    if stats.chars <= 0 or stats.bytes <= 0:
+        raise DatasetError(f"{path} holds no text (only separators): bits per character are undefined")
+    return stats

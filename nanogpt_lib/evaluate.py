@@ -3,7 +3,9 @@
 A loss of 4.3 nats/token means little alone. Guessing uniformly over GPT-2's 50,257 tokens costs ln 50257
 = 10.82; a unigram model (each token's frequency in the training split, nothing else) is the best any
 model can do without looking at context; the untrained network shows where training starts. All are
-measured on the whole validation split, cut into non-overlapping windows of the model's block size.
+measured on the whole validation split, cut into non-overlapping windows of the model's block size, and
+given also in bits per character and per UTF-8 byte of the split's text (``data.TextStats``), the units in
+which runs with different tokenizers compare.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paths
-from .data import TokenData
+from .data import TextStats, TokenData, text_stats
 from .model import GPT
 from .tokenizer import N_VOCAB
 
@@ -49,13 +51,29 @@ def val_loss(model: GPT, data: TokenData, batch_size: int = 64, progress: bool =
     return total / n
 
 
+REFERENCES = ("uniform", "unigram", "untrained", "trained")  # the losses reference_losses measures
+
+
+def in_bits(losses: dict[str, float], stats: TextStats) -> dict[str, dict[str, float]]:
+    """Each loss in nats/token of ``losses`` also in bits/char (``"bpc"``) and bits/byte (``"bpb"``)."""
+    return {"bpc": {k: stats.bits_per_char(v) for k, v in losses.items()},
+            "bpb": {k: stats.bits_per_byte(v) for k, v in losses.items()}}
+
+
 def reference_losses(model: GPT, dataset: str = "shakespeare", data_dir: str | Path | None = None,
                      seed: int = 1337, progress: bool = False) -> dict[str, Any]:
     """Val loss of ``model`` beside uniform, unigram and the same architecture untrained (seeded init);
-    ``progress`` shows a bar for each pass over the split (minutes on a CPU for the shipped corpus)."""
-    data = TokenData(Path(data_dir or paths.data_dir()) / dataset, model.config.block_size, model.config.vocab_size)
+    ``progress`` shows a bar for each pass over the split (minutes on a CPU for the shipped corpus).
+
+    The four losses are in nats/token under their own keys; ``"bpc"`` and ``"bpb"`` hold the same four in
+    bits per character and per byte of the val text (``val_chars``, ``val_bytes``)."""
+    folder = Path(data_dir or paths.data_dir()) / dataset
+    data = TokenData(folder, model.config.block_size, model.config.vocab_size)
+    stats = text_stats(folder, "val")
     torch.manual_seed(seed)
     untrained = GPT(model.config).to(next(model.parameters()).device)
-    return {"dataset": dataset, "val_tokens": len(data.splits["val"]), "uniform": math.log(N_VOCAB),
-            "unigram": unigram_loss(data), "untrained": val_loss(untrained, data, progress=progress, desc="untrained"),
-            "trained": val_loss(model, data, progress=progress, desc="trained")}
+    losses = {"uniform": math.log(N_VOCAB), "unigram": unigram_loss(data),
+              "untrained": val_loss(untrained, data, progress=progress, desc="untrained"),
+              "trained": val_loss(model, data, progress=progress, desc="trained")}
+    return {"dataset": dataset, "val_tokens": len(data.splits["val"]), "val_chars": stats.chars,
+            "val_bytes": stats.bytes, **losses, **in_bits(losses, stats)}

@@ -1,7 +1,9 @@
 """Exports published as one unit: ``config.json`` is the commit record, naming each file with its size and sha256.
 
 An export folder (``RUN/export/``, a run's ``best/``, ``trained_model/``) holds the weights (safetensors),
-``config.json`` (the model's shape) and, from ``nanogpt export``, the run's ``metrics.jsonl`` and ``loss.png``.
+``config.json`` (the model's shape), the ranks of a data set's own tokenizer (``tokenizer-SHA.tiktoken``, named
+under ``"tokenizer"`` in config.json; none for GPT-2's) and, from ``nanogpt export``, the run's ``metrics.jsonl``
+and ``loss.png``.
 Written as two renames, a crash between them left new weights beside the old shape: the previous export was
 gone and the new one did not load. Now, as ``prepare`` does with ``meta.json``:
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .files import atomic_link, atomic_write, atomic_write_text, clean_stale_tmp, fsync_dir, refuse_symlink
+from .tokenizer import RANKS_FILE
 
 WEIGHTS_FILE = "gpt2_trained_weights.safetensors"  # the seed's trained_model/gpt2_trained_weights.pth, made safe
 CONFIG_FILE = "config.json"
@@ -110,7 +113,8 @@ def _settle(folder: Path) -> Path:
         files = {name: {**info, "file": name} for name, info in files.items()}
         _write_record(folder, {**record, FILES_KEY: files})
     for p in folder.iterdir():
-        if (_GEN.match(p.name) or (p.name in ARTIFACTS and p.name not in files)) and not p.is_dir():
+        stale = (p.name in ARTIFACTS or RANKS_FILE.match(p.name)) and p.name not in files  # the previous export's
+        if (_GEN.match(p.name) or stale) and not p.is_dir():
             p.unlink(missing_ok=True)
     fsync_dir(folder)
     return folder

@@ -1,4 +1,5 @@
-"""Loss curves from a run's ``metrics.jsonl``: train and val loss over steps, like the seed's plots."""
+"""Loss curves from a run's ``metrics.jsonl``: train and val loss over steps, like the seed's plots, with
+a second axis in bits per character of the val text where the run logged it (``val_bpc``)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def bits_per_nat_token(records: list[dict[str, Any]]) -> float | None:
+    """Bits per character per nat per token for the run's val text (``val_bpc / val_loss`` of an evaluation:
+    the same factor at every step, ``tokens / chars / ln 2``), or None for a run that logged no ``val_bpc``."""
+    for r in reversed(records):
+        if r.get("kind") == "eval" and r.get("val_bpc") is not None and r.get("val_loss"):
+            return r["val_bpc"] / r["val_loss"]
+    return None
+
+
 def loss_figure(records: list[dict[str, Any]], title: str = "loss") -> Figure:
-    """Train loss (every logged step, light) and eval train/val loss (every eval, bold) against step."""
+    """Train loss (every logged step, light) and eval train/val loss (every eval, bold) against step; the
+    right axis reads the same curves in bits per character of the val text, when the run logged it."""
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
     steps = [r for r in records if r.get("kind") == "step"]
@@ -46,6 +57,10 @@ def loss_figure(records: list[dict[str, Any]], title: str = "loss") -> Figure:
                 ms=3, label="val (eval)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
+    factor = bits_per_nat_token(records)
+    if factor is not None:  # a linear change of unit: a second scale, not a second set of curves
+        right = ax.secondary_yaxis("right", functions=(lambda x: x * factor, lambda y: y / factor))
+        right.set_ylabel("bits per character (val text)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if steps or evals:

@@ -1,4 +1,4 @@
-"""Text sources -> token files: ``data/<name>/{train,val}.bin`` (uint16 GPT-2 ids) and ``meta.json``.
+"""Text sources -> token files: ``data/<name>/{train,val}.bin`` (uint16 token ids) and ``meta.json``.
 
 Every source goes through ``datasets.load_dataset(..., streaming=True)``: the shipped Shakespeare corpus,
 local ``.txt``/``.jsonl``/``.parquet`` files, and Hugging Face hub datasets (OpenWebText from the hub's
@@ -6,6 +6,11 @@ parquet export). Streaming means nothing is downloaded in full and no dataset ca
 
 Documents are tokenized in batches on all cores, each followed by ``<|endoftext|>``, and routed whole to
 train or val by a deterministic rule, so memory is bounded by ``chunk_chars``, not by the corpus.
+
+The ids are GPT-2's, or with ``vocab`` (``--vocab N``) those of a byte-level BPE trained by ``rustbpe`` on
+the train split alone (val text never shapes the tokenizer), kept beside the ids as ``tokenizer-SHA.tiktoken``
+and named with its sha256 in meta.json: the tokenizer is part of the data set. meta.json also records each
+split's characters and UTF-8 bytes of document text, so losses convert to bits per character.
 
 A data set is published as one unit (see :func:`_publish`): ``meta.json`` is the commit record and names
 the split files it vouches for, so a run killed at any point leaves either the previous data set or the
@@ -27,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tiktoken
 from tqdm.auto import tqdm
 
 from . import paths
 from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
 from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
 from .files import tmp_path as _tmp_name
-from .tokenizer import EOT_ID, N_VOCAB, get_tokenizer
+from .tokenizer import GPT2_PAT_STR, MAX_VOCAB, MIN_VOCAB, RANKS_FILE, TokenizerFilesError, entry_for, for_data
 from .tokenizer import NAME as TOKENIZER_NAME
+from .tokenizer import get_tokenizer, ranks_text, train_ranks
 
 OPENWEBTEXT_ID = "Skylion007/openwebtext"
 # datasets >= 4 refuses script-based hub datasets; the hub's automatic parquet export still loads.
@@ -68,6 +75,7 @@ class PrepareConfig:
     chunk_chars: int = 4_000_000  # documents are tokenized in batches of about this many characters
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     progress: bool = True  # a tqdm bar (docs/s, tokens/s)
+    vocab: int | None = None  # train an own byte-level BPE of this many tokens (with <|endoftext|>); None: GPT-2's
 
 
 @dataclass
@@ -231,7 +239,7 @@ def _request(cfg: PrepareConfig, source: Source) -> dict[str, Any]:
         "max_docs": cfg.max_docs,
         "val_every": cfg.val_every,
         "seed": cfg.seed,
-        "tokenizer": TOKENIZER_NAME,
+        "tokenizer": TOKENIZER_NAME if cfg.vocab is None else {"bpe_vocab": cfg.vocab, "pattern": GPT2_PAT_STR},
     }
 
 
@@ -244,25 +252,36 @@ def _is_current(out: Path, request: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if meta.get("version") != META_VERSION or meta.get("request") != request:
         return None
+    try:
+        for_data(meta, out)  # a missing or altered tokenizer file: rebuild, as for a damaged split
+    except TokenizerFilesError:
+        return None
     return meta
 
 
 class _SplitWriter:
-    """Appends uint16 tokens to a temporary file, counting, hashing and tracking the largest id."""
+    """Appends uint16 tokens to a temporary file, counting, hashing and tracking the largest id, and counts
+    the characters and UTF-8 bytes of the documents' text (not the separators) for bits per character."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, eot_id: int) -> None:
+        self.path, self.eot_id = path, eot_id
+        self.chars = self.text_bytes = 0
         self.fh = open(path, "wb")
         self.sha = hashlib.sha256()
         self.tokens = 0
         self.docs = 0
         self.max_id = -1
 
+    def count_text(self, texts: list[str]) -> None:
+        """Add the documents' characters and UTF-8 bytes (what bits per character divide by)."""
+        self.chars += sum(len(t) for t in texts)
+        self.text_bytes += sum(len(t.encode("utf-8")) for t in texts)
+
     def write(self, docs: list[list[int]]) -> None:
         if not docs:
             return
         arr = np.fromiter(
-            itertools.chain.from_iterable(d + [EOT_ID] for d in docs),
+            itertools.chain.from_iterable(d + [self.eot_id] for d in docs),
             dtype=np.uint16,
             count=sum(len(d) + 1 for d in docs),
         )
@@ -281,7 +300,7 @@ class _SplitWriter:
             finally:
                 self.fh.close()
         return {"tokens": self.tokens, "docs": self.docs, "bytes": self.tokens * 2, "sha256": self.sha.hexdigest(),
-                "max_id": self.max_id}
+                "max_id": self.max_id, "chars": self.chars, "text_bytes": self.text_bytes}
 
 
 # ---- publishing a data set as one unit -----------------------------------------------------------
@@ -329,14 +348,18 @@ def _settle(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove_unnamed_gen(out: Path) -> None:
-    """Remove .gen split files that meta.json does not name (a run killed before or after its commit)."""
+    """Remove .gen split files and tokenizer files that meta.json does not name (a run killed before or
+    after its commit, or the tokenizer of the data set this one replaced)."""
     try:
         meta = load_meta(out)
         named = {split_file(out, meta, split).name for split in SPLITS}
+        tokenizer = meta.get("tokenizer")
+        if isinstance(tokenizer, dict):
+            named.add(str(tokenizer.get("file")))
     except DatasetError:
         named = set()
     for p in out.iterdir():
-        if _GEN.match(p.name) and p.name not in named:
+        if (_GEN.match(p.name) or RANKS_FILE.match(p.name)) and p.name not in named:
             p.unlink(missing_ok=True)
 
 
@@ -356,8 +379,7 @@ def _with_max_ids(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig,
-                   total: int | None) -> None:
-    enc = get_tokenizer()
+                   total: int | None, enc: tiktoken.Encoding) -> None:
     # disable only when asked: an explicit disable=False would override TQDM_DISABLE
     bar = tqdm(total=total, unit="doc", desc="tokenizing", dynamic_ncols=True, mininterval=0.5,
                **({} if cfg.progress else {"disable": True}))
@@ -368,12 +390,15 @@ def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: P
     def flush() -> None:
         nonlocal n_tokens, index, batch, chars
         ids = enc.encode_ordinary_batch(batch, num_threads=cfg.num_threads)
-        routed: dict[str, list[list[int]]] = {"train": [], "val": []}
-        for doc in ids:
-            routed["val" if is_val(index, cfg.seed, cfg.val_every) else "train"].append(doc)
+        routed: dict[str, tuple[list[list[int]], list[str]]] = {"train": ([], []), "val": ([], [])}
+        for doc, text in zip(ids, batch):
+            split = routed["val" if is_val(index, cfg.seed, cfg.val_every) else "train"]
+            split[0].append(doc)
+            split[1].append(text)
             index += 1
-        for split, chunk in routed.items():
+        for split, (chunk, texts) in routed.items():
             writers[split].write(chunk)
+            writers[split].count_text(texts)
         n_tokens += sum(len(d) + 1 for d in ids)
         bar.update(len(batch))
         bar.set_postfix(tok_per_s=f"{n_tokens / max(time.perf_counter() - start, 1e-9):,.0f}", refresh=False)
@@ -391,6 +416,31 @@ def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: P
         bar.close()
 
 
+def _tokenizer(out: Path, source: Source, cfg: PrepareConfig) -> tuple[tiktoken.Encoding, Any]:
+    """GPT-2's Encoding and meta entry, or with ``cfg.vocab`` a BPE trained on the train split's documents.
+
+    The trained ranks are written into ``out`` under a name made of their sha256, which no meta.json names
+    yet (or, for the same ranks, names already with this very content): the live data set is untouched until
+    the commit, and a run that stops before it leaves a file the next prepare removes.
+    """
+    if cfg.vocab is None:
+        return get_tokenizer(), TOKENIZER_NAME
+    docs = iter_documents(source, cfg.text_field, cfg.max_docs)
+    train_docs = (text for i, text in enumerate(docs) if not is_val(i, cfg.seed, cfg.val_every))
+    bar = tqdm(train_docs, unit="doc", desc="training tokenizer", dynamic_ncols=True, mininterval=0.5,
+               **({} if cfg.progress else {"disable": True}))
+    try:
+        text = ranks_text(train_ranks(bar, cfg.vocab))
+    finally:
+        bar.close()
+    entry = entry_for(text)
+    atomic_write_text(out / entry["file"], text)
+    if entry["vocab_size"] < cfg.vocab:
+        print(f"the train split has too few distinct pairs for {cfg.vocab:,} tokens: the tokenizer has "
+              f"{entry['vocab_size']:,}")
+    return for_data({"tokenizer": entry}, out), entry
+
+
 def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Build ``data/<name>/`` from ``cfg.source`` unless it is already current; return its meta.json dict."""
     cfg = cfg or PrepareConfig()
@@ -402,6 +452,9 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"--max-docs must be a positive number of documents, got {cfg.max_docs}")
     if cfg.val_every < 2:
         raise PrepareError(f"--val-every must be at least 2 (one document in N is validation), got {cfg.val_every}")
+    if cfg.vocab is not None and not MIN_VOCAB <= cfg.vocab <= MAX_VOCAB:
+        raise PrepareError(f"--vocab {cfg.vocab} is out of range: at least {MIN_VOCAB} (256 byte tokens and "
+                           f"<|endoftext|>), at most {MAX_VOCAB:,} (the ids are stored as uint16)")
     try:  # data/NAME: one plain folder, as run names are (`..` would write into the project's root)
         if cfg.name is not None:
             paths.check_plain_name(cfg.name, "--name")
@@ -431,13 +484,14 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     started = time.perf_counter()
     committed = False
     try:
-        writers = {split: _SplitWriter(tmp[split]) for split in SPLITS}
+        enc, tokenizer = _tokenizer(out, source, cfg)
+        writers = {split: _SplitWriter(tmp[split], enc.eot_token) for split in SPLITS}
         try:
             files = source.load_kwargs.get("data_files", [])
             total = len(files) if source.builder == "text" else cfg.max_docs  # one .txt file is one doc
             if cfg.max_docs and total:
                 total = min(total, cfg.max_docs)
-            _tokenize_into(iter_documents(source, cfg.text_field, cfg.max_docs), writers, cfg, total)
+            _tokenize_into(iter_documents(source, cfg.text_field, cfg.max_docs), writers, cfg, total, enc)
         finally:
             stats = {split: w.close() for split, w in writers.items()}
         docs = stats["train"]["docs"] + stats["val"]["docs"]
@@ -449,17 +503,17 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
                 f"{cfg.source} has {docs} document(s), too few to split into train and val with "
                 f"--val-every {cfg.val_every}: add documents (one .txt file is one document) or lower --val-every"
             )
-        if max(s["max_id"] for s in stats.values()) >= N_VOCAB:  # the tokenizer's ids must fit the vocabulary
-            raise PrepareError(f"token id {max(s['max_id'] for s in stats.values())} >= vocab size {N_VOCAB}")
+        if max(s["max_id"] for s in stats.values()) >= enc.n_vocab:  # the tokenizer's ids must fit its vocabulary
+            raise PrepareError(f"token id {max(s['max_id'] for s in stats.values())} >= vocab size {enc.n_vocab}")
         meta = {
             "version": META_VERSION,
             "name": source.name,
             "source": cfg.source,
             "source_kind": source.kind,
             "request": request,
-            "tokenizer": TOKENIZER_NAME,
-            "vocab_size": N_VOCAB,
-            "eot_id": EOT_ID,
+            "tokenizer": tokenizer,
+            "vocab_size": enc.n_vocab,
+            "eot_id": enc.eot_token,
             "dtype": "uint16",
             "split_rule": (
                 f"document i is validation when i % {cfg.val_every} equals "
@@ -487,7 +541,7 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     t, v = stats["train"], stats["val"]
     print(
         f"wrote {paths.shown(out)}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "
-        f"({v['docs']:,} docs) in {meta['seconds']:.1f}s"
+        f"({v['docs']:,} docs) in {meta['seconds']:.1f}s, {enc.n_vocab:,}-token vocabulary ({enc.name})"
     )
     return meta
 
@@ -497,6 +551,12 @@ def describe(meta: dict[str, Any]) -> str:
     t, v = meta["splits"]["train"], meta["splits"]["val"]
     return (
         f"{meta['name']:<16} source={meta['source']:<20} train {t['tokens']:>12,} tok {t['docs']:>8,} docs | "
-        f"val {v['tokens']:>11,} tok {v['docs']:>7,} docs | {(t['bytes'] + v['bytes']) / 2**20:,.1f} MiB"
+        f"val {v['tokens']:>11,} tok {v['docs']:>7,} docs | {(t['bytes'] + v['bytes']) / 2**20:,.1f} MiB | "
+        f"tokenizer {_tokenizer_name(meta.get('tokenizer'))}"
     )
+
+
+def _tokenizer_name(entry: Any) -> str:
+    """``gpt2``, or an own tokenizer's name (``bpe-N``, N its vocabulary)."""
+    return str(entry.get("name")) if isinstance(entry, dict) else str(entry or TOKENIZER_NAME)
 

@@ -5,6 +5,9 @@ top-p); :func:`generate` and :func:`generate_stream` run the loop with a KV cach
 :func:`load_model`, :func:`stream_text`, :func:`generate_text` and :func:`generate_texts` (several samples
 in one batch) are text in, text out for the CLI, notebooks and widgets. Text is released only once it
 decodes cleanly, so a character split across two BPE tokens never shows as garbage.
+
+A loaded model knows its tokenizer (``model.tokenizer``: the one its checkpoint or export carries, GPT-2's
+for GPT-2 weights and older files); text in and out goes through it, and its vocabulary bounds the ids drawn.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import tiktoken
 import torch
 
 from . import paths
@@ -20,7 +24,7 @@ from .checkpoint import load_weights
 from .devices import pick_device
 from .limits import FP32, check_fits
 from .model import GPT, KV
-from .tokenizer import N_VOCAB, decode, encode
+from .tokenizer import get_tokenizer, resolve
 
 # ---- one token from logits ------------------------------------------------------------------------
 
@@ -82,8 +86,9 @@ def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     last block_size // 2 tokens and the KV cache is re-filled from them, so the cache costs one short
     re-fill per block_size // 2 tokens. ``use_cache=False`` recomputes the same window at every step
     (same tokens, same positions), so both paths sample from the same distributions. ``vocab_limit``
-    keeps ids below it; by default the GPT-2 tokenizer's 50257 when the model's vocabulary is padded
-    past it (50304 rows), so a padding id is never emitted.
+    keeps ids below it; by default the model's tokenizer's vocabulary (:func:`encoding_of`: GPT-2's 50257
+    unless it carries its own) when the model's vocabulary is padded past it (50304 rows), so a padding id
+    is never emitted.
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
@@ -108,8 +113,8 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: floa
     c = model.config  # a lower bound of a step's memory: the rows' logits and their KV caches, in fp32
     check_fits(idx.size(0) * (c.vocab_size + 2 * c.n_layer * c.block_size * c.n_embd) * FP32,
                f"sampling {idx.size(0):,} texts at once", "sample fewer at a time (--num-samples)")
-    if vocab_limit is None and model.config.vocab_size > N_VOCAB:
-        vocab_limit = N_VOCAB  # the padded rows (50257..50303) are never real tokens
+    if vocab_limit is None and model.config.vocab_size > encoding_of(model).n_vocab:
+        vocab_limit = encoding_of(model).n_vocab  # the padded rows (GPT-2's 50257..50303) are never real tokens
     gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
     return _sample_loop(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, vocab_limit)
 
@@ -200,15 +205,21 @@ def load_model(path: str | Path | None = None, device: str = "auto") -> GPT:
     folder (its latest ``ckpt.pt``)."""
     where = Path(path) if path else paths.shipped(paths.trained_model_dir(), "the shipped weights (trained_model/)")
     model, meta = load_weights(where, pick_device(device))
-    model.meta = meta  # where it came from: step, val loss, ...
+    model.meta = meta  # where it came from: step, val loss, the tokenizer's entry ...
+    model.tokenizer = resolve(meta.get("tokenizer"))  # what its ids mean: GPT-2's unless it carries its own
     return model
+
+
+def encoding_of(model: GPT) -> tiktoken.Encoding:
+    """The tokenizer of a model: the one :func:`load_model` attached, else GPT-2's (a model built by hand)."""
+    return getattr(model, "tokenizer", None) or get_tokenizer()
 
 
 def _prompt_ids(model: GPT, prompt: str) -> torch.Tensor:
     if not prompt:
         raise ValueError("prompt is empty: give some text to continue, e.g. 'ROMEO:'")
     device = next(model.parameters()).device
-    return torch.tensor([encode(prompt)], dtype=torch.long, device=device)
+    return torch.tensor([encoding_of(model).encode_ordinary(prompt)], dtype=torch.long, device=device)
 
 
 def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
@@ -216,15 +227,16 @@ def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature:
     """Yield pieces of generated text as they come (the prompt itself is not repeated)."""
     ids: list[int] = []
     shown = ""
+    enc = encoding_of(model)
     tokens = generate_stream(model, _prompt_ids(model, prompt), max_new_tokens, temperature=temperature,
-                             top_k=top_k, top_p=top_p, seed=seed, vocab_limit=N_VOCAB)
+                             top_k=top_k, top_p=top_p, seed=seed, vocab_limit=enc.n_vocab)
     for token in tokens:
         ids.append(int(token))
-        text = decode(ids)
+        text = enc.decode(ids, errors="replace")
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             yield text[len(shown):]
             shown = text
-    rest = decode(ids)[len(shown):]
+    rest = enc.decode(ids, errors="replace")[len(shown):]
     if rest:
         yield rest
 
@@ -244,7 +256,7 @@ def generate_texts(model: GPT, prompt: str, num_samples: int, max_new_tokens: in
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    ids = _prompt_ids(model, prompt)
+    ids, enc = _prompt_ids(model, prompt), encoding_of(model)
     out = generate(model, ids.expand(num_samples, -1), max_new_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, seed=seed, vocab_limit=N_VOCAB)
-    return [decode(row.tolist()) for row in out[:, ids.size(1):]]
+                   top_p=top_p, seed=seed, vocab_limit=enc.n_vocab)
+    return [enc.decode(row.tolist(), errors="replace") for row in out[:, ids.size(1):]]

@@ -11,14 +11,23 @@ Ctrl-C, SIGTERM (cloud pre-emption) and a notebook's interrupt finish the curren
 checkpoint, and return "paused" (``nanogpt train`` then exits with :data:`EXIT_PAUSED`); by hand, a second
 Ctrl-C aborts and the previous checkpoint stands. Under torchrun the ranks agree on the pause step. The
 signal, lock and rank machinery is in ``runctl.py``.
+
+A run of ``minutes`` (``nanogpt train --minutes N``) measures its speed over its first steps and then fixes
+its step budget once (:func:`decide_budget`); the budget is kept in the checkpoint, so a resumed run
+continues the decided schedule instead of measuring again, and stays bitwise the straight run.
+
+Every evaluation gives the val loss also in bits per character and per byte of the val text
+(``data.TextStats``), the units in which runs with different tokenizers compare.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,13 +40,14 @@ from tqdm.auto import tqdm
 from . import paths
 from .checkpoint import export_weights, load_checkpoint, load_model_state, model_state, save_checkpoint
 from .config import TrainConfig
-from .data import TokenData
+from .data import TextStats, TokenData, text_stats
 from .devices import Precision, choose_precision, cpu_threads, pick_device
 from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
 from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
 from .plots import read_metrics, save_loss_plot
 from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
+from .tokenizer import identity as tokenizer_identity
 
 MODES = ("auto", "new", "resume", "reset")
 CKPT = "ckpt.pt"
@@ -46,9 +56,61 @@ RUN_FILES = (CKPT, PREV_CKPT, "metrics.jsonl", "loss.png", "config.json", "best"
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
 
 RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkpoint needs to resume from
+# A minutes run measures its step time on steps SETTLE_STEPS+1 .. SETTLE_STEPS+MEASURE_STEPS of its call. The
+# first steps are slower than the rest (kernels chosen and caches filled on first use, the data's and the
+# weights' pages touched for the first time, torch.compile compiling on the first step and again on a
+# recompile) and would make the budget short; the median over the window ignores a slow step in it (an
+# evaluation, a checkpoint, another process's burst). 15 steps are about 2% of a 10-minute CPU run.
+SETTLE_STEPS = 5
+MEASURE_STEPS = 10
+UNDECIDED = 2**62  # the schedule's end while a minutes run has not decided its budget: warmup, then flat lr
 DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
 
-__all__ = ["EXIT_PAUSED", "TrainError", "TrainResult", "Trainer", "lr_at", "train"]
+__all__ = ["EXIT_PAUSED", "Budget", "TrainError", "TrainResult", "Trainer", "decide_budget", "lr_at", "train"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The step budget a minutes run decided, kept in its checkpoints (a resumed run never measures again)."""
+
+    minutes: float
+    max_steps: int
+    step_s: float  # median seconds of a training step, measured
+    overhead_s: float  # evaluation and checkpoint seconds per step (each one's measured time, spread)
+    decided_at: int  # the step at which it was decided
+    decay_from: int  # the step from which the schedule decays to min_lr
+
+    def line(self) -> str:
+        """``minutes 10: 742 steps at 0.79 s/step (+0.012 s/step for evaluations and checkpoints), decay from
+        step 594``: what the trainer prints when it decides, and the summary line repeats."""
+        return (f"minutes {self.minutes:g}: {self.max_steps:,} steps at {self.step_s:.3g} s/step "
+                f"(+{self.overhead_s:.2g} s/step for evaluations and checkpoints), decay from step {self.decay_from:,}")
+
+    def seconds_left(self, step: int) -> float:
+        return max(self.max_steps - step, 0) * (self.step_s + self.overhead_s)
+
+
+def decide_budget(cfg: TrainConfig, step: int, elapsed_s: float, step_times: list[float], eval_s: float,
+                  ckpt_s: float) -> Budget:
+    """The steps that fit in ``cfg.minutes`` (rank 0 decides; the other ranks receive its budget).
+
+    ``elapsed_s`` is the time the run has taken up to ``step``; each later step costs the median of
+    ``step_times`` plus its share of the evaluations (``eval_s`` each, every ``eval_every`` steps) and the
+    checkpoints (``ckpt_s`` each, every ``ckpt_every``), and the last step its own evaluation and checkpoint.
+    The budget is a whole number of steps, so the run ends on time or up to one step early.
+    """
+    assert cfg.minutes is not None
+    step_s = statistics.median(step_times)
+    overhead = eval_s / cfg.eval_every + ckpt_s / cfg.ckpt_every
+    left = cfg.minutes * 60 - elapsed_s - eval_s - ckpt_s
+    max_steps = step + max(math.floor(left / (step_s + overhead)), 0)
+    if max_steps <= max(cfg.warmup_steps, step):
+        raise TrainError(f"minutes {cfg.minutes:g} fit only {max_steps} steps at {step_s:.3g} s/step (evaluations "
+                         f"and checkpoints included), no more than the warmup ({cfg.warmup_steps} steps) or the "
+                         f"{step} steps that measured the speed: give the run more minutes or fewer warmup steps")
+    decided = dataclasses.replace(cfg, max_steps=max_steps)
+    decay_from = wsd_decay_start(decided) if cfg.schedule == "wsd" else cfg.warmup_steps
+    return Budget(cfg.minutes, max_steps, step_s, overhead, step, decay_from)
 
 
 @dataclass
@@ -63,6 +125,8 @@ class TrainResult:
     tokens_per_s: float = 0.0
     seconds: float = 0.0
     steps_run: int = 0  # optimizer steps taken by this call (0: the run had already finished)
+    best_val_bpc: float | None = None  # the best val loss in bits per character of the val text
+    budget: Budget | None = None  # a minutes run's decided step budget
 
     def summary(self) -> str:
         """One line for the end of a run: where it stopped, its best val loss, and this call's speed.
@@ -71,10 +135,13 @@ class TrainResult:
         instead of reporting 0 tokens/s.
         """
         best = "none yet" if self.best_val_loss is None else f"{self.best_val_loss:.4f}"
+        if self.best_val_bpc is not None:
+            best += f" ({self.best_val_bpc:.4f} bits/char)"
         speed = (f"{self.steps_run:,} steps at {self.tokens_per_s:,.0f} tokens/s" if self.steps_run
                  else "no step left to train")
+        budget = f"; {self.budget.line()}" if self.budget else ""
         return (f"{self.status} at step {self.step}: best val loss {best}; this call: {speed}, "
-                f"{self.seconds:,.0f}s; run folder {paths.shown(self.run_dir)}")
+                f"{self.seconds:,.0f}s{budget}; run folder {paths.shown(self.run_dir)}")
 
 
 def wsd_decay_start(cfg: TrainConfig) -> int:
@@ -175,9 +242,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, mode: str = "auto", runs_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, progress: bool = True,
-                 on_eval: Callable[[dict[str, Any]], None] | None = None, artifacts: bool = True) -> None:
+                 on_eval: Callable[[dict[str, Any]], None] | None = None, artifacts: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         """``artifacts=False`` skips the best-weights export and the loss plot at each evaluation (for
-        sweeps of many short runs, where only metrics.jsonl matters)."""
+        sweeps of many short runs, where only metrics.jsonl matters). ``clock`` (seconds) times the steps,
+        evaluations and checkpoints from which a minutes run decides its budget: tests pass one that ticks
+        evenly, so the decision is the same on a busy machine and a quiet one."""
         if mode not in MODES:
             raise TrainError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         self.cfg = cfg
@@ -220,6 +290,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.step = 0
         self.best_val: float | None = None
+        self.clock = clock
+        self.budget: Budget | None = None  # a minutes run's, once decided (or restored from its checkpoint)
+        self._text: TextStats | None = None  # the val split's text size, for bits per character
+        self._sched = cfg  # the config the lr schedule reads (see _schedule_cfg)
         self._saved_step: int | None = None  # the step of the newest checkpoint of this run, if any
         with self._exclusive():
             # Rank 0 alone touches the run folder and reads the checkpoint; the others get it from rank 0.
@@ -240,6 +314,24 @@ class Trainer:
     @property
     def tokens_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.cfg.model.block_size * self.dist.world
+
+    @property
+    def max_steps(self) -> int | None:
+        """The step the run ends at: the config's, a minutes run's decided budget, or None until it decides."""
+        if self.budget is not None:
+            return self.budget.max_steps
+        return None if self.cfg.minutes is not None else self.cfg.max_steps
+
+    def _at_end(self) -> bool:
+        return self.max_steps is not None and self.step >= self.max_steps
+
+    def _schedule_cfg(self) -> TrainConfig:
+        """The config with the end the lr schedule uses: before a minutes run decides, a schedule that never
+        ends (warmup, then the peak lr: a step's rate must not depend on a budget not yet decided)."""
+        end = UNDECIDED if self.max_steps is None else self.max_steps
+        if self._sched.max_steps != end:
+            self._sched = dataclasses.replace(self._sched, max_steps=end)
+        return self._sched
 
     # ---- the run folder and checkpoints -----------------------------------------------------------
 
@@ -285,6 +377,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng": rng,
             "precision": self.precision.name,  # an auto choice is kept on resume, not re-measured
+            "tokenizer": self.data.tokenizer,  # issue 23: "gpt2", or the data set's own ranks, inline
+            "budget": None if self.budget is None else dataclasses.asdict(self.budget),  # never re-measured
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -310,6 +404,9 @@ class Trainer:
                 f"{path} holds a model of shape {saved.to_dict()}, the config asks for {self.cfg.model.to_dict()}: "
                 "use --mode reset to start over, or another run name"
             )
+        if tokenizer_identity(ckpt.get("tokenizer")) != tokenizer_identity(self.data.tokenizer):  # issue 23
+            raise TrainError(f"{path} was trained on ids of another tokenizer than data set {self.cfg.dataset!r} "
+                             "has now (prepared again with another --vocab?): use --mode reset or another run name")
         load_model_state(self.model, ckpt["model"], path)
         saved_opts = ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]
         if len(saved_opts) != len(self.optimizers):
@@ -326,6 +423,8 @@ class Trainer:
             self.precision = choose_precision(self.device, ckpt["precision"])
         self.step = self._saved_step = int(ckpt["step"])
         self.best_val = ckpt["best_val"]
+        if isinstance(ckpt.get("budget"), dict):  # a minutes run keeps the budget it decided, whatever minutes say now
+            self.budget = Budget(**ckpt["budget"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
@@ -335,6 +434,8 @@ class Trainer:
             if changes:
                 print(f"the config's settings replace the checkpoint's (hyperparameters; a changed seed, batch size "
                       f"or data set changes the batches from here on): {', '.join(changes)}", flush=True)
+            if self.budget is not None:
+                print(f"the budget this run decided stands: {self.budget.line()}", flush=True)
 
     def _truncate_metrics(self) -> None:
         """Drop records logged after the checkpoint (a killed run's tail) so the log matches a straight run."""
@@ -367,7 +468,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss over ``eval_batches`` fixed batches of each split (the same batches at every eval)."""
+        """Mean loss over ``eval_batches`` fixed batches of each split (the same batches at every eval), and
+        the val loss in bits per character and per byte of the val text (``val_bpc``, ``val_bpb``)."""
         self.model.eval()
         out = {}
         for split in ("train", "val"):
@@ -380,11 +482,20 @@ class Trainer:
                 total += loss.item()
             out[f"{split}_loss"] = total / self.cfg.eval_batches
         self.model.train()
+        text = self.text_stats()
+        out["val_bpc"] = text.bits_per_char(out["val_loss"])
+        out["val_bpb"] = text.bits_per_byte(out["val_loss"])
         return out
+
+    def text_stats(self) -> TextStats:
+        """The val split's tokens, characters and bytes (counted once, at the first evaluation)."""
+        if self._text is None:
+            self._text = text_stats(self.data.folder, "val")
+        return self._text
 
     def _train_step(self) -> torch.Tensor:
         cfg, world = self.cfg, self.dist.world
-        scale = lr_at(self.step, cfg) / cfg.lr  # one schedule for every optimizer's own base rate
+        scale = lr_at(self.step, self._schedule_cfg()) / cfg.lr  # one schedule for every optimizer's own base rate
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * scale
@@ -439,7 +550,8 @@ class Trainer:
             self.best_val = result["val_loss"]
             if self.dist.main and self.artifacts:
                 export_weights(self.model, cfg.model, self.run_dir / "best",
-                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name})
+                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name},
+                               tokenizer=self.data.tokenizer)  # issue 23: the export decodes with it
         if self.dist.main and self.artifacts:
             save_loss_plot(self.run_dir)
         if self.on_eval:
@@ -463,54 +575,49 @@ class Trainer:
         cfg = self.cfg
         self._peak = peak_flops(self.device, self.precision)
         start_step, started = self.step, time.perf_counter()
+        self.text_stats()  # counted now (decoding the split, once per process), not inside a timed evaluation
+        meter = _Meter(self.clock, start_step) if self.max_steps is None else None  # a minutes run, undecided
         last_eval: dict[str, float] = {}
         status = "finished"
         if self.dist.main:
+            end = self.max_steps if self.max_steps is not None else f"the steps that fit in {cfg.minutes:g} minutes"
             print(f"device {self.device}, precision {self.precision.name}, {self.model.num_params():,} params, "
-                  f"{self.tokens_per_step:,} tokens/step, steps {self.step}->{cfg.max_steps}", flush=True)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress, unit="step",
+                  f"{self.tokens_per_step:,} tokens/step, steps {self.step}->{end}", flush=True)
+        bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
         self.model.train()
-        window_time, window_steps = 0.0, 0
+        self._window = [0.0, 0]  # seconds and steps since the last logged step (tokens/s)
         prefix = f"rank {self.dist.rank}: " if self.dist.world > 1 else ""
         signals = PauseSignals(launched=launched_by_torchrun(), prefix=prefix)
         try:
             with signals.installed():
-                while self.step < cfg.max_steps:
+                while not self._at_end():
                     step_start = time.perf_counter()
                     loss_value = self._train_step().item()  # .item() waits for the device
-                    window_time += time.perf_counter() - step_start  # tokens/s: training steps only
-                    window_steps += 1
+                    self._window[0] += time.perf_counter() - step_start  # tokens/s: training steps only
+                    self._window[1] += 1
                     if not math.isfinite(loss_value):  # the loss is all-reduced: every rank stops here
                         raise self._diverged(loss_value)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        tps = self.tokens_per_step * window_steps / window_time
-                        speed = {"tokens_per_s": round(tps, 1)}
-                        shown = {"loss": f"{loss_value:.3f}", "tok_s": f"{tps:,.0f}"}
-                        if self._peak is not None:  # MFU only against a datasheet peak
-                            speed["mfu"] = round(tps * self.model.flops_per_token() / self._peak, 4)
-                            shown["mfu"] = f"{speed['mfu']:.1%}"
-                        self._log({"kind": "step", "step": self.step, "loss": loss_value, **self._applied_lrs(),
-                                   **speed})
-                        bar.set_postfix(shown, refresh=False)
-                        window_time, window_steps = 0.0, 0
+                    if self.step % cfg.log_every == 0 or self._at_end():
+                        self._log_step(loss_value, bar)
                     bar.update(1)
-                    if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                        last_eval = self._eval_and_save()
-                        if self.dist.main:
-                            bar.write(f"step {self.step}: train {last_eval['train_loss']:.4f}, "
-                                      f"val {last_eval['val_loss']:.4f}")
-                    if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
-                        self.save(signals)
-                    finished = self.step >= cfg.max_steps  # a signal in the last step: the run is done, not paused
+                    if self.step % cfg.eval_every == 0 or self._at_end():
+                        last_eval = self._report_eval(bar, meter)
+                    if self.step % cfg.ckpt_every == 0 or self._at_end():
+                        self._timed_save(signals, meter)
+                    if meter is not None and meter.tick(self.step):
+                        last_eval = self._decide(meter, signals, bar) or last_eval
+                        meter = None
+                    finished = self._at_end()  # a signal in the last step: the run is done, not paused
                     if self.dist.any(signals.requested) and not finished:  # agreed: all ranks pause at this step
                         if self._saved_step != self.step:
                             self.save(signals)
                         self.dist.barrier()  # no rank exits (so torchrun stops none) before the file is whole
                         status = "paused"
+                        minutes = f" --minutes {cfg.minutes:g}" if cfg.minutes is not None else ""
                         if self.dist.main:
                             print(f"paused at step {self.step}; checkpoint {paths.shown(self.run_dir / CKPT)}. "
-                                  f"Resume with: nanogpt train --name {cfg.name} --mode resume "
+                                  f"Resume with: nanogpt train --name {cfg.name} --mode resume{minutes} "
                                   "(plus the same --config/--set)", flush=True)
                         break
         finally:
@@ -519,8 +626,60 @@ class Trainer:
             last_eval = self.evaluate()
         elapsed = time.perf_counter() - started
         tps = self.tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
+        best_bpc = None if self.best_val is None else self.text_stats().bits_per_char(self.best_val)
         return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed,
-                           self.step - start_step)
+                           self.step - start_step, best_bpc, self.budget)
+
+    def _log_step(self, loss_value: float, bar: tqdm) -> None:
+        """Log the step's loss, rates and speed; show them (and a minutes run's time left) on the bar."""
+        seconds, steps = self._window
+        tps = self.tokens_per_step * steps / seconds
+        speed = {"tokens_per_s": round(tps, 1)}
+        shown = {"loss": f"{loss_value:.3f}", "tok_s": f"{tps:,.0f}"}
+        if self._peak is not None:  # MFU only against a datasheet peak
+            speed["mfu"] = round(tps * self.model.flops_per_token() / self._peak, 4)
+            shown["mfu"] = f"{speed['mfu']:.1%}"
+        if self.cfg.minutes is not None:
+            shown["left"] = "measuring" if self.budget is None else _minutes_text(self.budget.seconds_left(self.step))
+        self._log({"kind": "step", "step": self.step, "loss": loss_value, **self._applied_lrs(), **speed})
+        bar.set_postfix(shown, refresh=False)
+        self._window = [0.0, 0]
+
+    def _report_eval(self, bar: tqdm, meter: _Meter | None) -> dict[str, float]:
+        """Evaluate (timed for a minutes run still measuring), log, and write the line under the bar."""
+        start = self.clock()
+        result = self._eval_and_save()
+        if meter is not None:
+            meter.eval_s = self.clock() - start
+        if self.dist.main:
+            bar.write(f"step {self.step}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f} "
+                      f"({result['val_bpc']:.4f} bits/char)")
+        return result
+
+    def _timed_save(self, signals: PauseSignals, meter: _Meter | None) -> None:
+        start = self.clock()
+        self.save(signals)
+        if meter is not None:
+            meter.ckpt_s = self.clock() - start
+
+    def _decide(self, meter: _Meter, signals: PauseSignals, bar: tqdm) -> dict[str, float] | None:
+        """A minutes run, measured: time an evaluation and a checkpoint if none was timed yet, decide the
+        budget on rank 0, give it to every rank, log it, and write it into a checkpoint at once (a run
+        killed later resumes with it). Returns the evaluation made here, if one was."""
+        result = self._report_eval(bar, meter) if meter.eval_s is None else None
+        if meter.ckpt_s is None:
+            self._timed_save(signals, meter)
+        elapsed = self.clock() - meter.start
+        self.budget = self.dist.broadcast(self.dist.agree(lambda: decide_budget(
+            self.cfg, self.step, elapsed, meter.step_times, meter.eval_s or 0.0, meter.ckpt_s or 0.0)
+            if self.dist.main else None))
+        self._log({"kind": "budget", "step": self.step, **dataclasses.asdict(self.budget)})
+        bar.total = self.budget.max_steps
+        bar.refresh()
+        if self.dist.main:
+            bar.write(self.budget.line())
+        self.save(signals)
+        return result
 
     def close(self) -> None:
         self._lock.release()
@@ -530,6 +689,32 @@ class Trainer:
             self.dist.barrier()
             self.ddp_model = self.model
         self.dist.close()
+
+
+class _Meter:
+    """A minutes run's measurements before it decides: step times after the settling steps, and the time of
+    one evaluation and one checkpoint, all read from the trainer's clock."""
+
+    def __init__(self, clock: Callable[[], float], start_step: int) -> None:
+        self.clock, self.start_step = clock, start_step
+        self.start = self.last = clock()
+        self.step_times: list[float] = []
+        self.eval_s: float | None = None
+        self.ckpt_s: float | None = None
+
+    def tick(self, step: int) -> bool:
+        """Time the step just finished (from the previous tick); True once the window is measured."""
+        now = self.clock()
+        if step - self.start_step > SETTLE_STEPS:
+            self.step_times.append(now - self.last)
+        self.last = now
+        return len(self.step_times) >= MEASURE_STEPS
+
+
+def _minutes_text(seconds: float) -> str:
+    """``7:32`` (minutes:seconds), or ``1:02:03`` past an hour."""
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def train(cfg: TrainConfig, mode: str = "auto", **kwargs: Any) -> TrainResult:

@@ -70,7 +70,8 @@ def test_a_run_keeps_its_checkpoint_until_its_result_is_written(tmp_path, data_d
     monkeypatch.setattr(sweep, "atomic_write_text", real)
     result = run_grid([RunSpec("a", "a", ())], g)[0]  # resumes at the end: records the result, no training
     last = [r for r in read_metrics(run) if r["kind"] == "eval"][-1]
-    assert result["step"] == 4 and result["final"] == {"train_loss": last["train_loss"], "val_loss": last["val_loss"]}
+    final = {k: last[k] for k in ("train_loss", "val_loss", "val_bpc", "val_bpb")}  # val also in bits/char, /byte
+    assert result["step"] == 4 and result["final"] == final
     assert not (run / "ckpt.pt").exists()
 
 
