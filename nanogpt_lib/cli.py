@@ -319,7 +319,8 @@ def _csv(kind: type) -> Callable[[str], list]:
         try:
             items = [kind(item.strip()) for item in text.split(",") if item.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, "
+                                             f"got {text!r}") from None
         if not items:
             raise argparse.ArgumentTypeError("expected at least one value")
         return items
@@ -335,7 +336,8 @@ def _add_laptop(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=Path, help="grid file (default: configs/laptop_grid.toml)")
     p.add_argument("--vocab", type=_csv(str), metavar="LIST",
                    help="only these tokenizers, e.g. gpt2,4096 (default: the grid's)")
-    p.add_argument("--minutes", type=_csv(float), metavar="LIST", help="only these budgets, e.g. 5,10 (default: the grid's)")
+    p.add_argument("--minutes", type=_csv(float), metavar="LIST",
+                   help="only these budgets, e.g. 5,10 (default: the grid's)")
     p.add_argument("--seeds", type=_csv(int), metavar="LIST", help="only these seeds, e.g. 0 (default: the grid's)")
     p.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: experiments/minutes)")
     p.add_argument("--plan", action="store_true", help="print the runs left and the time they take; train nothing")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from . import paths
 from .config import ConfigError, load_config
@@ -114,6 +113,13 @@ def _number_list(data: dict[str, Any], key: str, kind: type, where: str) -> tupl
     return tuple(kind(v) for v in values)
 
 
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    """A list of ``--set`` overrides (``["model.n_layer=8", ...]``), or a ConfigError naming ``where``."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of overrides in quotes, e.g. [\"model.n_layer=8\"]")
+    return tuple(value)
+
+
 def load_grid(path: str | Path) -> MinutesGrid:
     """The grid in ``path``, checked: every tokenizer valid and given a shape; a bad file is a ConfigError."""
     path = Path(path)
@@ -125,16 +131,18 @@ def load_grid(path: str | Path) -> MinutesGrid:
         raise ConfigError(f"{path} is not a readable TOML grid file: {e}") from None
     known = {"config", "source", "base", "vocabs", "minutes", "seeds", "shapes"}
     if set(data) - known:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(set(data) - known))}; valid: {', '.join(sorted(known))}")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(set(data) - known))}; "
+                          f"valid: {', '.join(sorted(known))}")
     vocabs = tuple(_vocab(v, str(path)) for v in data.get("vocabs") or [])
-    shapes = {_vocab(k, str(path)): tuple(v) for k, v in (data.get("shapes") or {}).items()}
+    shapes = {_vocab(k, str(path)): _strings(v, f"{path}: [shapes] {k}") for k, v in (data.get("shapes") or {}).items()}
+    base = _strings(data.get("base", []), f"{path}: base")
     missing = [v for v in vocabs if v not in shapes]
     if not vocabs or missing:
         raise ConfigError(f"{path}: " + ("no vocabs listed" if not vocabs else
                                          f"no [shapes] entry for {', '.join(missing)}"))
     config = data.get("config")
     grid = MinutesGrid(config=None if config is None else path.parent / str(config),
-                       source=str(data.get("source", "shakespeare")), base=tuple(data.get("base", ())),
+                       source=str(data.get("source", "shakespeare")), base=base,
                        vocabs=vocabs, minutes=_number_list(data, "minutes", float, str(path)),
                        seeds=_number_list(data, "seeds", int, str(path)), shapes=shapes)
     for vocab in vocabs:  # every run's config is valid before hours of training start
@@ -314,7 +322,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             first = next(iter(cells.values()))
             speed = "—" if first["s_per_step"] is None else f"{first['s_per_step']:.3g}"
             shown = [_cell(cells.get(m)) for m in budgets]
-            lines.append(f"| {vocab_label(vocab)} | {first['params'] / 1e6:.2f}M | {speed} | " + " | ".join(shown) + " |")
+            lines.append(f"| {vocab_label(vocab)} | {first['params'] / 1e6:.2f}M | {speed} | "
+                         + " | ".join(shown) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -322,7 +331,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "—"
-    return f"{row['bpc']:.3f} ({row['bpc_min']:.3f}–{row['bpc_max']:.3f}, {len(row['seeds'])} seeds)"
+    n = len(row["seeds"])
+    return f"{row['bpc']:.3f} ({row['bpc_min']:.3f}–{row['bpc_max']:.3f}, {n} seed{'' if n == 1 else 's'})"
 
 
 def figure(rows: list[dict[str, Any]]) -> Any:

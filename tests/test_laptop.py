@@ -21,7 +21,7 @@ from nanogpt_lib.config import ConfigError
 from nanogpt_lib.data import text_stats
 from nanogpt_lib.train import Trainer
 
-MINUTES = 0.8  # one reading of the clock is 1 "s": about 30 tiny steps, the budget decided at step 15
+MINUTES = 0.6  # one reading of the clock is 1 "s": about 25 tiny steps, the budget decided at step 15
 BASE = ["model.block_size=16", "batch_size=4", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu",
         "eval_every=10", "ckpt_every=4", "log_every=1", "threads=1"]
 GRID = f"""
@@ -55,22 +55,23 @@ def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch):
 
     def pause_at_18(self, record):
         real_log(self, record)
-        if record["kind"] == "step" and record["step"] == 18 and self.cfg.name == "gpt2-0.8min-s0":
+        if record["kind"] == "step" and record["step"] == 18 and self.cfg.name == "gpt2-0.6min-s0":
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(Trainer, "_log", pause_at_18)
     lines: list[str] = []
     assert run(grid, root, lambda: Tick(1.0), lines) == []
-    assert lines[0].startswith("4 run(s) to train (0 of 4 finished earlier)") and "paused in gpt2-0.8min-s0" in lines[-1]
-    assert (root / "runs" / "gpt2-0.8min-s0" / "ckpt.pt").is_file() and not list((root / "out").glob("*.json"))
+    assert lines[0].startswith("4 run(s) to train (0 of 4 finished earlier)")
+    assert "paused in gpt2-0.6min-s0" in lines[-1]
+    assert (root / "runs" / "gpt2-0.6min-s0" / "ckpt.pt").is_file() and not list((root / "out").glob("*.json"))
 
     # Again: the paused run resumes under a clock 100 times slower; had it measured again, it would decide far
     # fewer steps (or none at all), so equal step counts show the kept budget. The other runs start fresh.
     clocks = iter([Tick(100.0), Tick(1.0), Tick(1.0), Tick(1.0)])
     results = {r["run"]: r for r in run(grid, root, lambda: next(clocks))}
-    assert sorted(results) == ["bpe300-0.8min-s0", "bpe300-0.8min-s1", "gpt2-0.8min-s0", "gpt2-0.8min-s1"]
-    assert results["gpt2-0.8min-s0"]["steps"] == results["gpt2-0.8min-s1"]["steps"] > 15
-    own, gpt2 = results["bpe300-0.8min-s0"], results["gpt2-0.8min-s0"]
+    assert sorted(results) == ["bpe300-0.6min-s0", "bpe300-0.6min-s1", "gpt2-0.6min-s0", "gpt2-0.6min-s1"]
+    assert results["gpt2-0.6min-s0"]["steps"] == results["gpt2-0.6min-s1"]["steps"] > 18
+    own, gpt2 = results["bpe300-0.6min-s0"], results["gpt2-0.6min-s0"]
     assert (own["model"]["vocab_size"], gpt2["model"]["vocab_size"]) == (320, 50304)  # fitted to each data set
     assert own["dataset"] == "txt-bpe300" and own["model"]["n_layer"] == 2  # the grid's shape for the vocabulary
     stats = text_stats(root / "data" / "txt-bpe300", "val")
@@ -88,10 +89,10 @@ def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch):
 
     # The table: one row per tokenizer, the mean and range over the two seeds of the budget's column.
     table = report[laptop.RESULTS_MD].decode()
-    bpc = [results[f"bpe300-0.8min-s{s}"]["val_bpc"] for s in (0, 1)]
+    bpc = [results[f"bpe300-0.6min-s{s}"]["val_bpc"] for s in (0, 1)]
     row = next(line for line in table.splitlines() if line.startswith("| bpe300 |"))
     assert f"{statistics.fmean(bpc):.3f} ({min(bpc):.3f}–{max(bpc):.3f}, 2 seeds)" in row
-    assert "| 0.8 min |" in table and "| gpt2 |" in table
+    assert "| 0.6 min |" in table and "| gpt2 |" in table
     assert report[laptop.FIGURE].startswith(b"\x89PNG")
 
 
