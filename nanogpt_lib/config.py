@@ -144,8 +144,8 @@ def fit_vocab(cfg: TrainConfig, data_vocab: int) -> TrainConfig:
     prepared with ``--vocab 4096``, so a small own tokenizer never trains 46,000 rows no id can reach. Any
     other value is the user's and is kept (``data.TokenData`` refuses one below the data's largest id).
     """
-    if cfg.model.vocab_size != AUTO_VOCAB:
-        return cfg
+    if cfg.model.vocab_size != AUTO_VOCAB or padded_vocab(data_vocab) == AUTO_VOCAB:
+        return cfg  # the same object: a notebook that changes its config after making a Trainer sees it used
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=padded_vocab(data_vocab)))
 
 

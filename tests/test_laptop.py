@@ -48,7 +48,7 @@ def run(grid: laptop.MinutesGrid, root: Path, clocks, lines: list[str] | None = 
                            say=(lines if lines is not None else []).append)
 
 
-def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch):
+def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch, capsys):
     grid, root = grid
     # The first run is paused by a signal (as Ctrl-C would) at step 18, after its budget was decided at 15.
     real_log = Trainer._log
@@ -94,6 +94,10 @@ def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch):
     assert f"{statistics.fmean(bpc):.3f} ({min(bpc):.3f}–{max(bpc):.3f}, 2 seeds)" in row
     assert "| 0.6 min |" in table and "| gpt2 |" in table
     assert report[laptop.FIGURE].startswith(b"\x89PNG")
+    # `nanogpt laptop --report` prints the same table from the results alone, training nothing
+    capsys.readouterr()
+    assert main(["laptop", "--report", "--out", str(root / "out")]) == 0
+    assert capsys.readouterr().out.strip() == table.strip()
 
 
 def test_selection_and_bad_grids_are_one_line(grid, tmp_path, capsys):

@@ -41,7 +41,7 @@ def test_the_rule_pads_the_data_vocab_and_keeps_a_named_one():
     assert [padded_vocab(n) for n in (50257, 300, 4096, 4097, 64)] == [50304, 320, 4096, 4160, 64]
     default = load_config(None, [])
     assert default.model.vocab_size == AUTO_VOCAB == 50304
-    assert fit_vocab(default, 50257) == default  # GPT-2's data: exactly the model every shipped test expects
+    assert fit_vocab(default, 50257) is default  # GPT-2's data: exactly the model every shipped test expects
     assert fit_vocab(default, OWN_VOCAB).model.vocab_size == 320
     named = load_config(None, ["model.vocab_size=1000"])
     assert fit_vocab(named, OWN_VOCAB) is named  # the user's choice stands (a larger one is allowed)
