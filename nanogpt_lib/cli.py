@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import DIST_NAME, __version__, paths
@@ -312,6 +313,59 @@ def _run_sweep(args: argparse.Namespace) -> None:
     print(f"{exp.decisions['seconds']:,.0f}s; results in {paths.shown(out)}")
 
 
+def _csv(kind: type) -> Callable[[str], list]:
+    """An argparse type for a comma-separated list (``--vocab gpt2,4096``, ``--minutes 5,10``)."""
+    def parse(text: str) -> list:
+        try:
+            items = [kind(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, "
+                                             f"got {text!r}") from None
+        if not items:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return items
+    return parse
+
+
+def _add_laptop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("laptop", help="the per-minute experiment: tokenizer x minutes x seed (resumable, hours)",
+                       description="Train the grid of configs/laptop_grid.toml (see nanogpt_lib/laptop.py): each "
+                                   "tokenizer with its model shape, `train --minutes N`, each seed; one result per "
+                                   "run in OUT (finished runs are never redone, an unfinished one resumes), then "
+                                   "OUT/results.md (bits/char per tokenizer x minutes x CPU class) and a plot.")
+    p.add_argument("--grid", type=Path, help="grid file (default: configs/laptop_grid.toml)")
+    p.add_argument("--vocab", type=_csv(str), metavar="LIST",
+                   help="only these tokenizers, e.g. gpt2,4096 (default: the grid's)")
+    p.add_argument("--minutes", type=_csv(float), metavar="LIST",
+                   help="only these budgets, e.g. 5,10 (default: the grid's)")
+    p.add_argument("--seeds", type=_csv(int), metavar="LIST", help="only these seeds, e.g. 0 (default: the grid's)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: experiments/minutes)")
+    p.add_argument("--plan", action="store_true", help="print the runs left and the time they take; train nothing")
+    p.add_argument("--report", action="store_true", help="only rewrite the table and plot from the results in OUT")
+    _no_progress(p)
+
+
+def _run_laptop(args: argparse.Namespace) -> None:
+    from . import laptop
+
+    out = args.out or paths.project_root() / "experiments" / "minutes"
+    if args.report:
+        results = laptop.read_results(out)
+        laptop.write_report(results, out)
+        print(laptop.markdown(laptop.summarize(results)) if results else f"no results in {paths.shown(out)} yet")
+        return
+    grid_file = args.grid or paths.shipped(paths.project_root() / "configs" / "laptop_grid.toml", "the grid file")
+    grid = laptop.select(laptop.load_grid(grid_file), args.vocab, args.minutes, args.seeds)
+    if args.plan:
+        print(laptop.plan_line(grid, out))
+        print("\n".join(run.name for run in grid.runs() if not laptop.result_path(out, run).is_file()))
+        return
+    results = laptop.run_grid(grid, out, progress=not args.no_progress)
+    if results:
+        print(laptop.markdown(laptop.summarize(results)))
+    print(f"results in {paths.shown(out)}")
+
+
 def _export_destination(out: Path, force: bool) -> Path:
     from .export import check_destination
 
@@ -445,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_export(sub)
     _add_sweep(sub)
+    _add_laptop(sub)
     _add_eval(sub)
     b = sub.add_parser("bench", help="side-by-side benchmarks that print ratios",
                        description="Measure ours against a baseline in one run; print medians, spread and ratios.")
@@ -465,7 +520,7 @@ def _run_doctor(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": _run_prepare, "info": _run_info, "doctor": _run_doctor, "bench": _run_bench, "train": _run_train,
-            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval,
+            "sample": _run_sample, "sweep": _run_sweep, "eval": _run_eval, "laptop": _run_laptop,
             "export": lambda a: _export(a.run, a.which, a.out, a.force)}
 
 

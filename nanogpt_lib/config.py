@@ -34,6 +34,11 @@ class ConfigError(ValueError):
 # files whose config.json predates these switches still load as what they are.
 MODEL_DEFAULTS: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; numpy's generators any non-negative one
+# The model's vocabulary is padded up to a multiple of 64 rows: the embedding and the LM head are the largest
+# matmuls of a small model, and CPU (oneDNN/AVX-512) and GPU (tensor-core) kernels work in tiles of 16-64
+# rows, so a ragged last tile runs at a fraction of the speed; the padding rows are never a target.
+VOCAB_MULTIPLE = 64
+AUTO_VOCAB = GPTConfig.vocab_size  # 50,304: GPT-2's 50,257 padded; a config that keeps it means "the data's"
 
 
 @dataclass
@@ -124,6 +129,24 @@ class TrainConfig:
             return cls(model=GPTConfig(**{**MODEL_DEFAULTS, **model_typed}), **typed)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
+
+
+def padded_vocab(n_tokens: int) -> int:
+    """``n_tokens`` rounded up to a multiple of :data:`VOCAB_MULTIPLE` (GPT-2's 50,257 -> 50,304)."""
+    return -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def fit_vocab(cfg: TrainConfig, data_vocab: int) -> TrainConfig:
+    """``cfg`` with the model's vocabulary fitted to a data set of ``data_vocab`` tokens.
+
+    A config that leaves ``model.vocab_size`` at its default (:data:`AUTO_VOCAB`, GPT-2's padded 50,304) gets
+    the data set's vocabulary padded (:func:`padded_vocab`): 50,304 again for GPT-2's data, 4,096 for data
+    prepared with ``--vocab 4096``, so a small own tokenizer never trains 46,000 rows no id can reach. Any
+    other value is the user's and is kept (``data.TokenData`` refuses one below the data's largest id).
+    """
+    if cfg.model.vocab_size != AUTO_VOCAB or padded_vocab(data_vocab) == AUTO_VOCAB:
+        return cfg  # the same object: a notebook that changes its config after making a Trainer sees it used
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=padded_vocab(data_vocab)))
 
 
 def _check_types(data: dict[str, Any], strings: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:

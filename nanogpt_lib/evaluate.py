@@ -1,8 +1,8 @@
 """Losses that put a trained model in scale: uniform guessing, a unigram model, the untrained network.
 
-A loss of 4.3 nats/token means little alone. Guessing uniformly over GPT-2's 50,257 tokens costs ln 50257
-= 10.82; a unigram model (each token's frequency in the training split, nothing else) is the best any
-model can do without looking at context; the untrained network shows where training starts. All are
+A loss of 4.3 nats/token means little alone. Guessing uniformly over the data set's vocabulary costs its log
+(ln 50257 = 10.82 for GPT-2's tokens; ln 4096 = 8.32 for data prepared with ``--vocab 4096``); a unigram
+model (each token's frequency in the training split, nothing else) is the best any model can do without looking at context; the untrained network shows where training starts. All are
 measured on the whole validation split, cut into non-overlapping windows of the model's block size, and
 given also in bits per character and per UTF-8 byte of the split's text (``data.TextStats``), the units in
 which runs with different tokenizers compare.
@@ -21,12 +21,19 @@ from tqdm.auto import tqdm
 from . import paths
 from .data import TextStats, TokenData, text_stats
 from .model import GPT
-from .tokenizer import N_VOCAB
+from .tokenizer import NAME as GPT2_NAME
+
+
+def data_vocab(data: TokenData) -> int:
+    """The data set's vocabulary: its tokenizer's tokens (GPT-2's 50,257, or an own tokenizer's N), not the
+    model's padded rows, which no id reaches and no baseline should spread its guesses over."""
+    return int(data.meta["vocab_size"])
 
 
 def unigram_loss(data: TokenData) -> float:
-    """Cross-entropy on val of token frequencies counted on train (add-one smoothing over the vocabulary)."""
-    counts = np.bincount(np.asarray(data.splits["train"]), minlength=N_VOCAB).astype(np.float64) + 1.0
+    """Cross-entropy on val of token frequencies counted on train (add-one smoothing over the data set's
+    vocabulary)."""
+    counts = np.bincount(np.asarray(data.splits["train"]), minlength=data_vocab(data)).astype(np.float64) + 1.0
     log_p = np.log(counts / counts.sum())
     val = np.asarray(data.splits["val"])
     return float(-log_p[val].mean())
@@ -51,6 +58,15 @@ def val_loss(model: GPT, data: TokenData, batch_size: int = 64, progress: bool =
     return total / n
 
 
+def model_tokenizer(model: GPT) -> Any:
+    """The tokenizer entry of a loaded model (``sample.load_model`` sets ``model.meta``; none recorded means
+    GPT-2's), so that data of another tokenizer is refused; None for a model built by hand, which has none."""
+    meta = getattr(model, "meta", None)
+    if not isinstance(meta, dict):
+        return None
+    return meta.get("tokenizer") or GPT2_NAME
+
+
 REFERENCES = ("uniform", "unigram", "untrained", "trained")  # the losses reference_losses measures
 
 
@@ -62,17 +78,18 @@ def in_bits(losses: dict[str, float], stats: TextStats) -> dict[str, dict[str, f
 
 def reference_losses(model: GPT, dataset: str = "shakespeare", data_dir: str | Path | None = None,
                      seed: int = 1337, progress: bool = False) -> dict[str, Any]:
-    """Val loss of ``model`` beside uniform, unigram and the same architecture untrained (seeded init);
+    """Val loss of ``model`` beside uniform, unigram and the same architecture untrained (seeded init), on
+    data tokenized as the model was (another tokenizer's data is a one-line ``DatasetError``);
     ``progress`` shows a bar for each pass over the split (minutes on a CPU for the shipped corpus).
 
     The four losses are in nats/token under their own keys; ``"bpc"`` and ``"bpb"`` hold the same four in
     bits per character and per byte of the val text (``val_chars``, ``val_bytes``)."""
     folder = Path(data_dir or paths.data_dir()) / dataset
-    data = TokenData(folder, model.config.block_size, model.config.vocab_size)
+    data = TokenData(folder, model.config.block_size, model.config.vocab_size, tokenizer=model_tokenizer(model))
     stats = text_stats(folder, "val")
     torch.manual_seed(seed)
     untrained = GPT(model.config).to(next(model.parameters()).device)
-    losses = {"uniform": math.log(N_VOCAB), "unigram": unigram_loss(data),
+    losses = {"uniform": math.log(data_vocab(data)), "unigram": unigram_loss(data),
               "untrained": val_loss(untrained, data, progress=progress, desc="untrained"),
               "trained": val_loss(model, data, progress=progress, desc="trained")}
     return {"dataset": dataset, "val_tokens": len(data.splits["val"]), "val_chars": stats.chars,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from . import paths
-from .config import TrainConfig, load_config
+from .config import TrainConfig, fit_vocab, load_config
 from .files import atomic_write_text
 from .sweep import RESULT, Grid, RunSpec, run_grid, steps_to_target
 
@@ -148,13 +148,15 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     """Train once while raising the learning rate exponentially from ``lr_min`` to ``lr_max`` (Smith 2015):
     the loss falls fastest around good rates and blows up past the largest usable one. Stops when the
     smoothed loss exceeds ``stop_factor`` times its minimum. Returns ``lr`` and smoothed ``loss`` lists."""
-    from .data import TokenData
+    from .data import TokenData, load_meta
     from .devices import choose_precision, pick_device
     from .model import GPT
 
     device = pick_device(cfg.device)
     precision = choose_precision(device, cfg.dtype)
-    data = TokenData(Path(data_dir or paths.data_dir()) / cfg.dataset, cfg.model.block_size, cfg.model.vocab_size)
+    folder = Path(data_dir or paths.data_dir()) / cfg.dataset
+    cfg = fit_vocab(cfg, load_meta(folder)["vocab_size"])  # the model the trainer would build on this data
+    data = TokenData(folder, cfg.model.block_size, cfg.model.vocab_size)
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model).to(device)
     opts = model.configure_optimizers(cfg.weight_decay, lr_min, (cfg.beta1, cfg.beta2), device.type,

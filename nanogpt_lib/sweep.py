@@ -75,7 +75,7 @@ def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
             trainer.close()
     if outcome.status != "finished":
         raise RuntimeError(f"run {spec['name']} stopped at step {outcome.step} ({outcome.status})")
-    result = {**spec, "config": cfg.to_dict(), "step": outcome.step, "final": outcome.last_eval,
+    result = {**spec, "config": trainer.cfg.to_dict(), "step": outcome.step, "final": outcome.last_eval,
               "best_val_loss": outcome.best_val_loss, "tokens": outcome.step * trainer.tokens_per_step,
               "tokens_per_s": outcome.tokens_per_s, "seconds": time.perf_counter() - started,
               "device": str(trainer.device), "precision": trainer.precision.name}

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .checkpoint import export_weights, load_checkpoint, load_model_state, model_state, save_checkpoint
-from .config import TrainConfig
-from .data import TextStats, TokenData, text_stats
+from .config import VOCAB_MULTIPLE, TrainConfig, fit_vocab
+from .data import TextStats, TokenData, load_meta, text_stats
 from .devices import Precision, choose_precision, cpu_threads, pick_device
 from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
 from .limits import TooLargeError, check_model_fits
@@ -273,8 +273,9 @@ class Trainer:
             torch.cuda.set_device(device)
         self.device = device
         self.precision = choose_precision(device, cfg.dtype)
-        self.data = TokenData(Path(data_dir or paths.data_dir()) / cfg.dataset, cfg.model.block_size,
-                              cfg.model.vocab_size)
+        folder = Path(data_dir or paths.data_dir()) / cfg.dataset
+        self.cfg = cfg = self._fit_vocab(cfg, load_meta(folder))
+        self.data = TokenData(folder, cfg.model.block_size, cfg.model.vocab_size)
         try:
             check_model_fits(cfg.model, 4, "this config")  # weights, gradients and two optimizer moments
         except TooLargeError as e:
@@ -310,6 +311,14 @@ class Trainer:
         if cfg.compile:
             self.ddp_model = torch.compile(self.ddp_model)
         self._peak: float | None = None
+
+    def _fit_vocab(self, cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
+        """The config with the model's vocabulary fitted to the data set's tokenizer (``config.fit_vocab``)."""
+        fitted = fit_vocab(cfg, meta["vocab_size"])
+        if fitted.model.vocab_size != cfg.model.vocab_size and self.dist.main:
+            print(f"model.vocab_size {fitted.model.vocab_size:,}: the data set's {meta['vocab_size']:,} tokens padded "
+                  f"to a multiple of {VOCAB_MULTIPLE}", flush=True)
+        return fitted
 
     @property
     def tokens_per_step(self) -> int:

@@ -48,3 +48,25 @@ def write_docs(folder: Path) -> Path:
     for i, text in enumerate(DOCS):
         (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
     return folder
+
+
+# A training run that SIGKILLs itself right after logging step KILL_AT (argv: KILL_AT TICK CONFIG OVERRIDE...).
+# TICK 0 runs on the real clock; TICK > 0 gives the trainer a clock that advances TICK seconds a reading
+# (a minutes run then decides the same budget every time). CONFIG "" is the default config.
+TRAIN_KILLER = """
+import os, signal, sys
+from nanogpt_lib import train as t
+from nanogpt_lib.config import load_config
+kill_at, tick, config = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] or None
+real_log = t.Trainer._log
+def log_then_die(self, record):
+    real_log(self, record)
+    if record["kind"] == "step" and record["step"] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+t.Trainer._log = log_then_die
+clock = [0.0]
+def ticking():
+    clock[0] += tick
+    return clock[0]
+t.train(load_config(config, sys.argv[4:]), progress=False, **({"clock": ticking} if tick else {}))
+"""

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from fault_helpers import write_docs
+from fault_helpers import TRAIN_KILLER, write_docs
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import load_checkpoint
@@ -83,19 +83,6 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 # ---- SIGKILL at a random step --------------------------------------------------------------------------------
 
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from nanogpt_lib import train as t
-    from nanogpt_lib.config import load_config
-    kill_at, config = int(sys.argv[1]), sys.argv[2] or None
-    real_log = t.Trainer._log
-    def log_then_die(self, record):
-        real_log(self, record)
-        if record["kind"] == "step" and record["step"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    t.Trainer._log = log_then_die
-    t.train(load_config(config, sys.argv[3:]), progress=False)
-""")
 
 
 @pytest.mark.parametrize("config, extra", [
@@ -107,7 +94,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(env, h
     args = [*extra, "max_steps=6", "eval_every=3", "ckpt_every=2", "log_every=1", f"threads={torch.get_num_threads()}"]
     kill_at = random.randint(3, 5)  # after the step-2 checkpoint (and maybe the step-4 one), before the end
     tag = "default" if config else "gpt2"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), str(config or ""), *args, f"name=killed-{tag}"],
+    proc = subprocess.run([sys.executable, "-c", TRAIN_KILLER, str(kill_at), "0", str(config or ""), *args, f"name=killed-{tag}"],
                           capture_output=True, text=True, env=env, timeout=WAIT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     killed = home / "runs" / f"killed-{tag}"

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import write_docs
+from fault_helpers import TRAIN_KILLER, write_docs
 from test_faults_train import assert_same_run
 
 from nanogpt_lib.checkpoint import load_checkpoint
@@ -81,23 +80,6 @@ def env(home, monkeypatch) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from nanogpt_lib import train as t
-    from nanogpt_lib.config import load_config
-    kill_at, tick = int(sys.argv[1]), float(sys.argv[2])
-    real_log = t.Trainer._log
-    def log_then_die(self, record):
-        real_log(self, record)
-        if record["kind"] == "step" and record["step"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    t.Trainer._log = log_then_die
-    clock = [0.0]
-    def ticking():
-        clock[0] += tick
-        return clock[0]
-    t.train(load_config(None, sys.argv[3:]), progress=False, clock=ticking)
-""")
 
 
 def test_a_killed_minutes_run_resumes_bitwise_without_measuring_again(env, home, capsys):
@@ -108,7 +90,7 @@ def test_a_killed_minutes_run_resumes_bitwise_without_measuring_again(env, home,
     assert DECIDED_AT + 4 < budget.max_steps < 60, budget  # room to be killed after the decision; still cheap
     assert f"{budget.line()}" in capsys.readouterr().out
     kill_at = DECIDED_AT + 3  # after the decision's checkpoint (step 15) and the step-16 one
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), str(TICK), *args, "name=killed"],
+    proc = subprocess.run([sys.executable, "-c", TRAIN_KILLER, str(kill_at), str(TICK), "", *args, "name=killed"],
                           capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     killed = home / "runs" / "killed"

@@ -1,0 +1,120 @@
+"""The per-minute experiment runner (issue 23 part 4) on a tiny grid: two tokenizers x one budget x two seeds,
+each run ``train --minutes`` under a clock that ticks evenly (the budget then does not depend on how busy the
+machine is). Results are written as data, a paused grid resumes its unfinished run from its checkpoint with
+the budget it decided, finished runs are never trained again, and the table and plot come from the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+from pathlib import Path
+
+import pytest
+from fault_helpers import write_docs
+from test_minutes import Tick
+
+from nanogpt_lib import laptop
+from nanogpt_lib.cli import main
+from nanogpt_lib.config import ConfigError
+from nanogpt_lib.data import text_stats
+from nanogpt_lib.train import Trainer
+
+MINUTES = 0.6  # one reading of the clock is 1 "s": about 25 tiny steps, the budget decided at step 15
+BASE = ["model.block_size=16", "batch_size=4", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu",
+        "eval_every=10", "ckpt_every=4", "log_every=1", "threads=1"]
+GRID = f"""
+source = "SOURCE"
+base = {json.dumps(BASE)}
+vocabs = ["gpt2", 300]
+minutes = [{MINUTES}]
+seeds = [0, 1]
+[shapes]
+gpt2 = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]
+300 = ["model.n_layer=2", "model.n_embd=64", "model.n_head=2"]
+"""
+
+
+@pytest.fixture
+def grid(tmp_path) -> tuple[laptop.MinutesGrid, Path]:
+    source = write_docs(tmp_path / "txt")
+    (tmp_path / "grid.toml").write_text(GRID.replace("SOURCE", str(source)))
+    return laptop.load_grid(tmp_path / "grid.toml"), tmp_path
+
+
+def run(grid: laptop.MinutesGrid, root: Path, clocks, lines: list[str] | None = None) -> list[dict]:
+    return laptop.run_grid(grid, root / "out", root / "runs", root / "data", clock_factory=clocks, progress=False,
+                           say=(lines if lines is not None else []).append)
+
+
+def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch, capsys):
+    grid, root = grid
+    # The first run is paused by a signal (as Ctrl-C would) at step 18, after its budget was decided at 15.
+    real_log = Trainer._log
+
+    def pause_at_18(self, record):
+        real_log(self, record)
+        if record["kind"] == "step" and record["step"] == 18 and self.cfg.name == "gpt2-0.6min-s0":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_log", pause_at_18)
+    lines: list[str] = []
+    assert run(grid, root, lambda: Tick(1.0), lines) == []
+    assert lines[0].startswith("4 run(s) to train (0 of 4 finished earlier)")
+    assert "paused in gpt2-0.6min-s0" in lines[-1]
+    assert (root / "runs" / "gpt2-0.6min-s0" / "ckpt.pt").is_file() and not list((root / "out").glob("*.json"))
+
+    # Again: the paused run resumes under a clock 100 times slower; had it measured again, it would decide far
+    # fewer steps (or none at all), so equal step counts show the kept budget. The other runs start fresh.
+    clocks = iter([Tick(100.0), Tick(1.0), Tick(1.0), Tick(1.0)])
+    results = {r["run"]: r for r in run(grid, root, lambda: next(clocks))}
+    assert sorted(results) == ["bpe300-0.6min-s0", "bpe300-0.6min-s1", "gpt2-0.6min-s0", "gpt2-0.6min-s1"]
+    assert results["gpt2-0.6min-s0"]["steps"] == results["gpt2-0.6min-s1"]["steps"] > 18
+    own, gpt2 = results["bpe300-0.6min-s0"], results["gpt2-0.6min-s0"]
+    assert (own["model"]["vocab_size"], gpt2["model"]["vocab_size"]) == (320, 50304)  # fitted to each data set
+    assert own["dataset"] == "txt-bpe300" and own["model"]["n_layer"] == 2  # the grid's shape for the vocabulary
+    stats = text_stats(root / "data" / "txt-bpe300", "val")
+    assert own["val_bpc"] == stats.bits_per_char(own["val_loss"]) and own["val_chars"] == stats.chars
+    assert own["tokens"] == own["steps"] * 4 * 16 and own["s_per_step"] == 1.0  # the ticking clock's step
+    assert {"cpu_class", "cpu_capability", "cpu_model", "emulated", "torch", "threads"} <= set(own)
+    assert not list((root / "runs").glob("*/ckpt*.pt"))  # recorded runs keep no checkpoint
+
+    # Finished runs are never trained again: a clock that is read fails the test.
+    report = {p.name: p.read_bytes() for p in (root / "out").glob("*") if p.suffix in (".md", ".png")}
+    lines = []
+    again = run(grid, root, lambda: pytest.fail("a finished run trained again"), lines)
+    assert lines[0].startswith("0 run(s) to train (4 of 4 finished earlier)") and len(again) == 4
+    assert {p.name: p.read_bytes() for p in (root / "out").glob("*") if p.suffix in (".md", ".png")} == report
+
+    # The table: one row per tokenizer, the mean and range over the two seeds of the budget's column.
+    table = report[laptop.RESULTS_MD].decode()
+    bpc = [results[f"bpe300-0.6min-s{s}"]["val_bpc"] for s in (0, 1)]
+    row = next(line for line in table.splitlines() if line.startswith("| bpe300 |"))
+    assert f"{statistics.fmean(bpc):.3f} ({min(bpc):.3f}–{max(bpc):.3f}, 2 seeds)" in row
+    assert "| 0.6 min |" in table and "| gpt2 |" in table
+    assert report[laptop.FIGURE].startswith(b"\x89PNG")
+    # `nanogpt laptop --report` prints the same table from the results alone, training nothing
+    capsys.readouterr()
+    assert main(["laptop", "--report", "--out", str(root / "out")]) == 0
+    assert capsys.readouterr().out.strip() == table.strip()
+
+
+def test_selection_and_bad_grids_are_one_line(grid, tmp_path, capsys):
+    grid, root = grid
+    part = laptop.select(grid, ["300"], [5.0], [1])
+    assert [r.name for r in part.runs()] == ["bpe300-5min-s1"]
+    with pytest.raises(ConfigError, match="no shape for it"):
+        laptop.select(grid, ["4096"])
+    bad = root / "bad.toml"
+    bad.write_text(GRID.replace("SOURCE", "x").replace('300 = ["model.n_layer=2"', 'x300 = ["model.n_layer=2"'))
+    with pytest.raises(ConfigError, match="'x300' is neither 'gpt2' nor a vocabulary size"):
+        laptop.load_grid(bad)
+    assert main(["laptop", "--grid", str(root / "grid.toml"), "--vocab", "gpt2,4096", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--vocab 4096: the grid has no shape for it" in err
+    assert main(["laptop", "--grid", str(root / "grid.toml"), "--out", str(root / "o"), "--minutes", "5,10",
+                 "--seeds", "0", "--plan"]) == 0
+    out = capsys.readouterr().out
+    # 2 runs of 5 minutes and 2 of 10, plus a minute each to start and evaluate
+    assert out.startswith("4 run(s) to train (0 of 4 finished earlier): about 0 h 34 min")
