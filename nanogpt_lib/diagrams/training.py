@@ -61,16 +61,16 @@ def training_step_figure(cfg: TrainConfig, model: GPT) -> Figure:
             ax.annotate("", xy=(x - 0.085, 0.72), xytext=(xs[i - 1] + 0.085, 0.72),
                         arrowprops=dict(arrowstyle="->", color="gray"))
     optimizers = [f"6a. AdamW: {len(adamw)} tensors, {_count(model, adamw):,} weights\n"
-                  f"decay {cfg.weight_decay:g} on {len(split['decay'])} matrices, none on "
-                  f"{len(split['no_decay'])} vectors"]
+                  f"matrices ({len(split['decay'])}): weight decay {cfg.weight_decay:g}\n"
+                  f"vectors ({len(split['no_decay'])}): no decay"]
     if split["muon"]:
         shapes = ", ".join(f"({r}, {c})" for r, c in muon_shapes)
         optimizers.append(f"6b. Muon: {len(split['muon'])} block matrices, {_count(model, split['muon']):,} weights\n"
-                          f"shapes {shapes}; momentum {cfg.muon_momentum:g}")
+                          f"shapes {shapes}\nmomentum {cfg.muon_momentum:g}, Nesterov, Newton-Schulz")
     for j, text in enumerate(optimizers):
-        x = 0.3 + 0.42 * j if len(optimizers) > 1 else 0.5
+        x = 0.22 + 0.5 * j if len(optimizers) > 1 else 0.5
         ax.text(x, 0.28, text, ha="center", va="center", fontsize=8.5, bbox=_OPT_BOX)
-        ax.annotate("", xy=(x, 0.38), xytext=(xs[-1], 0.62), arrowprops=dict(arrowstyle="->", color="gray"))
+        ax.annotate("", xy=(x, 0.42), xytext=(xs[-1], 0.62), arrowprops=dict(arrowstyle="->", color="gray"))
     ax.text(0.5, 0.05, "then zero the gradients; step += 1", ha="center", fontsize=8.5, color="gray")
     ax.set_title(f"One training step of {cfg.name!r}: {B} x {T} = {B * T * cfg.grad_accum:,} tokens, "
                  f"{cfg.model.n_layer} layers of width {cfg.model.n_embd}", fontsize=10)
