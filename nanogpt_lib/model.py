@@ -81,10 +81,12 @@ class GPTConfig:
 
 
 class Rotary(nn.Module):
-    """RoPE: rotate each (even, odd) pair of a head's dimensions by position * frequency.
+    """RoPE: rotate each pair (m, m + head_dim/2) of a head's dimensions by position * frequency m.
 
     The score q_i . k_j then depends on i - j alone, so the model learns relative positions and needs no
-    position table. Pairs are the two halves of the head (the "rotate half" layout).
+    position table. A pair is one dimension of the first half and its twin in the second half (the "rotate
+    half" layout of GPT-NeoX and Llama's Hugging Face port), not two neighbours (even, odd) as in the paper:
+    the two layouts are the same rotation of permuted dimensions, and halves need no interleaving.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
@@ -168,7 +170,8 @@ def _explicit_attention(q: torch.Tensor, dropout: float) -> bool:
 
 
 class ReLU2(nn.Module):
-    """relu(x)^2: as cheap as ReLU, smooth at 0 like GELU; trained faster in Primer's search."""
+    """relu(x)^2: as cheap as ReLU, and once differentiable at 0 (slope 2 relu(x), continuous; the second
+    derivative jumps from 0 to 2), where ReLU has a kink; trained faster in Primer's search."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x).square()

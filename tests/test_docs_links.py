@@ -4,6 +4,7 @@ page pointing at nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The front page and the pages it sends readers to.
 PAGES = sorted({ROOT / "README.md", ROOT / "experiments" / "README.md", ROOT / "notebooks" / "README.md",
+                ROOT / "notebooks" / "GLOSSARY.md",
                 ROOT / "trained_model" / "README.md", *(ROOT / "docs").glob("*.md")})
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
@@ -48,10 +50,11 @@ def anchors(md: Path) -> set[str]:
     return out
 
 
-def broken_links(md: Path) -> list[str]:
-    """Relative links in ``md`` whose file is missing, or whose anchor names no heading of a Markdown file."""
+def broken_links(md: Path, text: str | None = None) -> list[str]:
+    """Relative links in ``md`` (or in ``text``, written in md's folder) whose file is missing, or whose anchor
+    names no heading of a Markdown file."""
     bad = []
-    for target in _LINK.findall(_prose(md.read_text(encoding="utf-8"))):
+    for target in _LINK.findall(_prose(md.read_text(encoding="utf-8") if text is None else text)):
         if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto: ... not checked offline
             continue
         path, _, anchor = target.partition("#")
@@ -67,6 +70,14 @@ def broken_links(md: Path) -> list[str]:
 def test_every_relative_link_resolves(page: Path) -> None:
     assert page.exists()
     assert broken_links(page) == []
+
+
+@pytest.mark.parametrize("chapter", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_every_relative_link_of_a_chapter_resolves(chapter: Path) -> None:
+    # the chapters link the glossary's terms (GLOSSARY.md#slug) and each other: a renamed term breaks here
+    cells = json.loads(chapter.read_text(encoding="utf-8"))["cells"]
+    text = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert broken_links(chapter, text) == []
 
 
 def test_the_front_page_links_to_every_reference_page() -> None:
