@@ -30,7 +30,8 @@ WRAP = 100
 # The chapters fitted for a class so far (issue 20: notes on every heading's slide, set-up skipped, no tall
 # slide); the others are checked to still fall short, so a chapter that passes must join. When every chapter
 # is in, this list and the else branch below go.
-PRESENTABLE: list[str] = ["01_data_prep", "02_tokenizer", "03_attention", "04_gpt_model"]
+PRESENTABLE: list[str] = ["01_data_prep", "02_tokenizer", "03_attention", "04_gpt_model", "05_training_step",
+                           "06_training_run"]
 
 
 def slide_types(nb: dict) -> list[str | None]:
