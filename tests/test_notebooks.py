@@ -70,7 +70,7 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
     out = tmp_path / "06_training_run.out.ipynb"
     parameters = dict(run_name="papermill-test", mode="reset", max_steps=6, eval_every=2, eval_batches=1,
                       batch_size=4, warmup_steps=0, device="cpu", dtype="float32", demo_pause_at=4,
-                      overfit_steps=25, ladder_live=True, ladder_steps=2, ladder_batch=2)
+                      ladder_live=True, ladder_steps=2, ladder_batch=2)
     papermill.execute_notebook(str(NOTEBOOKS / "06_training_run.ipynb"), str(out), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
 
