@@ -12,7 +12,7 @@ Stages, each a grid of runs (see ``sweep.py``) at equal tokens with two or more 
 
 ``run_experiments`` runs them in order (resumable) and writes ``summary.json``, ``results.md`` and figures;
 each is rewritten only when its content changes, so re-reading a finished experiment changes no file.
-``resumable_ladder`` does the same for notebook 05's ablation ladder: each rung trains once.
+``resumable_ladder`` does the same for notebook 06's ablation ladder: each rung trains once.
 """
 
 from __future__ import annotations

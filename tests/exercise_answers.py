@@ -17,11 +17,13 @@ _RIGHT: dict[str, Any] = {
     "04.1": ("test_exercises_ch04", "LayerNormNoBias"), "04.2": ("test_exercises_ch04", "count_params"),
     "04.3": ("test_exercises_ch04", "adafactor_bytes"), "04.4": ("test_exercises_ch04", "loss_memory"),
     "05.1": ("test_exercises_ch05", "accumulate"), "05.2": ("test_exercises_ch05", "lr_1sqrt"),
-    "05.3": ("test_exercises_ch05", "muon_step"), "05.4": ("test_exercises_ch05", "divergence_edge"),
-    "07.1": ("test_exercises_ch06", "sample_temperature"), "07.2": ("test_exercises_ch06", "prob_drawn"),
-    "07.3": ("test_exercises_ch06", "min_p_sample"), "07.4": ("test_exercises_ch06", "penalize"),
-    "08.1": ("test_exercises_ch07", "one_seed_winner"), "08.2": ("test_exercises_ch07", "tokens_per_param"),
-    "08.3": ("test_exercises_ch07", "decay_dividend"), "08.4": ("test_exercises_ch07", "steps_to_target"),
+    "05.3": ("test_exercises_ch05", "muon_step"),
+    "06.1": ("test_exercises_ch06", "divergence_edge"), "06.2": ("test_exercises_ch06", "early_stop"),
+    "06.3": ("test_exercises_ch06", "dropout"),
+    "07.1": ("test_exercises_ch07", "sample_temperature"), "07.2": ("test_exercises_ch07", "prob_drawn"),
+    "07.3": ("test_exercises_ch07", "min_p_sample"), "07.4": ("test_exercises_ch07", "penalize"),
+    "08.1": ("test_exercises_ch08", "one_seed_winner"), "08.2": ("test_exercises_ch08", "tokens_per_param"),
+    "08.3": ("test_exercises_ch08", "decay_dividend"), "08.4": ("test_exercises_ch08", "steps_to_target"),
 }
 
 

@@ -15,10 +15,10 @@ from nanogpt_lib.optim import orthogonalize
 from exercise_helpers import todo, wrong
 
 
-@pytest.mark.parametrize("id", ["05.1", "05.2", "05.3", "05.4"])
+@pytest.mark.parametrize("id", ["05.1", "05.2", "05.3"])
 def test_placeholders_are_not_answered(id):
     assert verdict(id, None)[0] is None  # `answer = None  # your answer`
-    if id in ("05.1", "05.2", "05.3", "05.4"):  # a function whose body still raises NotImplementedError
+    if id in ("05.1", "05.2", "05.3"):  # a function whose body still raises NotImplementedError
         ok, how = verdict(id, todo)
         assert ok is None and "not answered yet" in how
 
@@ -182,78 +182,3 @@ def test_muon_step():
     assert "looks ahead" in wrong("05.3", no_look_ahead)
     assert "tall matrix" in wrong("05.3", unscaled)
     assert "pair of tensors" in wrong("05.3", lambda *a: muon_step(*a)[0])
-
-
-# ---- 05.4 -------------------------------------------------------------------------------------------------
-
-def divergence_edge(run, lo=1e-5, hi=10.0):
-    """Bisection in log space: lo trains, hi diverges, until they are a factor 1.5 apart."""
-    while hi / lo > 1.5:
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
-    return hi
-
-
-def test_divergence_edge():
-    ok, remark = verdict("05.4", divergence_edge)
-    assert ok is True and "never seen" in remark
-
-    def grid(run):  # a factor-1.5 grid upwards from 1e-5: the first rate that diverges
-        lr = 1e-5
-        while not ch05.diverged(run(lr)):
-            lr *= 1.5
-        return lr
-
-    def doubling_then_bisect(run):  # up by factors of 4, then bisection
-        lo = hi = 1e-5
-        while not ch05.diverged(run(hi)):
-            lo, hi = hi, hi * 4
-        return divergence_edge(run, lo, hi) if lo < hi else hi
-
-    assert verdict("05.4", grid)[0] is True
-    assert verdict("05.4", doubling_then_bisect)[0] is True
-
-    def last_that_trains(run):  # the other end of the bracket
-        lo, hi = 1e-5, 10.0
-        while hi / lo > 1.5:
-            mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
-        return lo
-
-    def coarse(run):  # stops at a factor 10 bracket
-        lo, hi = 1e-5, 10.0
-        while hi / lo > 10:
-            mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if not ch05.diverged(run(mid)) else (lo, mid)
-        return hi
-
-    def fine_grid(run):  # a factor-1.1 grid: too many runs
-        lr = 1e-5
-        while not ch05.diverged(run(lr)):
-            lr *= 1.1
-        return lr
-
-    assert "return a rate you have seen diverge" in wrong("05.4", last_that_trains)
-    assert "narrow the bracket" in wrong("05.4", coarse)
-    assert "at most 40 times" in wrong("05.4", fine_grid)
-    assert "positive" in wrong("05.4", lambda run: -1.0)
-    assert "give a function" in wrong("05.4", 0.05)
-
-
-def test_divergence_edge_finds_the_real_short_run_edge():
-    # the notebook's use: the right answer's rate diverges on the real model, a rate 1.5x lower trains
-    edge = divergence_edge(ch05.short_run, lo=2e-3, hi=1.0)
-    assert ch05.diverged(ch05.short_run(edge)) and not ch05.diverged(ch05.short_run(edge / 1.5))
-    assert not ch05.diverged(ch05.short_run(2e-3))  # the recipe's rate trains
-
-
-def test_short_run_is_seeded_and_leaves_the_global_rng():
-    torch.manual_seed(123)
-    state = torch.get_rng_state()
-    ch05._short_run.cache_clear()
-    first = ch05.short_run(1e-3)
-    assert torch.equal(torch.get_rng_state(), state)
-    ch05._short_run.cache_clear()
-    assert ch05.short_run(1e-3) == first and len(first) == 30 and first[-1] < first[0]
-    with pytest.raises(ValueError, match="positive"):
-        ch05.short_run(0)

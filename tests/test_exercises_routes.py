@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from nanogpt_lib import sweep
 from nanogpt_lib.data import TokenData, naive_get_batch
-from nanogpt_lib.exercises import ch01, ch04, ch05, ch07, ch08
+from nanogpt_lib.exercises import ch01, ch04, ch05, ch06, ch07, ch08
 from nanogpt_lib.explorers import schedule
 from nanogpt_lib.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig
@@ -159,8 +159,15 @@ ROUTES = [
     ("05.3", "the library's shape scaling", lambda W, g, b, lr, mu, n: (W * lr_ratio(W.shape, None), b), "lr_ratio"),
     ("05.3", "the check's own reference", lambda W, g, b, lr, mu, n: ch05._muon_truth(W, [g], lr, mu, n)[0],
      "ch05._muon_truth"),
-    ("05.4", "a number found by trial (bisection on the check's replies)", 0.05, "give a function"),
-    ("05.4", "a fixed rate behind a function", lambda run: 0.05, "hidden run"),
+    ("06.1", "a number found by trial (bisection on the check's replies)", 0.05, "give a function"),
+    ("06.1", "a fixed rate behind a function", lambda run: 0.05, "hidden run"),
+    ("06.2", "the check's own rule", lambda evals, patience: ch06._stop_truth(tuple(evals), patience),
+     "ch06._stop_truth"),
+    ("06.2", "the pair read off the shipped run", lambda evals, patience: (2000, 3500), "hidden curve"),
+    ("06.3", "torch's dropout", lambda x, p, training, gen: F.dropout(x, p, training), "dropout"),
+    ("06.3", "the model's nn.Dropout", lambda x, p, training, gen: torch.nn.Dropout(p).train(training)(x), "dropout"),
+    ("06.3", "aten's native_dropout", lambda x, p, training, gen: torch.ops.aten.native_dropout(x, p, training)[0]
+     if training else x, "dropout"),
     ("07.1", "a wrapper around sample_next", lambda l, t, g: sample_next(l, t, gen=g), "sample_next"),
     ("07.2", "the check's own probability", lambda l, tok, t, k: ch07.draw_probability(l, tok, t, k),
      "ch07.draw_probability"),

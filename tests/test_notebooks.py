@@ -1,4 +1,4 @@
-"""Notebooks as papermill runs them headless, with small parameters: 05 (the lesson, and the README's
+"""Notebooks as papermill runs them headless, with small parameters: 06 (the lesson, and the README's
 overnight command killed and run again) and 08 (the experiments, on the tiny grid).
 
 nbval (``python -m pytest`` collects ``notebooks/``) runs every notebook with its committed defaults; these
@@ -67,11 +67,11 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert paths.runs_dir() == home / "runs"
 
-    out = tmp_path / "05_training.out.ipynb"
+    out = tmp_path / "06_training_run.out.ipynb"
     parameters = dict(run_name="papermill-test", mode="reset", max_steps=6, eval_every=2, eval_batches=1,
                       batch_size=4, warmup_steps=0, device="cpu", dtype="float32", demo_pause_at=4,
-                      ladder_steps=2, ladder_batch=2)
-    papermill.execute_notebook(str(NOTEBOOKS / "05_training.ipynb"), str(out), parameters=parameters,
+                      ladder_live=True, ladder_steps=2, ladder_batch=2)
+    papermill.execute_notebook(str(NOTEBOOKS / "06_training_run.ipynb"), str(out), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
 
     assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
@@ -101,22 +101,23 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
 
 
 def _overnight_command() -> str:
-    """The README's overnight command (the fenced block that runs papermill over 05 into runs/overnight.ipynb)."""
+    """The README's overnight command (the fenced block that runs papermill over 06 into runs/overnight.ipynb)."""
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    found = [b.strip() for b in blocks if "papermill notebooks/05_training.ipynb runs/overnight.ipynb" in b]
+    found = [b.strip() for b in blocks if "papermill notebooks/06_training_run.ipynb runs/overnight.ipynb" in b]
     assert len(found) == 1, "README.md: expected one overnight command block"
     return found[0]
 
 
 def test_overnight_command_is_the_same_in_readme_and_notebook() -> None:
-    # Notebook 05 prints the same command as the README, and it is the real run: the default recipe as
+    # Notebook 06 prints the same command as the README, and it is the real run: the default recipe as
     # written (full_run), its own run name, and mode auto, so running it again resumes instead of wiping.
     command = _overnight_command()
-    nb = json.loads((NOTEBOOKS / "05_training.ipynb").read_text())
+    nb = json.loads((NOTEBOOKS / "06_training_run.ipynb").read_text())
     markdown = "".join("".join(cell["source"]) for cell in nb["cells"] if cell["cell_type"] == "markdown")
     assert command in markdown
     params = dict(re.findall(r"-p (\S+) (\S+)", command))
     assert params["run_name"] == "overnight" and params["mode"] == "auto" and params["full_run"] == "True"
+    assert params["ladder_live"] == "True"  # the overnight run trains the ladder (the lesson plots the committed one)
     assert "config_file" not in params  # the notebook's default: configs/default.toml
     for key in ("max_steps", "batch_size", "eval_batches", "eval_every", "demo_pause_at"):
         assert key not in params, f"{key}: full_run trains the config's own value"
@@ -170,7 +171,11 @@ def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     printed = _printed(home / "runs" / "overnight.ipynb")
     assert "resuming in runs/overnight" in printed
-    assert "ladder read from runs/overnight-ladder.json" in printed  # finished before the kill: not redone
+    # In 06 the ladder (section 8) comes after the run, so the kill landed before it: the resumed run trains all
+    # of it and saves it rung by rung (reading a finished ladder back is tests/test_experiments.py's).
+    assert "ladder read from" not in printed
+    saved = json.loads((home / "runs" / "overnight-ladder.json").read_text())
+    assert [r["rung"] for r in saved["ladder"]] == saved["settings"]["rungs"] and len(saved["ladder"]) == 6
     assert f"resumed overnight at step {killed_at}" in printed
     assert f"steps {killed_at}->{last}" in printed
     assert f"status 'finished' at step {last}" in printed

@@ -27,11 +27,6 @@ _spec.loader.exec_module(mark_slides)
 # about 48 lines: 40 leaves room for a short output. Longer outputs scroll (RISE's "scroll" is on).
 MAX_SLIDE_LINES = 40
 WRAP = 100
-# The chapters fitted for a class so far (issue 20: notes on every heading's slide, set-up skipped, no tall
-# slide); the others are checked to still fall short, so a chapter that passes must join. When every chapter
-# is in, this list and the else branch below go.
-PRESENTABLE: list[str] = ["01_data_prep", "02_tokenizer", "03_attention", "04_gpt_model", "07_sampling",
-                           "08_experiments"]
 
 
 def slide_types(nb: dict) -> list[str | None]:
@@ -114,18 +109,11 @@ def presentation_problems(nb: dict) -> list[str]:
             + [f"too tall, split it (text after code starts a subslide): {t}" for t in tall_slides(nb)])
 
 
-def test_the_presentable_list_names_chapters():
-    assert set(PRESENTABLE) <= {p.stem for p in CHAPTERS}
-
-
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_every_heading_has_notes_and_every_slide_fits(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     problems = presentation_problems(nb)
-    if path.stem in PRESENTABLE:
-        assert problems == [], f"{path.name}:\n" + "\n".join(problems)
-    else:  # a chapter still being fitted (issue 20): once it passes, it must join the list
-        assert problems != [], f"{path.name} now presents well: add it to PRESENTABLE"
+    assert problems == [], f"{path.name}:\n" + "\n".join(problems)
 
 
 md = lambda text: {"cell_type": "markdown", "source": [text], "metadata": {}}  # noqa: E731

@@ -1,31 +1,27 @@
-"""Checks for notebook 05 (training): gradient accumulation, a 1-sqrt cooldown, Muon's step for one matrix, and
-a search for the rate at which training diverges.
+"""Checks for notebook 05 (the training step): gradient accumulation, a 1-sqrt cooldown and Muon's step for one
+matrix (the search for the rate at which training diverges moved to ch06 with the training run).
 
 Truths come from the library where it has them (a whole batch's real gradient, ``nanogpt_lib.train.lr_at``
-for the phases the new schedule shares with WSD, ``nanogpt_lib.optim.Muon`` stepping a real matrix), and from
-runs the learner never sees where the answer is a method (05.4's hidden divergence edges).
+for the phases the new schedule shares with WSD, ``nanogpt_lib.optim.Muon`` stepping a real matrix).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
 import torch
 
-from .. import paths
 from .. import train as train_module
 from ..config import TrainConfig
 from ..explorers import schedule as schedule_explorer
 from ..model import GPT, GPTConfig
 from ..optim import Muon, lr_ratio, orthogonalize
-from ..tokenizer import encode
 from ..train import lr_at
-from . import Wrong, expect, exercise, one_thread
+from . import Wrong, expect, exercise
 from .guard import fn
 
-PUBLIC = ("short_run", "diverged", "SHORT", "SHORT_MODEL")  # a learner's answer may call these
+PUBLIC = ()  # nothing here is the learner's to call
 
 # ---- 05.1 gradient accumulation ------------------------------------------------------------------------
 
@@ -235,117 +231,3 @@ def _muon_step(muon_step: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> s
     return (f"equal to nanogpt_lib.optim.Muon over 3 steps for {len(MUON_CASES)} matrices (square, wide, tall; with "
             "and without Nesterov): an average of gradients, a look-ahead along it, orthogonalised, the rate "
             "scaled so a tall matrix's update has the size of a square one's.")
-
-
-# ---- 05.4 the diverging learning rate -----------------------------------------------------------------
-
-# The short run: the recipe's 4 layers and 4 heads at width 64, context 32, AdamW at a constant rate (no
-# warmup), gradients clipped at 1, 8 sequences a step, 30 steps, on the first 40,000 characters of Hamlet.
-SHORT = dict(steps=30, batch=8, chars=40_000)
-SHORT_MODEL = dict(n_layer=4, n_head=4, n_embd=64, block_size=32, pos="rope", mlp="relu2")
-DIVERGE_FACTOR = 1.5  # the answer must diverge, and a rate 1.5x lower must train
-
-
-@functools.lru_cache(maxsize=1)
-def _short_data() -> tuple[torch.Tensor, int]:
-    """Hamlet's opening as GPT-2 tokens, renumbered 0..U-1 over the U distinct ids it uses (vocabulary
-    padded to a multiple of 64). The full 50,304-row embedding and head made one short run take 3 s on a
-    2-core CPU; renumbered, the same tokens train in 0.4 s."""
-    text = (paths.shakespeare_dir() / "hamlet.txt").read_text(encoding="utf-8")[:SHORT["chars"]]
-    distinct, ids = torch.unique(torch.tensor(encode(text)), return_inverse=True)
-    return ids, -(-len(distinct) // 64) * 64
-
-
-@functools.lru_cache(maxsize=64)
-def _short_run(lr: float) -> tuple[float, ...]:
-    with one_thread():
-        return _train_short(lr)
-
-
-def _train_short(lr: float) -> tuple[float, ...]:
-    ids, vocab = _short_data()
-    cfg = TrainConfig()
-    steps, batch, block = SHORT["steps"], SHORT["batch"], SHORT_MODEL["block_size"]
-    with torch.random.fork_rng():  # the learner's global RNG is left as it was
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=vocab, **SHORT_MODEL))
-    opts = model.configure_optimizers(cfg.weight_decay, lr, (cfg.beta1, cfg.beta2), "cpu", "adamw")
-    gen = torch.Generator().manual_seed(1)
-    losses = []
-    for _ in range(steps):
-        starts = torch.randint(len(ids) - block - 1, (batch,), generator=gen)
-        x = torch.stack([ids[s:s + block] for s in starts])
-        y = torch.stack([ids[s + 1:s + block + 1] for s in starts])
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return tuple(losses)
-
-
-def short_run(lr: float) -> list[float]:
-    """The training loss of each of the 30 steps of the short run at a constant learning rate ``lr``.
-
-    The model: the recipe's 4 layers (4 heads, RoPE, ReLU²) at width 64, context 32, on the first 40,000
-    characters of Hamlet; AdamW (the recipe's betas and weight decay), gradients clipped at 1, 8 sequences
-    a step, no warmup. Seeded, so the same ``lr`` gives the same losses (results are cached). Well under a
-    second a run."""
-    lr = float(lr)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    return list(_short_run(lr))
-
-
-def diverged(losses: list[float]) -> bool:
-    """The exercise's definition: the mean of the last 5 losses is not below the first (or is not finite)."""
-    tail = sum(losses[-5:]) / 5
-    return not (math.isfinite(tail) and tail < losses[0])
-
-
-# Hidden edges for 05.4 (the learner never sees these runs): each trains below its edge and diverges at and
-# above it, over the rates 1e-5 .. 10 the exercise names.
-HIDDEN_EDGES = (3.1e-3, 0.047, 0.9, 2.2e-5, 6.0)
-EDGE_CALLS = 40  # a factor-1.5 grid over 1e-5 .. 10 is 35 rates; bisection needs about 6
-
-
-def _hidden_run(edge: float, calls: list[float]) -> Callable[[float], list[float]]:
-    """A run(lr) -> 30 losses, falling below ``edge``, rising at and above it; records each rate asked for."""
-    def run(lr: float) -> list[float]:
-        lr = float(lr)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        calls.append(lr)
-        slope = -0.05 if lr < edge else 0.2 * (1 + math.log(lr / edge))
-        return [8.0 + slope * k for k in range(SHORT["steps"])]
-    return run
-
-
-@exercise("05.4", "A search for the rate at which training diverges",
-          "a function divergence_edge(run) -> float: for any run(lr) -> list of losses that trains below some "
-          "rate between 1e-5 and 10 and diverges at and above it, a rate r where diverged(run(r)) and not "
-          "diverged(run(r / 1.5)), calling run at most 40 times")
-def _diverging_lr(divergence_edge: Callable[[Callable[[float], list[float]]], float]) -> str:
-    expect(callable(divergence_edge), f"give a function divergence_edge(run), got {type(divergence_edge).__name__}")
-    most = 0
-    for i, edge in enumerate(HIDDEN_EDGES):
-        calls: list[float] = []
-        got = divergence_edge(_hidden_run(edge, calls))
-        what = f"on hidden run {i + 1} of {len(HIDDEN_EDGES)}"
-        expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got) and got > 0,
-               f"{what}: give a positive rate (a float), got {got!r}")
-        expect(len(calls) <= EDGE_CALLS, f"{what}: {len(calls)} runs; a real run takes a second or more, so the "
-               f"search may call run at most {EDGE_CALLS} times (a factor-1.5 grid needs 35, bisection about 6)")
-        lr = float(got)
-        run = _hidden_run(edge, [])
-        # The same property the exercise states, checked on the run itself: r diverges, r / 1.5 trains.
-        expect(diverged(run(lr)), f"{what}: run({lr:g}) still trains, so {lr:g} is not a rate where it diverges; "
-               "return a rate you have seen diverge")
-        expect(not diverged(run(lr / DIVERGE_FACTOR)), f"{what}: run({lr:g} / 1.5) diverges too, so a lower rate "
-               "already diverges: narrow the bracket until its ends are a factor 1.5 apart or less, then return "
-               "its diverging end")
-        most = max(most, len(calls))
-    return (f"it found the edge of {len(HIDDEN_EDGES)} runs it had never seen, with at most {most} runs each. "
-            "Now call divergence_edge(short_run) for the real model.")

@@ -265,7 +265,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, di
     root.mkdir()
     n_cells = {name: _strip(REPO / "notebooks" / name, root / name) for name in (SAMPLING, TOKENIZER, ATTENTION)}
     shutil.copy(REPO / "notebooks" / DATA_PREP, root / DATA_PREP)
-    n_cells[SCHEDULE] = _explorer_cell_alone(REPO / "notebooks" / "05_training.ipynb", root / SCHEDULE)
+    n_cells[SCHEDULE] = _explorer_cell_alone(REPO / "notebooks" / "05_training_step.ipynb", root / SCHEDULE)
     n_cells[DATA_PREP] = len(json.loads((root / DATA_PREP).read_text(encoding="utf-8"))["cells"])
     env = dict(os.environ)
     for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
