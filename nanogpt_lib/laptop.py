@@ -235,6 +235,8 @@ def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path,
         "val_loss": nats, "val_bpc": text.bits_per_char(nats), "val_bpb": text.bits_per_byte(nats),
         "val_tokens": text.tokens, "val_chars": text.chars, "val_bytes": text.bytes,
         "steps": outcome.step, "tokens": outcome.step * trainer.tokens_per_step,
+        # this process's training time (the deadline's measure; a resumed run counts only its last part)
+        "train_seconds": outcome.seconds,
         "s_per_step": None if budget is None else budget.step_s, "budget": None if budget is None else budget.line(),
         "precision": trainer.precision.name, **where,
     }
