@@ -249,16 +249,6 @@ class TokenData:
         return x, y
 
 
-def naive_get_batch(folder: str | Path, split: str, batch_size: int, block_size: int,
-                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The common per-call loader (reopen the memmap, one slice per row): the benchmark's baseline."""
-    data = np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
-    ix = rng.integers(0, len(data) - block_size, size=batch_size)
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
-    return x, y
-
-
 # ---- text statistics: bits per character and per byte ------------------------------------------------------
 
 @dataclass(frozen=True)

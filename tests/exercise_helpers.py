@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from nanogpt_lib.exercises import verdict
+from nanogpt_lib.course.exercises import verdict
 
 
 def todo(*args, **kwargs):

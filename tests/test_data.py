@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt_lib.data import DatasetError, TokenData, naive_get_batch
+from nanogpt_lib.bench.baseline import naive_get_batch
+from nanogpt_lib.data import DatasetError, TokenData
 from nanogpt_lib.prepare import PrepareConfig, prepare
 
 

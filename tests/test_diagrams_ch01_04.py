@@ -9,11 +9,11 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from nanogpt_lib.diagrams._draw import texts  # noqa: E402
-from nanogpt_lib.diagrams.attention import attention_figure  # noqa: E402
-from nanogpt_lib.diagrams.block import block_figure, shapes  # noqa: E402
-from nanogpt_lib.diagrams.bpe import apply_merge, merges_figure  # noqa: E402
-from nanogpt_lib.diagrams.data import pipeline_figure  # noqa: E402
+from nanogpt_lib.course.diagrams._draw import texts  # noqa: E402
+from nanogpt_lib.course.diagrams.attention import attention_figure  # noqa: E402
+from nanogpt_lib.course.diagrams.block import block_figure, shapes  # noqa: E402
+from nanogpt_lib.course.diagrams.bpe import apply_merge, merges_figure  # noqa: E402
+from nanogpt_lib.course.diagrams.data import pipeline_figure  # noqa: E402
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig  # noqa: E402
 
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from nanogpt_lib.diagrams.experiments import CHOSEN, OTHER, experiment_grid_figure, stage_rows
+from nanogpt_lib.course.diagrams.experiments import CHOSEN, OTHER, experiment_grid_figure, stage_rows
 
 
 def _run(stage: str, label: str, seed: int, steps: int, batch: int = 8, block: int = 16) -> dict:

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from nanogpt_lib.diagrams.sampling import cut_sizes, sampling_cuts_figure
+from nanogpt_lib.course.diagrams.sampling import cut_sizes, sampling_cuts_figure
 from nanogpt_lib.sample import sample_next
 
 

@@ -11,13 +11,13 @@ import types
 
 import pytest
 
-from nanogpt_lib import exercises as ex
+from nanogpt_lib.course import exercises as ex
 
 
 @pytest.fixture
 def chapter_99(monkeypatch):
     """A throwaway chapter 99 with one exercise: answer a function returning its argument squared."""
-    module = types.ModuleType("nanogpt_lib.exercises.ch99")
+    module = types.ModuleType("nanogpt_lib.course.exercises.ch99")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(ex, "_REGISTRY", dict(ex._REGISTRY))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt_lib.exercises import ch01, exercises, verdict
+from nanogpt_lib.course.exercises import ch01, exercises, verdict
 from nanogpt_lib.prepare import is_val
 from nanogpt_lib.tokenizer import EOT_ID, encode
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import codecs
 import re
 
-from nanogpt_lib.exercises import exercises, verdict
-from nanogpt_lib.explorers.tokens import mergeable_ranks
+from nanogpt_lib.course.exercises import exercises, verdict
+from nanogpt_lib.course.explorers.tokens import mergeable_ranks
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
 
 from exercise_helpers import todo, wrong

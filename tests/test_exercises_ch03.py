@@ -8,8 +8,8 @@ import math
 import torch
 from torch.nn import functional as F
 
-from nanogpt_lib import exercises as ex
-from nanogpt_lib.exercises import ch03, verdict
+from nanogpt_lib.course import exercises as ex
+from nanogpt_lib.course.exercises import ch03, verdict
 
 from exercise_helpers import todo, wrong
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nanogpt_lib import exercises as ex
-from nanogpt_lib.exercises import ch04, verdict
+from nanogpt_lib.course import exercises as ex
+from nanogpt_lib.course.exercises import ch04, verdict
 from nanogpt_lib.model import GPT, GPTConfig
 
 from exercise_helpers import todo, wrong

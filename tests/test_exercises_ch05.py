@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanogpt_lib.config import TrainConfig
-from nanogpt_lib.exercises import ch05, verdict
+from nanogpt_lib.course.exercises import ch05, verdict
 from nanogpt_lib.model import GPT
 from nanogpt_lib.optim import orthogonalize
 

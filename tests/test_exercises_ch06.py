@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nanogpt_lib.exercises import ch06, verdict
+from nanogpt_lib.course.exercises import ch06, verdict
 
 from exercise_helpers import todo, wrong
 

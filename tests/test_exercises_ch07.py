@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from nanogpt_lib import exercises as ex
-from nanogpt_lib.exercises import ch07, verdict
+from nanogpt_lib.course import exercises as ex
+from nanogpt_lib.course.exercises import ch07, verdict
 from nanogpt_lib.sample import sample_next
 
 from exercise_helpers import todo, wrong

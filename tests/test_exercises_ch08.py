@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib.exercises import ch08, verdict
+from nanogpt_lib.course.exercises import ch08, verdict
 from nanogpt_lib.model import GPT, GPTConfig
 
 from exercise_helpers import todo, wrong

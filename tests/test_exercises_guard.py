@@ -1,4 +1,4 @@
-"""The guard every check runs its answer under (nanogpt_lib.exercises.guard): what it switches off is refused by
+"""The guard every check runs its answer under (nanogpt_lib.course.exercises.guard): what it switches off is refused by
 any route, in one line that names it; everything is restored afterwards, whatever the answer did."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from nanogpt_lib import exercises as ex
+from nanogpt_lib.course import exercises as ex
 from nanogpt_lib import sample
-from nanogpt_lib.exercises import guard, verdict
+from nanogpt_lib.course.exercises import guard, verdict
 from nanogpt_lib.prepare import is_val
 from nanogpt_lib.sample import sample_next
 from nanogpt_lib.tokenizer import encode, get_tokenizer

@@ -14,10 +14,11 @@ import torch
 from torch.nn import functional as F
 
 from nanogpt_lib import sweep
-from nanogpt_lib.data import TokenData, naive_get_batch
-from nanogpt_lib.exercises import ch01, ch04, ch05, ch06, ch07, ch08
-from nanogpt_lib.explorers import schedule
-from nanogpt_lib.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
+from nanogpt_lib.bench.baseline import naive_get_batch
+from nanogpt_lib.data import TokenData
+from nanogpt_lib.course.exercises import ch01, ch04, ch05, ch06, ch07, ch08
+from nanogpt_lib.course.explorers import schedule
+from nanogpt_lib.course.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig
 from nanogpt_lib.optim import Muon, lr_ratio
 from nanogpt_lib.prepare import is_val, prepare
@@ -105,7 +106,7 @@ ROUTES = [
      "TokenData.batch_starts"),
     ("01.4", "naive_get_batch", lambda f: lambda d, k, b, t, s: naive_get_batch(f, "train", b, t), "naive_get_batch"),
     ("02.1", "the explorer's count line", lambda text: float(__import__(
-        "nanogpt_lib.explorers.tokens", fromlist=["x"]).count_line(text).split()[0]), "count_line"),
+        "nanogpt_lib.course.explorers.tokens", fromlist=["x"]).count_line(text).split()[0]), "count_line"),
     ("02.3", "the sampler's streaming", lambda ids: __import__("nanogpt_lib.sample", fromlist=["x"]).stream_text(
         None, ""), "stream_text"),
     ("02.4", "lambda c: encode(c)", lambda c: encode(c), "nanogpt_lib.tokenizer.encode"),

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nanogpt_lib.explorers.attention import (attention_weights, figure_png, layer_attention, plot_head, plot_heads,
+from nanogpt_lib.course.explorers.attention import (attention_weights, figure_png, layer_attention, plot_head, plot_heads,
                                              token_labels)
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
@@ -144,7 +144,7 @@ def test_plot_heads_shows_every_head_of_the_layer():
 @pytest.fixture
 def explorer_and_model():
     pytest.importorskip("ipywidgets")
-    from nanogpt_lib.explorers.attention import explorer
+    from nanogpt_lib.course.explorers.attention import explorer
 
     model = sharp_model(replace(TINY, pos="rope"))
     return explorer(model, prompt="To be, or not to be"), model

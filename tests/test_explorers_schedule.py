@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from nanogpt_lib.config import ConfigError, TrainConfig
-from nanogpt_lib.explorers import schedule
+from nanogpt_lib.course.explorers import schedule
 from nanogpt_lib.train import lr_at
 
 SETTINGS = dict(warmup_steps=30, decay_frac=0.25, lr=3e-3, min_lr=1e-4, max_steps=200)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from nanogpt_lib import paths
-from nanogpt_lib.explorers import tokens as tx
+from nanogpt_lib.course.explorers import tokens as tx
 from nanogpt_lib.tokenizer import EOT_ID, N_VOCAB, decode, encode
 
 TRICKY = [
@@ -167,6 +167,6 @@ def test_plain_functions_need_no_widgets():
     import subprocess
     import sys
 
-    code = ("import sys, nanogpt_lib.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
+    code = ("import sys, nanogpt_lib.course.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
             "assert 'ipywidgets' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

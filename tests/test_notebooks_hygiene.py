@@ -84,7 +84,7 @@ def test_the_opening_cell_names_the_module_it_teaches(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_widget_imports_are_guarded(path):
     # ipywidgets is an extra: a notebook must still run without it (its widget cell says how to install it).
-    widget_import = re.compile(r"^\s*(from|import) (ipywidgets|nanogpt_lib\.widgets)\b", re.M)
+    widget_import = re.compile(r"^\s*(from|import) (ipywidgets|nanogpt_lib\.course\.widgets)\b", re.M)
     for i, cell in enumerate(cells(path)):
         code = source(cell)
         if cell["cell_type"] == "code" and widget_import.search(code):

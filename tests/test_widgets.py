@@ -9,7 +9,7 @@ widgets = pytest.importorskip("ipywidgets")
 
 from nanogpt_lib.model import GPT, GPTConfig  # noqa: E402
 from nanogpt_lib.sample import generate_text  # noqa: E402
-from nanogpt_lib.widgets import SamplerWidget, sampler_widget, stream_into  # noqa: E402
+from nanogpt_lib.course.widgets import SamplerWidget, sampler_widget, stream_into  # noqa: E402
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
 

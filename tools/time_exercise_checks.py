@@ -6,7 +6,7 @@ by its exercises, so the check's own data and caches are built as they would be 
     python tools/time_exercise_checks.py 07.1 07.3                  # some
 
 Prints one line per check (cold, then the median of the warm runs) and the slowest. The target is under 5 s
-cold on a busy 2-core laptop; the checks train on one thread (nanogpt_lib.exercises.one_thread).
+cold on a busy 2-core laptop; the checks train on one thread (nanogpt_lib.course.exercises.one_thread).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ _ONE = """
 import json, sys, time
 sys.path[:0] = [{root!r}, {tests!r}]
 from exercise_answers import right_answer
-from nanogpt_lib.exercises import verdict
+from nanogpt_lib.course.exercises import verdict
 from nanogpt_lib.tokenizer import get_tokenizer
 get_tokenizer()  # loaded by every chapter before its exercises
-__import__("nanogpt_lib.exercises.ch" + {id!r}[:2])  # and the modules its checks use (explorers, sampler)
+__import__("nanogpt_lib.course.exercises.ch" + {id!r}[:2])  # and the modules its checks use (explorers, sampler)
 answer = right_answer({id!r})
 times = []
 for _ in range(3):

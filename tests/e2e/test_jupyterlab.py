@@ -134,7 +134,7 @@ def _explorer_cell_alone(src: Path, dst: Path) -> int:
     the module it imports, so the test follows the chapter's cell as it is edited)."""
     nb = json.loads(src.read_text(encoding="utf-8"))
     cell = next(c for c in nb["cells"] if c["cell_type"] == "code"
-                and "from nanogpt_lib.explorers.schedule import explorer" in "".join(c["source"]))
+                and "from nanogpt_lib.course.explorers.schedule import explorer" in "".join(c["source"]))
     setup = "from IPython.display import display\n\nfrom nanogpt_lib.config import TrainConfig\n\nrecipe = TrainConfig()"
     nb["cells"] = [{"cell_type": "code", "id": "setup", "metadata": {}, "source": setup, "outputs": [],
                     "execution_count": None},
@@ -478,7 +478,7 @@ def test_data_prep_plots_render(browser_context, lab, artifacts: Path) -> None:
 
 # ---- the explorers and the slideshow ---------------------------------------------------------------
 # The explorers give their controls and outputs stable CSS classes (nanogpt-<explorer>-<part>, set with
-# ``add_class`` in nanogpt_lib/explorers/), so the test finds them whatever the layout around them.
+# ``add_class`` in nanogpt_lib/course/explorers/), so the test finds them whatever the layout around them.
 
 
 def _run_notebook(context, lab, artifacts: Path, name: str, shot: str):

@@ -1,4 +1,5 @@
-"""The benchmark's baseline: GPT-2 as most from-scratch tutorials write it, trained the plain way.
+"""The benchmarks' baselines: GPT-2 as most from-scratch tutorials write it, trained the plain way, and the
+per-call batch loader they use.
 
 fp32, ``F.scaled_dot_product_attention``, the full (batch, time, vocab) logits and ``F.cross_entropy`` over
 them, and AdamW with its default (per-tensor) CPU implementation: the step a learner gets from a
@@ -9,11 +10,14 @@ GPT-2 settings, so both can start from the same weights and be checked to comput
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .model import GPTConfig
+from ..model import GPTConfig
 
 
 class _Attention(nn.Module):
@@ -76,3 +80,13 @@ class PlainGPT(nn.Module):
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def naive_get_batch(folder: str | Path, split: str, batch_size: int, block_size: int,
+                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The common per-call loader (reopen the memmap, one slice per row): the benchmark's baseline."""
+    data = np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
+    ix = rng.integers(0, len(data) - block_size, size=batch_size)
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    return x, y

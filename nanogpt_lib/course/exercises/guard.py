@@ -13,7 +13,7 @@ A check that only compares object identity (``answer is not is_val``) lets any w
 * an attribute that is neither (numpy's dispatchers, tiktoken's compiled ``CoreBPE``) is replaced on its owner.
 
 Everything is put back when the answer returns or raises. A refused call raises :class:`Off`, a
-:class:`~nanogpt_lib.exercises.Wrong` whose one-line message names the function and why it is off; the guard
+:class:`~nanogpt_lib.course.exercises.Wrong` whose one-line message names the function and why it is off; the guard
 also remembers it, so an answer that swallows the error (``try: ... except Exception``) or a torch layer that
 wraps it is still refused.
 """

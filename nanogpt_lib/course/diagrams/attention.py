@@ -8,7 +8,7 @@ import math
 import torch
 from matplotlib.figure import Figure
 
-from ..model import CausalSelfAttention
+from ...model import CausalSelfAttention
 
 
 @torch.no_grad()

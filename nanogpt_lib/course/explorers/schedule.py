@@ -14,8 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..config import ConfigError, TrainConfig
-from ..train import lr_at, wsd_decay_start
+from ...config import ConfigError, TrainConfig
+from ...train import lr_at, wsd_decay_start
 from . import figure_png
 
 SCHEDULES = ("cosine", "wsd")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..devices import cpu_threads
+from ...devices import cpu_threads
 
 Checker = Callable[[Any], "str | None"]
 OffList = Callable[[], list]  # -> list[guard.Twin], built when the check runs (the modules are imported by then)

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import torch
 
-from .. import train as train_module
-from ..config import TrainConfig
+from ... import train as train_module
+from ...config import TrainConfig
 from ..explorers import schedule as schedule_explorer
-from ..model import GPT, GPTConfig
-from ..optim import Muon, lr_ratio, orthogonalize
-from ..train import lr_at
+from ...model import GPT, GPTConfig
+from ...optim import Muon, lr_ratio, orthogonalize
+from ...train import lr_at
 from . import Wrong, expect, exercise
 from .guard import fn
 

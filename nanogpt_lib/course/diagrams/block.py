@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from ..model import GPT
+from ...model import GPT
 from ._draw import arrow, blank, box
 
 

@@ -21,10 +21,10 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .. import model as model_module
-from ..loss import chunk_rows, linear_cross_entropy, release_buffers
-from ..model import GPT, GPTConfig
-from ..optim import Muon
+from ... import model as model_module
+from ...loss import chunk_rows, linear_cross_entropy, release_buffers
+from ...model import GPT, GPTConfig
+from ...optim import Muon
 from . import Wrong, exercise, expect
 from .guard import fn, ops
 

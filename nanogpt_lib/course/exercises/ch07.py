@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import sample as sample_module
+from ... import sample as sample_module
 from . import Wrong, chi2_tail, expect, exercise
 from .guard import fn
 

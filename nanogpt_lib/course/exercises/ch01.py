@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import paths
-from .. import prepare as prepare_module
-from ..data import TokenData, naive_get_batch
-from ..prepare import PrepareConfig, is_val, prepare
-from ..tokenizer import EOT_ID, encode
+from ... import paths
+from ... import prepare as prepare_module
+from ...bench.baseline import naive_get_batch
+from ...data import TokenData
+from ...prepare import PrepareConfig, is_val, prepare
+from ...tokenizer import EOT_ID, encode
 from . import Wrong, chi2_tail, expect, exercise, one_thread
 from .guard import fn
 

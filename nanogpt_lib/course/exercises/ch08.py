@@ -26,18 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import paths
-from .. import sweep
-from ..checkpoint import CheckpointError, load_checkpoint, load_model_state
-from ..config import TrainConfig, load_config
-from ..data import TokenData, text_stats
-from ..devices import cpu_class, cpu_info, pick_device
-from ..files import atomic_write_text
-from ..model import GPT, GPTConfig
-from ..plots import read_metrics
-from ..tokenizer import identity as tokenizer_identity
-from ..train import CKPT, TrainResult, train
-from ..sweep import RESULT, load_result, steps_to_target
+from ... import paths
+from ... import sweep
+from ...checkpoint import CheckpointError, load_checkpoint, load_model_state
+from ...config import TrainConfig, load_config
+from ...data import TokenData, text_stats
+from ...devices import cpu_class, cpu_info, pick_device
+from ...files import atomic_write_text
+from ...model import GPT, GPTConfig
+from ...plots import read_metrics
+from ...tokenizer import identity as tokenizer_identity
+from ...train import CKPT, TrainResult, train
+from ...sweep import RESULT, load_result, steps_to_target
 from . import NotAnswered, Wrong, expect, exercise
 from .guard import fn
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import regex
 
-from ..tokenizer import EOT_ID, GPT2_PAT_STR, encode, get_tokenizer
+from ...tokenizer import EOT_ID, GPT2_PAT_STR, encode, get_tokenizer
 
 # Pastel backgrounds cycled over the tokens, so that neighbouring tokens always differ.
 COLOURS = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .. import paths
-from ..model import GPT, CausalSelfAttention, GPTConfig
+from ... import paths
+from ...model import GPT, CausalSelfAttention, GPTConfig
 from . import Wrong, exercise, expect, one_thread
 from .guard import fn, ops
 
 # What a learner may call in an answer (notebook 03 trains with them); every other function here is switched
-# off while an answer runs (nanogpt_lib.exercises.switched_off).
+# off while an answer runs (nanogpt_lib.course.exercises.switched_off).
 PUBLIC = ("use_attention", "tiny_corpus", "train_tiny", "TinyRun")
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (q, k, v) -> y, all (B, H, T, d)

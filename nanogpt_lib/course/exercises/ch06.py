@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import torch
 
-from .. import paths
-from ..config import TrainConfig
-from ..model import GPT, GPTConfig
-from ..tokenizer import encode
+from ... import paths
+from ...config import TrainConfig
+from ...model import GPT, GPTConfig
+from ...tokenizer import encode
 from . import expect, exercise, one_thread
 from .guard import ops
 

@@ -3,7 +3,7 @@ GPT-2 pre-splits.
 
 Every check recomputes the truth with the library's tokenizer (``nanogpt_lib.tokenizer``: ``encode``,
 ``decode``, and the token bytes of its tiktoken encoding) or with the tokenizer explorer's merges
-(``nanogpt_lib.explorers.tokens``, itself tested against ``encode``).
+(``nanogpt_lib.course.explorers.tokens``, itself tested against ``encode``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import tiktoken
 import tiktoken.core
 
-from .. import paths
-from .. import sample
+from ... import paths
+from ... import sample
 from ..explorers import tokens as explorer
 from ..explorers.tokens import bpe_encode, merge_steps, pre_tokens
-from ..tokenizer import decode, encode, get_tokenizer
+from ...tokenizer import decode, encode, get_tokenizer
 from . import expect, exercise
 from .guard import attr, fn
 
@@ -150,7 +150,7 @@ def bpe_chunks() -> tuple[str, ...]:
 
 @exercise("02.4", "GPT-2's BPE by hand, from tiktoken's ranks",
           "a function bpe(chunk) -> list[int]: the token ids of one pre-token, by merging its bytes with the "
-          "mergeable ranks (nanogpt_lib.explorers.tokens.mergeable_ranks())",
+          "mergeable ranks (nanogpt_lib.course.explorers.tokens.mergeable_ranks())",
           off=_encoder_twins, why="write the merges yourself, from mergeable_ranks()")
 def _bpe(bpe: Any) -> str:
     chunks = bpe_chunks()

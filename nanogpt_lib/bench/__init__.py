@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import paths
+from .. import paths
 
 
 @dataclass
@@ -61,7 +61,8 @@ def compare(title: str, ours: Rate, baseline: Rate) -> dict[str, Any]:
 def bench_data(folder: Path, batch_size: int = 64, block_size: int = 64, calls: int = 200,
                repeats: int = 5) -> dict[str, Any]:
     """Batches/s of :class:`TokenData` against a loader that reopens the memmap on every call."""
-    from .data import TokenData, naive_get_batch
+    from ..data import TokenData
+    from .baseline import naive_get_batch
 
     data = TokenData(folder, block_size)
     k = iter(range(10**9))
@@ -75,7 +76,7 @@ def bench_data(folder: Path, batch_size: int = 64, block_size: int = 64, calls: 
 
 def bench_prepare(repeats: int = 3) -> dict[str, Any]:
     """Tokens/s of ``prepare`` on the shipped corpus (into a temporary folder, so data/ is untouched)."""
-    from .prepare import PrepareConfig, prepare
+    from ..prepare import PrepareConfig, prepare
 
     tokens, rates = 0, []
     for _ in range(repeats):
@@ -122,11 +123,11 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     (the same function), and after ``loss_steps`` steps neither is worse (faster must not mean worse).
     """
     from .baseline import PlainGPT
-    from .config import TrainConfig
-    from .data import TokenData
-    from .devices import choose_precision, cpu_class
-    from .loss import chunk_rows
-    from .model import GPT, GPTConfig
+    from ..config import TrainConfig
+    from ..data import TokenData
+    from ..devices import choose_precision, cpu_class
+    from ..loss import chunk_rows
+    from ..model import GPT, GPTConfig
 
     recipe = TrainConfig()
     gpt2 = TrainConfig(model=GPTConfig(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
@@ -235,10 +236,10 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     ``size`` x ``size`` matmul in the same precision. Then the LM head's two paths on the same hidden states,
     interleaved: chunks of :func:`~.loss.chunk_rows` positions and each of ``tiles``, with the path
     :func:`~.loss.head_plan` picks here; the figures that fill :data:`~.loss.TILES`."""
-    from .config import TrainConfig
-    from .devices import choose_precision, cpu_class
-    from .loss import chunk_rows, head_plan, linear_cross_entropy
-    from .model import GPT
+    from ..config import TrainConfig
+    from ..devices import choose_precision, cpu_class
+    from ..loss import chunk_rows, head_plan, linear_cross_entropy
+    from ..model import GPT
 
     cfg = TrainConfig()
     precision = choose_precision(torch.device("cpu"), "auto")
@@ -338,8 +339,8 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
     greedy, one sample, from a prompt half a block long (so the window is well filled and slides at the small
     block sizes); then N samples in one batch at block 64 (the CLI's settings), where the LM head's weight
     is read once per step for all N rows."""
-    from .model import GPT, GPTConfig
-    from .sample import generate
+    from ..model import GPT, GPTConfig
+    from ..sample import generate
 
     results: dict[str, Any] = {}
     for block in block_sizes:
@@ -373,7 +374,7 @@ def run(which: list[str], fast: bool = False, out: Path | None = None, progress:
     benchmarks (a full ``nanogpt bench`` takes many minutes on a CPU)."""
     from tqdm.auto import tqdm
 
-    from .prepare import PrepareConfig, prepare
+    from ..prepare import PrepareConfig, prepare
 
     if "data" in which or "train" in which:
         prepare(PrepareConfig(progress=progress))  # both read data/shakespeare; a no-op when it is current

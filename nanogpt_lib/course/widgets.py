@@ -13,10 +13,10 @@ from typing import Any
 try:
     import ipywidgets as widgets
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError('nanogpt_lib.widgets needs ipywidgets: pip install -e ".[notebooks]"') from e
+    raise ImportError('nanogpt_lib.course.widgets needs ipywidgets: pip install -e ".[notebooks]"') from e
 
-from .model import GPT
-from .sample import stream_text
+from ..model import GPT
+from ..sample import stream_text
 
 # generate_into(output, prompt, temperature, top_k, max_new_tokens, seed, top_p=None) -> the generated text
 GenerateInto = Callable[..., str]

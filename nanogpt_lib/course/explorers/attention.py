@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from ..model import GPT, CausalSelfAttention
-from ..tokenizer import get_tokenizer
+from ...model import GPT, CausalSelfAttention
+from ...tokenizer import get_tokenizer
 from . import figure_png
 
 DEFAULT_PROMPT = "HAMLET:\nTo be, or not to be: that is the question:\nWhether 'tis nobler in the mind to suffer"

@@ -1,0 +1,97 @@
+"""The library's import graph: no cycles, and the course code sits on top of the library, never under it.
+
+Every ``import`` counts, the ones inside functions too: a lazy import hides a cycle from Python's loader,
+not from a reader.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nanogpt_lib"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``path`` imports (``from . import x`` names module ``x`` where it is one)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            module = node.module if node.level == 0 else ".".join(p for p in (base, node.module) if p)
+            targets = [module] + [f"{module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # a name inside a module counts as the module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports(p, modules) for p in paths}
+
+
+def test_the_graph_is_read():
+    g = graph()
+    assert "nanogpt_lib.train" in g["nanogpt_lib.cli"]
+    assert "nanogpt_lib.model" in g["nanogpt_lib.course.exercises.ch03"]
+    assert "nanogpt_lib.course.explorers.tokens" in g["nanogpt_lib.course.exercises.ch02"]
+
+
+def cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``g`` (a package ``__init__`` importing its own submodules is not an arrow back)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(g[m]):
+            if m.startswith(n + "."):  # a submodule importing its package's __init__
+                continue
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        state[m] = 2
+        stack.pop()
+        return None
+
+    for m in sorted(g):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_cycles():
+    assert cycle(graph()) is None, " -> ".join(cycle(graph()) or [])
+
+
+def test_a_cycle_is_found():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in graph() if not m.startswith("nanogpt_lib.course")))
+def test_the_library_does_not_import_the_course(module):
+    course = sorted(n for n in graph()[module] if n.startswith("nanogpt_lib.course"))
+    assert not course, f"{module} imports the course's {course}"
