@@ -23,7 +23,7 @@ both are tested against.
 
 from __future__ import annotations
 
-import math
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -67,17 +67,177 @@ def _pow2_at_most(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.floor(torch.log2(x)))
 
 
+@functools.cache
+def _private_softmax_works() -> bool:
+    """Whether ``torch._softmax(x, dim, half_to_float, out=x)`` exists in this torch and writes, in place, what
+    ``torch.softmax`` returns: tried once (rows wider than a vector register, so a kernel that wrote a row
+    before it had read all of it would show), the answer cached for the process."""
+    x = torch.linspace(-6.0, 6.0, 2 * 67).sin_().mul_(5.0).view(2, 67)
+    want = torch.softmax(x, dim=1)
+    try:
+        torch._softmax(x, 1, False, out=x)
+    except (AttributeError, TypeError, RuntimeError, NotImplementedError):
+        return False
+    return torch.equal(x, want)
+
+
+def softmax_into(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``softmax(x)`` over the last dimension, written into ``out`` (which may be ``x`` itself) and returned.
+
+    Why: a chunk's logits are hundreds of MB, and ``torch.softmax`` returns a new tensor, fresh pages on a CPU
+    (the module's docstring). The CPU kernel behind the private ``torch._softmax`` takes ``out=`` and reads a
+    row before writing it, so it can work in place. A private op may change or vanish in any release: where it
+    is missing or wrong (:func:`_private_softmax_works`), or off the CPU, ``torch.softmax`` and a copy give the
+    same values at the cost of one temporary tensor.
+    """
+    if out.is_cpu and _private_softmax_works():
+        return torch._softmax(x, -1, False, out=out)
+    return out.copy_(torch.softmax(x, dim=-1))
+
+
+def _capped(logits: torch.Tensor, softcap: float) -> torch.Tensor:
+    """``softcap * tanh(logits / softcap)`` when ``softcap`` > 0 (Gemma 2's soft-capping), else the logits."""
+    return softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
+
+
 Grads = tuple[torch.Tensor, torch.Tensor] | None  # (d loss / d h, d loss / d weight), float32 or wider
+
+
+def _chunk_probs(hc: torch.Tensor, w: torch.Tensor, z: torch.Tensor, low_buf: torch.Tensor | None,
+                 tanh_buf: torch.Tensor | None, softcap: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk's probabilities, softmax of the (soft-capped) ``hc @ w.T``, in the float32 (or wider) reused
+    buffer ``z``, and with a softcap tanh(u / cap) in ``tanh_buf``, kept for the chain rule. ``low_buf``: the
+    matmul's output in the autocast dtype, then copied into ``z`` (the softmax and sums stay float32)."""
+    r = hc.size(0)
+    if low_buf is not None:
+        z.copy_(torch.mm(hc, w.t(), out=low_buf[:r]))
+    else:
+        torch.mm(hc, w.t(), out=z)
+    th = None
+    if softcap > 0:  # logits = cap * tanh(u / cap)
+        th = torch.tanh(z.div_(softcap), out=tanh_buf[:r])
+        torch.mul(th, softcap, out=z)
+    # In place on the CPU (its kernel finishes reading a row before writing it; checked by the tests);
+    # elsewhere into a new tensor, which the caching allocator hands out without fresh pages anyway.
+    return (softmax_into(z, z) if z.is_cpu else torch.softmax(z, dim=1)), th
+
+
+class _Fp32Grads:
+    """Both gradients of the chunked loss, accumulated a chunk at a time from d loss_r / d logits (p minus
+    one-hot, unscaled, in the reused buffer): here with float32 (or float64) matmuls, the weight's gradient
+    accumulated in place (``addmm_``), so no chunk allocates. The base of the two low-precision paths.
+
+    Ignored rows and the mean's 1/n go into the small (N, C) side of the weight's gradient (``hw``), and into
+    d h at the end, so the (chunk, vocab) gradient is never masked or scaled.
+    """
+
+    per_row_mean = True  # fp16 keeps 1/n out of its casts (see _Fp16Grads)
+
+    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
+                 compute_dtype: torch.dtype, acc: torch.dtype) -> None:
+        self.w, self.n, self.acc = w, n, acc
+        self.row_w = ok.to(acc) / n if self.per_row_mean else ok.to(acc)
+        self.hw = (h.to(acc) * self.row_w[:, None]).to(compute_dtype)
+        self.grad_h = torch.empty(h.size(0), h.size(1), dtype=acc, device=h.device)
+        self.grad_w: torch.Tensor | None = None
+
+    def add(self, s: int, e: int, d: torch.Tensor) -> None:
+        """Rows s:e, whose d(logits) is ``d``: their d h, and their part of d weight."""
+        torch.mm(d, self.w, out=self.grad_h[s:e])
+        if self.grad_w is None:
+            self.grad_w = torch.mm(d.t(), self.hw[s:e])
+        else:
+            self.grad_w.addmm_(d.t(), self.hw[s:e])
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d loss / d h, d loss / d weight), once every chunk has been added."""
+        assert self.grad_w is not None  # at least one chunk: N >= 1
+        return self.grad_h.mul_(self.row_w[:, None]), self.grad_w
+
+
+class _Bf16Grads(_Fp32Grads):
+    """The gradients with bf16 matmuls (autocast), as the forward's: d(logits) is rounded to bf16 once, into the
+    buffer the logits' matmul used, and each chunk's part of d weight is made in a reused bf16 (V, C) buffer
+    and added to a float32 sum (the CPU has no bf16 x bf16 -> float32 matmul)."""
+
+    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
+                 compute_dtype: torch.dtype, acc: torch.dtype, low_buf: torch.Tensor) -> None:
+        super().__init__(h, w, ok, n, compute_dtype, acc)
+        self.low_buf = low_buf
+        self.gw_low = _buffer("grad_w", w.size(0), h.size(1), compute_dtype, h.device)
+
+    def add(self, s: int, e: int, d: torch.Tensor) -> None:
+        g = self.low_buf[:e - s]
+        g.copy_(d)
+        self.grad_h[s:e] = torch.mm(g, self.w)
+        self._add_w(torch.mm(g.t(), self.hw[s:e], out=self.gw_low))
+
+    def _add_w(self, part: torch.Tensor) -> None:
+        if self.grad_w is None:
+            self.grad_w = part.to(self.acc)
+        else:
+            self.grad_w.add_(part)
+
+
+class _Fp16Grads(_Bf16Grads):
+    """The gradients with fp16 matmuls (autocast, GPUs without bf16), where d(logits) would underflow: fp16's
+    smallest normal is 6e-5, and a GradScaler scales the loss only after this function has returned. So
+    d(logits) is kept unscaled by 1/n (applied at the end) and multiplied by a power of two before each cast,
+    the largest that keeps the matmul's output below :data:`_FP16_LIMIT`, and divided by it after."""
+
+    per_row_mean = False
+
+    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
+                 compute_dtype: torch.dtype, acc: torch.dtype, low_buf: torch.Tensor) -> None:
+        super().__init__(h, w, ok, n, compute_dtype, acc, low_buf)
+        # |d(logits)| <= 1 and each of its rows sums to <= 2 in absolute value, so row r of g @ w is at most
+        # 2 max|w|: scale g by the largest power of two that keeps that below the limit
+        self.scale_h = _pow2_at_most(_FP16_LIMIT / (2 * w.abs().max().float()).clamp(min=1.0))
+
+    def add(self, s: int, e: int, d: torch.Tensor) -> None:
+        g, hw = self.low_buf[:e - s], self.hw[s:e]
+        torch.mul(d, self.scale_h, out=g)
+        self.grad_h[s:e] = torch.mm(g, self.w).float() / self.scale_h
+        # column c of g.T @ hw is at most sum_r |hw[r, c]| (|g| <= 1): the same rule for this matmul
+        scale_w = _pow2_at_most(_FP16_LIMIT / hw.float().abs().sum(0).max().clamp(min=1.0))
+        torch.mul(d, scale_w, out=g)
+        self._add_w(torch.mm(g.t(), hw, out=self.gw_low).float() / scale_w)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        grad_h, grad_w = super().result()
+        return grad_h.div_(self.n), grad_w.div_(self.n)
+
+
+def _chunk_grads(h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor, compute_dtype: torch.dtype,
+                 acc: torch.dtype, low_buf: torch.Tensor | None) -> _Fp32Grads:
+    """The gradient accumulator for the matmuls' dtype: fp16, another low precision (bf16), or float32/64."""
+    if low_buf is None:
+        return _Fp32Grads(h, w, ok, n, compute_dtype, acc)
+    kind = _Fp16Grads if compute_dtype == torch.float16 else _Bf16Grads
+    return kind(h, w, ok, n, compute_dtype, acc, low_buf)
+
+
+def _mean_of_minus_log_p(p_target: torch.Tensor, ok: torch.Tensor, n: torch.Tensor, hc: torch.Tensor,
+                         w: torch.Tensor, tgt: torch.Tensor, acc: torch.dtype, softcap: float) -> torch.Tensor:
+    """The mean loss, -log p[target] read off the softmax: no pass over the logits for their maximum (about 5%
+    of a step on one AVX2 thread). Below 2^-100 (a loss over 69 nats) p has lost digits or underflowed to 0;
+    those rows, rare outside a diverged run, get log-sum-exp minus the target's logit from recomputed logits."""
+    losses = -p_target.log()
+    far = ok & (p_target < _TINY)
+    if far.any():
+        z = _capped((hc[far] @ w.t()).to(acc), softcap)
+        losses[far] = torch.logsumexp(z, dim=1) - z.gather(1, tgt[far]).squeeze(1)
+    return losses.masked_fill_(~ok, 0.0).sum() / n
 
 
 def _chunked(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
              compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> tuple[torch.Tensor, Grads]:
     """The loss and (``want_grad``) both gradients, a chunk of ``chunk`` positions against the whole vocabulary
     at a time: each chunk's logits are turned into their gradient in place (softmax minus one-hot) in the
-    reused buffer. Any device, any dtype, soft-capping."""
+    reused buffer, and handed to the gradient path of the matmuls' dtype (:func:`_chunk_grads`). Any device,
+    any dtype, soft-capping."""
     acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: float32 or wider
     low = compute_dtype != acc  # matmuls in bf16/fp16 (autocast), everything else in `acc`
-    fp16 = compute_dtype == torch.float16
     N, V, dev = h.size(0), weight.size(0), h.device
     ok = targets != -1
     n = ok.sum()
@@ -88,83 +248,26 @@ def _chunked(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk
     low_buf = _buffer("low", rows, V, compute_dtype, dev) if low else None
     tanh_buf = _buffer("tanh", rows, V, acc, dev) if softcap > 0 else None
     p_target = torch.empty(N, dtype=acc, device=dev)
-    if want_grad:
-        # Ignored rows and the mean's 1/n go into the small (N, C) side of the weight's gradient, so the
-        # (chunk, vocab) gradient is never masked or scaled. fp16 instead keeps d(logits) unscaled by
-        # 1/n and multiplied by a power of two, so it does not underflow in the cast (a GradScaler
-        # scales only after this function has returned); see the scales below.
-        row_w = ok.to(acc) if fp16 else ok.to(acc) / n
-        hw = (h.to(acc) * row_w[:, None]).to(compute_dtype)
-        grad_h = torch.empty(N, h.size(1), dtype=acc, device=dev)
-        grad_w: torch.Tensor | None = None
-        gw_low = _buffer("grad_w", V, h.size(1), compute_dtype, dev) if low else None
-        if fp16:  # |d(logits)| <= 1 and each of its rows sums to <= 2 in absolute value, so row r of
-            # g @ w is at most 2 max|w|: scale g by the largest power of two that keeps that below the limit
-            scale_h = _pow2_at_most(_FP16_LIMIT / (2 * w.abs().max().float()).clamp(min=1.0))
+    grads = _chunk_grads(h, w, ok, n, compute_dtype, acc, low_buf) if want_grad else None
     for s in range(0, N, chunk):
         e = min(s + chunk, N)
-        z, t = logits[:e - s], tgt[s:e]
-        if low:
-            z.copy_(torch.mm(hc[s:e], w.t(), out=low_buf[:e - s]))
-        else:
-            torch.mm(hc[s:e], w.t(), out=z)
-        if softcap > 0:  # logits = cap * tanh(u / cap); keep tanh for the chain rule
-            th = torch.tanh(z.div_(softcap), out=tanh_buf[:e - s])
-            torch.mul(th, softcap, out=z)
-        # In place on the CPU (its kernel finishes reading a row before writing it; checked by the tests);
-        # elsewhere into a new tensor, which the caching allocator hands out without fresh pages anyway.
-        z = torch._softmax(z, 1, False, out=z) if z.is_cpu else torch.softmax(z, dim=1)
+        t = tgt[s:e]
+        z, th = _chunk_probs(hc[s:e], w, logits[:e - s], low_buf, tanh_buf, softcap)
         p_target[s:e] = z.gather(1, t).squeeze(1)
-        if not want_grad:
+        if grads is None:
             continue
         z.scatter_add_(1, t, torch.full_like(t, -1, dtype=acc))  # d loss_r / d logits = p - onehot
-        if softcap > 0:  # d(cap * tanh(u / cap)) / du = 1 - tanh^2
+        if th is not None:  # d(cap * tanh(u / cap)) / du = 1 - tanh^2
             z.mul_(th.square_().neg_().add_(1.0))
-        if not low:
-            torch.mm(z, w, out=grad_h[s:e])
-            if grad_w is None:
-                grad_w = torch.mm(z.t(), hw[s:e])
-            else:
-                grad_w.addmm_(z.t(), hw[s:e])
-            continue
-        g = low_buf[:e - s]
-        if fp16:
-            torch.mul(z, scale_h, out=g)
-            grad_h[s:e] = torch.mm(g, w).float() / scale_h
-            # column c of g.T @ hw is at most sum_r |hw[r, c]| (|g| <= 1): the same rule for this matmul
-            scale_w = _pow2_at_most(_FP16_LIMIT / hw[s:e].float().abs().sum(0).max().clamp(min=1.0))
-            torch.mul(z, scale_w, out=g)
-            part = torch.mm(g.t(), hw[s:e], out=gw_low).float() / scale_w
-        else:
-            g.copy_(z)
-            grad_h[s:e] = torch.mm(g, w)
-            part = torch.mm(g.t(), hw[s:e], out=gw_low)
-        if grad_w is None:
-            grad_w = part.to(acc)
-        else:
-            grad_w.add_(part)
-    # The loss is -log p[target], read off the softmax: no pass over the logits for their maximum (about
-    # 5% of a step on one AVX2 thread). Below 2^-100 (a loss over 69 nats) p has lost digits or underflowed
-    # to 0; those rows, rare outside a diverged run, get log-sum-exp minus the target's logit from
-    # recomputed logits.
-    losses = -p_target.log()
-    far = ok & (p_target < _TINY)
-    if far.any():
-        z = (hc[far] @ w.t()).to(acc)
-        z = softcap * torch.tanh(z / softcap) if softcap > 0 else z
-        losses[far] = torch.logsumexp(z, dim=1) - z.gather(1, tgt[far]).squeeze(1)
-    loss = losses.masked_fill_(~ok, 0.0).sum() / n
-    if not want_grad:
-        return loss, None
-    grad_h.mul_(row_w[:, None])
-    if fp16:
-        grad_h.div_(n)
-        grad_w.div_(n)
-    return loss, (grad_h, grad_w)
+        grads.add(s, e, z)
+    loss = _mean_of_minus_log_p(p_target, ok, n, hc, w, tgt, acc, softcap)
+    return loss, None if grads is None else grads.result()
 
 
-def _tile_hits(tgt: torch.Tensor, rows: int, cols: int,
-               n_v: int) -> tuple[list[int], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+_Split = tuple[torch.Tensor, ...]  # a tensor's pieces, one per tile
+
+
+def _tile_hits(tgt: torch.Tensor, rows: int, cols: int, n_v: int) -> tuple[list[int], _Split, _Split, _Split]:
     """For each tile (row block, vocabulary tile), in the order the loops visit them: how many of its rows have
     their target in it, those rows (global and within the block) and the target's column within the tile.
     One sort up front, so no tile ever scans for them."""
@@ -230,7 +333,7 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
             if counts[k]:
                 z_target[hit_g[k]] = x[hit_r[k], hit_c[k]]
             z0 = x[:, 0].clone()
-            torch._softmax(x, 1, False, out=x)  # in place: the kernel finishes reading a row before writing it
+            softmax_into(x, x)  # in place: the kernel finishes reading a row before writing it
             torch.sub(z0, x[:, 0].log(), out=lse_t[vi, :r1 - r0])
             far = x[:, 0] < _TINY
             if far.any():
