@@ -2,8 +2,9 @@
 
 At the seed's size (n_embd 128, vocab 50,304) the LM head and its loss are most of a training step, and the
 plain ``F.cross_entropy(h @ W.T, targets)`` writes a (tokens x vocab) float tensor three times (logits,
-log-softmax, gradient): 800 MB at 4,096 tokens. Notebook 04 builds the plain version and checks this one
-against it, in value and in both gradients.
+log-softmax, gradient): 800 MB at 4,096 tokens. That plain version is :func:`reference_cross_entropy`, the
+definition this module's fast paths are tested against in value and in both gradients (notebook 04 builds it
+by hand too).
 
 On a CPU the head is bound by fresh memory, not arithmetic: a new 200 MB tensor is pages the kernel must
 fault in, and a matmul writing into a reused buffer ran at 94-102 GFLOP/s against 52-61 when it allocated
@@ -449,9 +450,12 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
 def reference_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                             softcap: float = 0.0) -> torch.Tensor:
-    """The plain formula the two paths above are tested against: every logit in memory, autograd for the rest."""
-    logits = h @ weight.t()
-    logits = softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
+    """The definition :func:`linear_cross_entropy` computes, written plainly: every logit in memory, autograd
+    for the gradients. The tests, notebook 04 and the benchmarks' baseline model use it as the loss the fast
+    paths are checked against, so it carries their semantics: the mean over positions whose target is not -1,
+    logits soft-capped first when ``softcap`` > 0, the log-softmax in float32 or wider (as autocast would run
+    ``F.cross_entropy``) whatever the matmul's dtype."""
+    logits = _capped(h @ weight.t(), softcap)
     return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=-1)
 
 

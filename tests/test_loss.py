@@ -1,10 +1,10 @@
-"""The LM-head loss (nanogpt_lib/loss.py), chunked and tiled, against the plain F.cross_entropy over full logits."""
+"""The LM-head loss (nanogpt_lib/loss.py), chunked and tiled, against its plain reference (F.cross_entropy over full
+logits), and the in-place softmax helper."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from nanogpt_lib import loss as loss_mod
 from nanogpt_lib.loss import (HeadPlan, chunk_rows, head_plan, linear_cross_entropy, reference_cross_entropy,
@@ -21,8 +21,8 @@ def problem(n: int, c: int, v: int, seed: int = 0, dtype: torch.dtype = torch.fl
 
 
 def plain(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, scale: float = 1.0):
-    """Value and both gradients of ``scale * F.cross_entropy(h @ w.T, t)`` (the formula notebook 04 builds,
-    ``reference_cross_entropy`` in the library)."""
+    """Value and both gradients of ``scale * reference_cross_entropy(h, w, t)``: ``F.cross_entropy(h @ w.T, t)``,
+    the formula notebook 04 builds."""
     h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     loss = reference_cross_entropy(h, w, t)
     return (loss, *torch.autograd.grad(scale * loss, (h, w)))
@@ -89,8 +89,7 @@ def test_a_hopeless_prediction_has_its_true_loss_not_inf(softcap):
     h[:, 0], w[:, 0] = 1.0, 0.0
     w[0, 0] = -200.0  # token 0 is 200 below the rest at every position
     t[:5] = 0
-    z = h.double() @ w.double().t()
-    ref = F.cross_entropy(softcap * torch.tanh(z / softcap) if softcap else z, t)
+    ref = reference_cross_entropy(h.double(), w.double(), t, softcap=softcap)
     loss = linear_cross_entropy(h, w, t, chunk=3, softcap=softcap)
     assert ref.item() > 70 and abs(loss.item() - ref.item()) < 1e-4 * ref.item()
 
@@ -164,6 +163,69 @@ def test_chunk_rule():
     assert chunk_rows(100) >= 2**19
 
 
+
+def test_the_reference_is_the_mean_minus_log_softmax_over_the_kept_rows():
+    """reference_cross_entropy is the definition the fast paths are tested against, so it is checked by hand:
+    -log softmax(capped logits)[target], averaged over the targets that are not -1. Float64, 300-wide
+    rows: the two differ only in the order of a few sums, 1e-12 is thousands of ulps on a loss of ~6."""
+    h, w, t = problem(40, 8, 300, w_scale=3.0)
+    t[::4] = -1
+    kept = t != -1
+    for cap in (0.0, 5.0):
+        z = h @ w.t()
+        lp = (cap * torch.tanh(z / cap) if cap else z).log_softmax(dim=1)
+        by_hand = -lp[kept.nonzero().squeeze(1), t[kept]].mean()
+        assert abs(reference_cross_entropy(h, w, t, softcap=cap).item() - by_hand.item()) < 1e-12
+    assert abs(reference_cross_entropy(h, w, t, softcap=5.0) - reference_cross_entropy(h, w, t)) > 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 logits, float32 log-softmax, as autocast's own
+        assert reference_cross_entropy(h.float(), w.float(), t).dtype == torch.float32
+
+
+@pytest.fixture
+def fresh_probe():
+    """The private-softmax probe's cached answer forgotten before and after the test, which may fake the op."""
+    loss_mod._private_softmax_works.cache_clear()
+    yield
+    loss_mod._private_softmax_works.cache_clear()
+
+
+def _no_out_overload(*args, **kwargs):
+    raise TypeError("_softmax() got an unexpected keyword argument 'out'")  # as if a release dropped it
+
+
+def _writes_zeros(x, dim, half_to_float, out):
+    return out.zero_()  # as a kernel that wrote a row before it had read all of it might
+
+
+@pytest.mark.parametrize("fake", [None, _no_out_overload, _writes_zeros])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_into_equals_torch_softmax_with_or_without_the_private_op(monkeypatch, fresh_probe, fake, dtype):
+    """softmax_into, in place and into another tensor, gives torch.softmax's values bit for bit: with the
+    private op (the same kernel, only writing into ``out``) and with the fallback (the same kernel into a
+    temporary, then a copy), which it takes when the op is missing or writes wrong values. On this torch the
+    private op passes the probe, so training takes the in-place path."""
+    if fake is not None:
+        monkeypatch.setattr(torch, "_softmax", fake)
+    assert loss_mod._private_softmax_works() == (fake is None)
+    x = 4 * torch.randn(5, 300, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    want = torch.softmax(x, dim=1)
+    out = torch.empty_like(x)
+    assert loss_mod.softmax_into(out, x) is out and torch.equal(out, want)
+    assert loss_mod.softmax_into(x, x) is x and torch.equal(x, want)
+
+
+def test_the_loss_is_bitwise_the_same_on_the_fallback_softmax(monkeypatch, fresh_probe):
+    """Both softmax routes run the same kernel, so the loss and both gradients do not change by one bit when
+    the private op is gone (chunked and tiled paths, the chunked one soft-capped too)."""
+    h, w, t = problem(40, 8, 50, dtype=torch.float32)
+    paths = ({"chunk": 16}, {"chunk": 16, "softcap": 3.0}, {"tiles": (16, 16)})
+    fast = [chunked(h, w, t, **path) for path in paths]
+    monkeypatch.setattr(torch, "_softmax", _no_out_overload)
+    loss_mod._private_softmax_works.cache_clear()  # the fast runs above cached the real op's answer
+    assert not loss_mod._private_softmax_works()
+    for path, want in zip(paths, fast):
+        assert all(torch.equal(a, b) for a, b in zip(chunked(h, w, t, **path), want)), path
+
 # ---- the tiled path (vocabulary tiles, loss.py's _tiled) ------------------------------------------------
 
 TILES = [(300, 2000), (64, 256), (7, 333), (128, 1)]  # one tile; even; uneven both ways; one-column tiles
@@ -221,7 +283,7 @@ def test_tiled_hopeless_prediction_has_its_true_loss():
     h[:, 0], w[:, 0] = 1.0, 0.0
     w[0, 0] = -200.0
     t[:5] = 0
-    ref = F.cross_entropy(h.double() @ w.double().t(), t)
+    ref = reference_cross_entropy(h.double(), w.double(), t)
     got = chunked(h, w, t, tiles=(3, 10))
     assert ref.item() > 70 and abs(got[0].item() - ref.item()) < 1e-4 * ref.item()
     assert all(torch.isfinite(g).all() for g in got[1:])

@@ -2,10 +2,11 @@
 per-call batch loader they use.
 
 fp32, ``F.scaled_dot_product_attention``, the full (batch, time, vocab) logits and ``F.cross_entropy`` over
-them, and AdamW with its default (per-tensor) CPU implementation: the step a learner gets from a
-straightforward ``model.py``. It exists only to be measured against (``nanogpt bench train``), so it has
-no sampling, no variants and no checkpoints. Parameter names and shapes are :class:`~.model.GPT`'s at the
-GPT-2 settings, so both can start from the same weights and be checked to compute the same loss.
+them (the library's plain :func:`~..loss.reference_cross_entropy`), and AdamW with its default (per-tensor)
+CPU implementation: the step a learner gets from a straightforward ``model.py``. It exists only to be measured
+against (``nanogpt bench train``), so it has no sampling, no variants and no checkpoints. Parameter names and
+shapes are :class:`~.model.GPT`'s at the GPT-2 settings, so both can start from the same weights and be checked
+to compute the same loss.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from ..loss import reference_cross_entropy
 from ..model import GPTConfig
 
 
@@ -71,8 +73,8 @@ class PlainGPT(nn.Module):
         x = tr.wte(idx) + tr.wpe(torch.arange(idx.size(1), device=idx.device))
         for block in tr.h:
             x = block(x)
-        logits = self.lm_head(tr.ln_f(x))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        h = tr.ln_f(x)
+        return reference_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1))
 
     def optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
         """AdamW that decays the matrices, not biases or gains; torch's default implementation for the CPU."""
