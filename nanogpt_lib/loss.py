@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,6 +279,89 @@ def _tile_hits(tgt: torch.Tensor, rows: int, cols: int, n_v: int) -> tuple[list[
     return counts, order.split(counts), (order % rows).split(counts), (tgt[order] % cols).split(counts)
 
 
+class _Tiles:
+    """One call of :func:`_tiled`: the tiles' geometry, the store of their logits or probabilities (in the
+    matmul's dtype), where each tile's targets are, and the per-row results its two sweeps fill in."""
+
+    def __init__(self, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, cols: int,
+                 compute_dtype: torch.dtype, want_grad: bool) -> None:
+        self.low, self.want_grad, self.compute_dtype = compute_dtype == torch.bfloat16, want_grad, compute_dtype
+        f32, dev = torch.float32, h.device
+        N, C, V = h.size(0), h.size(1), weight.size(0)
+        self.ok = targets != -1
+        self.n = self.ok.sum()
+        self.tgt = targets.clamp(min=0)
+        self.w, self.hc = weight.to(compute_dtype), h.to(compute_dtype)
+        rows, cols = min(rows, N), min(cols, V)
+        n_v = -(-V // cols)
+        self.N, self.V, self.rows, self.cols, self.n_v = N, V, rows, cols, n_v
+        self.counts, self.hit_g, self.hit_r, self.hit_c = _tile_hits(self.tgt, rows, cols, n_v)
+        self.store = _buffer("store", (n_v if want_grad else 1) * rows, cols, compute_dtype, dev).view(-1)
+        self.tile32 = _buffer("tile32", rows, cols, f32, dev).view(-1) if self.low else self.store
+        self.lse, self.z_target = torch.empty(N, device=dev), torch.empty(N, device=dev)
+        self.lse_t = torch.empty(n_v, rows, device=dev)
+        if want_grad:
+            self.row_w = self.ok.to(f32) / self.n  # ignored rows and the mean's 1/n, on the small side as in _chunked
+            self.hw = h.to(f32) * self.row_w[:, None]
+            self.grad_h, self.grad_w = torch.zeros(N, C, device=dev), torch.zeros(V, C, device=dev)
+            self.dh = _buffer("tile_dh", rows, C, compute_dtype, dev)
+            self.dw = _buffer("tile_dw", cols, C, compute_dtype, dev)
+
+    def tiles(self, r0: int, first_tile: int) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        """(tile index, its index among all tiles, first vocabulary row, the tile's logits or probabilities in
+        the store), for the row block starting at r0."""
+        R = min(r0 + self.rows, self.N) - r0
+        for vi, v0 in enumerate(range(0, self.V, self.cols)):
+            at = vi * self.rows * self.cols if self.want_grad else 0  # evaluation: one tile's room, reused
+            yield vi, first_tile + vi, v0, self.store[at:at + R * min(self.cols, self.V - v0)].view(R, -1)
+
+    def probabilities(self, bi: int, r0: int, r1: int) -> None:
+        """The first sweep over block ``bi`` (rows r0:r1): each tile's logits, its float32 softmax stored back,
+        the targets' logits, and the block's log-sum-exp combined from the tiles'."""
+        hc, lse_t, z_target = self.hc[r0:r1], self.lse_t[:, :r1 - r0], self.z_target
+        for vi, k, v0, z in self.tiles(r0, bi * self.n_v):
+            w_t = self.w[v0:v0 + z.size(1)]
+            torch.mm(hc, w_t.t(), out=z)
+            x = self.tile32[:z.numel()].view_as(z).copy_(z) if self.low else z  # float32 logits, in the cache
+            if self.counts[k]:
+                z_target[self.hit_g[k]] = x[self.hit_r[k], self.hit_c[k]]
+            z0 = x[:, 0].clone()
+            softmax_into(x, x)  # in place: the kernel finishes reading a row before writing it
+            torch.sub(z0, x[:, 0].log(), out=lse_t[vi])
+            far = x[:, 0] < _TINY
+            if far.any():
+                lse_t[vi][far] = torch.logsumexp((hc[far] @ w_t.t()).float(), dim=1)
+            if self.low and self.want_grad:
+                z.copy_(x)
+        self.lse[r0:r1] = torch.logsumexp(lse_t, dim=0)
+
+    def gradients(self, bi: int, r0: int, r1: int) -> None:
+        """The second sweep over block ``bi``: each stored tile read once more into the two gradient matmuls
+        (the tile's rescaling to the block's log-sum-exp applied on the small sides), then the targets' -1."""
+        w, hw, grad_h, grad_w, tgt = self.w, self.hw[r0:r1], self.grad_h[r0:r1], self.grad_w, self.tgt[r0:r1]
+        f = torch.exp(self.lse_t[:, :r1 - r0] - self.lse[r0:r1])
+        for vi, k, v0, p in self.tiles(r0, bi * self.n_v):
+            w_t, fr = w[v0:v0 + p.size(1)], f[vi, :, None]
+            if self.counts[k]:
+                p[self.hit_r[k], self.hit_c[k]] = 0
+            grad_h.addcmul_(torch.mm(p, w_t, out=self.dh[:r1 - r0]), fr)
+            if self.low:  # no bf16 x bf16 -> float32 matmul on the CPU: a bf16 (cols, C) part, added in float32
+                grad_w[v0:v0 + p.size(1)].add_(torch.mm(p.t(), (hw * fr).to(self.compute_dtype),
+                                                        out=self.dw[:p.size(1)]))
+            else:
+                grad_w[v0:v0 + p.size(1)].addmm_(p.t(), hw * fr)
+        p_minus_1 = (torch.exp(self.z_target[r0:r1] - self.lse[r0:r1]) - 1)[:, None]  # the targets' entries of g
+        grad_h.addcmul_(w[tgt].float(), p_minus_1)
+        grad_w.index_add_(0, tgt, hw * p_minus_1)
+
+    def result(self) -> tuple[torch.Tensor, Grads]:
+        """The mean loss and, if wanted, both gradients, once every block has been swept."""
+        loss = (self.lse - self.z_target).masked_fill_(~self.ok, 0.0).sum() / self.n
+        if not self.want_grad:
+            return loss, None
+        return loss, (self.grad_h.mul_(self.row_w[:, None]), self.grad_w)
+
+
 def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, cols: int,
            compute_dtype: torch.dtype, want_grad: bool) -> tuple[torch.Tensor, Grads]:
     """The loss and (``want_grad``) both gradients, ``rows`` positions x ``cols`` vocabulary entries at a time.
@@ -297,71 +381,13 @@ def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: i
     Three matmuls, as the chunked path: the store replaces CCE's recomputed logits (a 128-deep matmul per
     logit took longer than writing and reading 2-4 bytes of it, in the measurements of docs/benchmarks.md).
     """
-    low = compute_dtype == torch.bfloat16
-    f32, dev = torch.float32, h.device
-    N, C, V = h.size(0), h.size(1), weight.size(0)
-    ok = targets != -1
-    n = ok.sum()
-    tgt = targets.clamp(min=0)
-    w, hc = weight.to(compute_dtype), h.to(compute_dtype)
-    rows, cols = min(rows, N), min(cols, V)
-    n_v = -(-V // cols)
-    counts, hit_g, hit_r, hit_c = _tile_hits(tgt, rows, cols, n_v)
-    store = _buffer("store", (n_v if want_grad else 1) * rows, cols, compute_dtype, dev).view(-1)
-    tile32 = _buffer("tile32", rows, cols, f32, dev).view(-1) if low else store
-    lse, z_target = torch.empty(N, device=dev), torch.empty(N, device=dev)
-    lse_t = torch.empty(n_v, rows, device=dev)
-    if want_grad:
-        row_w = ok.to(f32) / n  # ignored rows and the mean's 1/n, on the small side as in _chunked
-        hw = h.to(f32) * row_w[:, None]
-        grad_h, grad_w = torch.zeros(N, C, device=dev), torch.zeros(V, C, device=dev)
-        dh = _buffer("tile_dh", rows, C, compute_dtype, dev)
-        dw = _buffer("tile_dw", cols, C, compute_dtype, dev)
-
-    def tiles(r0: int, first_tile: int) -> Any:
-        """(tile index, first vocabulary row, the tile's logits or probabilities in the store)."""
-        R = min(r0 + rows, N) - r0
-        for vi, v0 in enumerate(range(0, V, cols)):
-            at = vi * rows * cols if want_grad else 0  # evaluation: one tile's room, reused
-            yield vi, first_tile + vi, v0, store[at:at + R * min(cols, V - v0)].view(R, -1)
-
-    for bi, r0 in enumerate(range(0, N, rows)):
-        r1 = min(r0 + rows, N)
-        for vi, k, v0, z in tiles(r0, bi * n_v):
-            w_t = w[v0:v0 + z.size(1)]
-            torch.mm(hc[r0:r1], w_t.t(), out=z)
-            x = tile32[:z.numel()].view_as(z).copy_(z) if low else z  # float32 logits, in the cache
-            if counts[k]:
-                z_target[hit_g[k]] = x[hit_r[k], hit_c[k]]
-            z0 = x[:, 0].clone()
-            softmax_into(x, x)  # in place: the kernel finishes reading a row before writing it
-            torch.sub(z0, x[:, 0].log(), out=lse_t[vi, :r1 - r0])
-            far = x[:, 0] < _TINY
-            if far.any():
-                lse_t[vi, :r1 - r0][far] = torch.logsumexp((hc[r0:r1][far] @ w_t.t()).float(), dim=1)
-            if low and want_grad:
-                z.copy_(x)
-        lse[r0:r1] = torch.logsumexp(lse_t[:, :r1 - r0], dim=0)
-        if not want_grad:
-            continue
-        f = torch.exp(lse_t[:, :r1 - r0] - lse[r0:r1])
-        for vi, k, v0, p in tiles(r0, bi * n_v):
-            w_t, fr = w[v0:v0 + p.size(1)], f[vi, :, None]
-            if counts[k]:
-                p[hit_r[k], hit_c[k]] = 0
-            grad_h[r0:r1].addcmul_(torch.mm(p, w_t, out=dh[:r1 - r0]), fr)
-            if low:  # no bf16 x bf16 -> float32 matmul on the CPU: a bf16 (cols, C) part, added in float32
-                grad_w[v0:v0 + p.size(1)].add_(torch.mm(p.t(), (hw[r0:r1] * fr).to(compute_dtype),
-                                                        out=dw[:p.size(1)]))
-            else:
-                grad_w[v0:v0 + p.size(1)].addmm_(p.t(), hw[r0:r1] * fr)
-        p_minus_1 = (torch.exp(z_target[r0:r1] - lse[r0:r1]) - 1)[:, None]  # the targets' entries of g
-        grad_h[r0:r1].addcmul_(w[tgt[r0:r1]].float(), p_minus_1)
-        grad_w.index_add_(0, tgt[r0:r1], hw[r0:r1] * p_minus_1)
-    loss = (lse - z_target).masked_fill_(~ok, 0.0).sum() / n
-    if not want_grad:
-        return loss, None
-    return loss, (grad_h.mul_(row_w[:, None]), grad_w)
+    run = _Tiles(h, weight, targets, rows, cols, compute_dtype, want_grad)
+    for bi, r0 in enumerate(range(0, run.N, run.rows)):
+        r1 = min(r0 + run.rows, run.N)
+        run.probabilities(bi, r0, r1)
+        if want_grad:
+            run.gradients(bi, r0, r1)
+    return run.result()
 
 
 class _HeadLoss(torch.autograd.Function):
