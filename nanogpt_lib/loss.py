@@ -448,7 +448,8 @@ def head_plan(device: torch.device, compute_dtype: torch.dtype, vocab: int, soft
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          chunk: int | None = None, softcap: float = 0.0,
                          tiles: tuple[int, int] | None = None) -> torch.Tensor:
-    """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits.
+    """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits: the value
+    and gradients of :func:`reference_cross_entropy`, to rounding.
 
     ``softcap`` > 0 caps the logits at ``softcap * tanh(logits / softcap)`` first. Under autocast the
     matmuls run in the autocast dtype (bf16 on a CPU where it measured faster) and the softmax in float32,
