@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
+from .errors import NanoGPTError
 from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
 from .files import tmp_path as _tmp_name
 from .tokenizer import GPT2_PAT_STR, MAX_VOCAB, MIN_VOCAB, RANKS_FILE, TokenizerFilesError, entry_for, for_data
@@ -53,7 +54,7 @@ _GEN = re.compile(r"^\.(train|val)\.bin\.gen-[0-9a-f]+$")  # split files named b
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class PrepareError(Exception):
+class PrepareError(NanoGPTError):
     """Bad input to ``prepare``: the message names the problem and the fix (the CLI prints it alone)."""
 
 
