@@ -166,8 +166,8 @@ _PARAM_CASES: list[tuple[GPTConfig, str]] = [  # one change at a time from GPT-2
     (replace(_BASE, bias=False), "bias=False drops the biases of every Linear and every LayerNorm"),
     (replace(_BASE, tie_head=False), "an untied LM head is a matrix of its own, (vocab_size, n_embd)"),
     (replace(_BASE, qk_norm=True), "QK-norm adds two RMSNorm gains (queries, keys) of n_embd // n_head per layer"),
-    (replace(_BASE, pos="rope", mlp="relu2"), "the default recipe's model"),
-    (GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), "GPT-2 small"),
+    (GPTConfig.recipe(), "the default recipe's model"),
+    (GPTConfig.gpt2(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), "GPT-2 small"),
     (GPTConfig(n_layer=3, n_head=3, n_embd=96, block_size=40, vocab_size=500, pos="rope", bias=False,
                tie_head=False, qk_norm=True), "every switch at once"),
 ]
