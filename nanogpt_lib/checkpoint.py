@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from .errors import NanoGPTError, one_line
 from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, publish, read_export
 from .files import atomic_link, atomic_write
 from .limits import TooLargeError, check_model_fits
@@ -39,14 +40,8 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy (pre-zip) torch format starts with a pickle protocol byte
 
 
-class CheckpointError(Exception):
+class CheckpointError(NanoGPTError):
     """A checkpoint or weights file that cannot be used; the message says why."""
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message, or its type when the message is empty."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def previous_path(path: str | Path) -> Path:
@@ -71,9 +66,9 @@ def checkpoint_problem(path: str | Path) -> str | None:
             bad = zf.testzip()
         return f"record {bad} fails its CRC32 check" if bad else None
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error, NotImplementedError) as e:
-        return f"truncated or damaged: {first_line(e)}"
+        return f"truncated or damaged: {one_line(e, first=True)}"
     except OSError as e:
-        return f"unreadable: {first_line(e)}"
+        return f"unreadable: {one_line(e, first=True)}"
 
 
 class _RecordingWriter:
@@ -148,11 +143,12 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
             raise CheckpointError(
-                f"{path} holds pickled Python objects, which are refused (they could run code): {first_line(e)}"
+                f"{path} holds pickled Python objects, which are refused (they could run code): "
+                f"{one_line(e, first=True)}"
             ) from None
-        raise _Damaged(f"UnpicklingError: {first_line(e)}") from None
+        raise _Damaged(f"UnpicklingError: {one_line(e, first=True)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, struct.error) as e:
-        raise _Damaged(f"{type(e).__name__}: {first_line(e)}") from None
+        raise _Damaged(f"{type(e).__name__}: {one_line(e, first=True)}") from None
 
 
 def _check_training_checkpoint(ckpt: Any, path: Path) -> None:
@@ -215,7 +211,8 @@ def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | P
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a tensor of another shape: the weights are not of the model config.json describes
-        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), first_line(e))
+        sizes = (line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        detail = next(sizes, one_line(e, first=True))
         raise CheckpointError(f"{source} does not fit the model its config describes: {detail}") from None
     missing = [k for k in missing if not (model.config.tie_head and k == TIED_KEY)]
     if missing or unexpected:
@@ -251,14 +248,14 @@ def _model_config(d: Any, source: Path) -> GPTConfig:
     try:
         return GPTConfig.from_dict(d)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: bad model settings: {first_line(e)}") from None
+        raise CheckpointError(f"{source}: bad model settings: {one_line(e, first=True)}") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({first_line(e)})") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({one_line(e, first=True)})") from None
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
@@ -300,7 +297,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         try:
             meta = json.loads(cfg_file.read_text())
         except ValueError as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {first_line(e)}") from None
+            raise CheckpointError(f"{cfg_file} is not valid JSON: {one_line(e, first=True)}") from None
         settings = meta.get("model", meta) if isinstance(meta, dict) else meta
         if not isinstance(settings, dict):
             kind = {list: "a list", str: "a string"}.get(type(settings), type(settings).__name__)

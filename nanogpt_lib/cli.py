@@ -1,9 +1,9 @@
 """The ``nanogpt`` command line: a thin argparse front end over the library.
 
-Errors the user can fix are printed as one line (``error: ...``) with exit status 2, never a traceback
-(``NANOGPT_DEBUG=1`` shows it). Module-level imports are the standard library and tiny modules only:
-each command imports what it needs, so ``--help`` and argument errors answer at once (torch, datasets
-and the trainer take seconds to import).
+Errors the user can fix (every ``errors.NanoGPTError``) are printed as one line (``error: ...``) with exit
+status 2, never a traceback (``NANOGPT_DEBUG=1`` shows it). Module-level imports are the standard library
+and tiny modules only: each command imports what it needs, so ``--help`` and argument errors answer at once
+(torch, datasets and the trainer take seconds to import).
 
 One command line: every command has a description and every option its help with its default; the
 weights are ``--weights`` (sample, eval), a folder written is ``--out`` (export, sweep), a JSON file of
@@ -22,19 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import DIST_NAME, __version__, paths
-from .files import USER_ERRNOS, AtomicWriteError, PlantedLinkError, os_error_line
-
-# (module, class) of the errors the user can fix; a class counts once its module is imported (an error
-# cannot come from a module that was never imported), so catching them imports nothing.
-USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("nanogpt_lib.prepare", "PrepareError"), ("nanogpt_lib.data", "DatasetError"),
-    ("nanogpt_lib.tokenizer", "TokenizerFilesError"), ("nanogpt_lib.checkpoint", "CheckpointError"),
-    ("nanogpt_lib.config", "ConfigError"), ("nanogpt_lib.runctl", "TrainError"),
-    ("nanogpt_lib.paths", "ProjectFilesError"),
-    ("nanogpt_lib.export", "ExportError"), ("nanogpt_lib.limits", "TooLargeError"),
-    ("nanogpt_lib.devices", "DeviceError"), ("nanogpt_lib.files", "PlantedLinkError"),
-    ("nanogpt_lib.files", "AtomicWriteError"),
-)
+from .errors import NanoGPTError, one_line
+from .files import USER_ERRNOS, os_error_line
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -524,15 +513,6 @@ COMMANDS = {"prepare": _run_prepare, "info": _run_info, "doctor": _run_doctor, "
             "export": lambda a: _export(a.run, a.which, a.out, a.force)}
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    return tuple(getattr(sys.modules[mod], name) for mod, name in USER_ERRORS if mod in sys.modules)
-
-
-def one_line(e: BaseException) -> str:
-    """The error's message on one line (never empty: an exception without a message gives its type)."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = os.environ.get("NANOGPT_DEBUG", "") not in ("", "0")
@@ -556,14 +536,14 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     except Exception as e:
         if debug or not _is_user_error(e, args.command):
             raise
-        plain_os_error = isinstance(e, OSError) and not isinstance(e, (AtomicWriteError, PlantedLinkError))
+        plain_os_error = isinstance(e, OSError) and not isinstance(e, NanoGPTError)  # ours say it all in str()
         print(f"error: {os_error_line(e) if plain_os_error else one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
 
 def _is_user_error(e: Exception, command: str) -> bool:
-    if isinstance(e, _user_errors()):
+    if isinstance(e, NanoGPTError):  # whichever module raised it: one base, so catching imports nothing
         return True
     if isinstance(e, OSError):  # a full disk, a refused or read-only folder, from any command
         return e.errno in USER_ERRNOS

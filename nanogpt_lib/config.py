@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import NanoGPTError
 from .model import GPTConfig
 from .paths import check_plain_name
 
@@ -25,14 +26,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(NanoGPTError, ValueError):
     """A config file or override that cannot be used; the message says what is valid."""
 
 
-# Training defaults are the measured winners (notebooks/08_experiments.ipynb, experiments/README.md): RoPE and
-# ReLU^2 in the model, Muon for its matrices, lr 2e-3. A bare GPTConfig stays GPT-2 as published, so weights
-# files whose config.json predates these switches still load as what they are.
-MODEL_DEFAULTS: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}
+# Training defaults are the measured winners (notebooks/08_experiments.ipynb, experiments/README.md): the recipe's
+# model (GPTConfig.recipe(): RoPE and ReLU^2), Muon for its matrices, lr 2e-3. A [model] table or model.* override
+# changes the recipe's model, key by key; GPTConfig's docstring says why a bare GPTConfig() stays GPT-2.
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; numpy's generators any non-negative one
 # The model's vocabulary is padded up to a multiple of 64 rows: the embedding and the LM head are the largest
 # matmuls of a small model, and CPU (oneDNN/AVX-512) and GPU (tensor-core) kernels work in tiles of 16-64
@@ -47,7 +47,7 @@ class TrainConfig:
 
     name: str = "default"  # run folder runs/<name>
     dataset: str = "shakespeare"  # prepared data in data/<dataset>
-    model: GPTConfig = field(default_factory=lambda: GPTConfig(**MODEL_DEFAULTS))
+    model: GPTConfig = field(default_factory=GPTConfig.recipe)
     # batches: tokens per step = batch_size * grad_accum * block_size (* world size under torchrun)
     batch_size: int = 64
     grad_accum: int = 1
@@ -85,7 +85,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
-            self.model = GPTConfig(**{**MODEL_DEFAULTS, **self.model})
+            self.model = GPTConfig.recipe(**self.model)
         for key in ("name", "dataset"):  # runs/NAME and data/DATASET: never a path that leads elsewhere
             try:
                 check_plain_name(getattr(self, key), key)
@@ -126,7 +126,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         typed, model_typed = _check_types(data, strings=True)
         try:
-            return cls(model=GPTConfig(**{**MODEL_DEFAULTS, **model_typed}), **typed)
+            return cls(model=GPTConfig.recipe(**model_typed), **typed)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
 

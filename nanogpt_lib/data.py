@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import NanoGPTError
 from .tokenizer import TokenizerFilesError, for_data, identity, portable
 
 SPLIT_IDS = {"train": 0, "val": 1}
@@ -35,7 +36,7 @@ DECODE_CHUNK = 1 << 20  # tokens decoded at a time by text_stats (bounded memory
 SCAN_AT_OPEN = 1 << 27  # tokens (256 MiB of uint16): a split up to this size has its ids checked at open
 
 
-class DatasetError(Exception):
+class DatasetError(NanoGPTError):
     """The prepared dataset is missing or does not fit the request; the message says how to fix it."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import NanoGPTError
+
 
 def available_devices() -> list[str]:
     """Device types usable in this process, best first."""
@@ -24,7 +26,7 @@ def available_devices() -> list[str]:
     return [*found, "cpu"]
 
 
-class DeviceError(ValueError):
+class DeviceError(NanoGPTError, ValueError):
     """A device name that is unknown or not available here; the message lists the available ones."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import DIST_NAME, __version__, paths
+from .errors import one_line
 
 TORCH_FLOOR = (2, 6)  # torch.serialization.set_crc32_options (checkpoint.py) is the newest API we call
 TORCH_TESTED = "2.13.0"  # what CI installs (.ci/run)
@@ -126,7 +127,7 @@ def shipped_weights() -> Finding:
     try:
         model = load_model(device="cpu")
     except Exception as e:  # a damaged or missing file: say which and how to get it back, never a traceback
-        return Finding("weights", "FIX", f"{paths.shown(folder)}: {str(e).splitlines()[0] if str(e) else e!r}", restore)
+        return Finding("weights", "FIX", f"{paths.shown(folder)}: {one_line(e, first=True)}", restore)
     return Finding("weights", "ok", f"{paths.shown(folder)}/: sha256 verified, {model.num_params():,} parameters, "
                                     f"step {model.meta.get('step', '?')}, val loss {model.meta.get('val_loss', float('nan')):.4f}")
 

@@ -59,10 +59,10 @@ def val_loss(model: GPT, data: TokenData, batch_size: int = 64, progress: bool =
 
 
 def model_tokenizer(model: GPT) -> Any:
-    """The tokenizer entry of a loaded model (``sample.load_model`` sets ``model.meta``; none recorded means
-    GPT-2's), so that data of another tokenizer is refused; None for a model built by hand, which has none."""
-    meta = getattr(model, "meta", None)
-    if not isinstance(meta, dict):
+    """The tokenizer entry of a loaded model (``sample.load_model`` fills ``GPT.meta``; none recorded means
+    GPT-2's), so that data of another tokenizer is refused; None for a model built by hand, whose meta is empty."""
+    meta = getattr(model, "meta", None)  # a wrapped model (DDP, compiled) has none of its own
+    if not meta or not isinstance(meta, dict):
         return None
     return meta.get("tokenizer") or GPT2_NAME
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import NanoGPTError
 from .files import atomic_link, atomic_write, atomic_write_text, clean_stale_tmp, fsync_dir, refuse_symlink
 from .tokenizer import RANKS_FILE
 
@@ -41,7 +42,7 @@ _GEN = re.compile(r"^\.(.+)\.gen-[0-9a-f]{8}$")
 _HASH_CHUNK = 1 << 22
 
 
-class ExportError(Exception):
+class ExportError(NanoGPTError):
     """An export folder that cannot be written or read; the message says why and what to do."""
 
 

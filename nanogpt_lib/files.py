@@ -21,6 +21,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import NanoGPTError
+
 # errno values the user can act on (free space, fix permissions, pick a writable folder)
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 USER_ERRNOS = {*DISK_FULL, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -28,7 +30,7 @@ TMP_TAG = "nanogpt-tmp"  # in every temporary name we write, so clean-up never t
 _TMP = re.compile(rf"^\.(.+)\.{TMP_TAG}-(\d+)$")
 
 
-class AtomicWriteError(OSError):
+class AtomicWriteError(NanoGPTError, OSError):
     """A write that failed for a reason the user can fix; ``str()`` is the whole one-line message."""
 
     def __init__(self, code: int, strerror: str, filename: str, line: str | None = None) -> None:
@@ -52,7 +54,7 @@ def os_error_line(e: OSError, target: str | Path | None = None) -> str:
     return f"{e.strerror or os.strerror(e.errno or 0)}{where}: {fix}"
 
 
-class PlantedLinkError(OSError):
+class PlantedLinkError(NanoGPTError, OSError):
     """A symbolic link where the project writes or deletes; ``str()`` is the whole one-line message."""
 
     def __str__(self) -> str:

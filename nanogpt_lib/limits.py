@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .errors import NanoGPTError
+
 FP32 = 4  # bytes per float32 number
 
 
-class TooLargeError(ValueError):
+class TooLargeError(NanoGPTError, ValueError):
     """A size that cannot fit in this machine's memory; the message names it and what it would need."""
 
 

@@ -4,7 +4,8 @@ The names follow GPT-2 (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, 
 map onto it one to one, and the whole model reads top to bottom as in "Attention Is All You Need" with
 GPT-2's changes: learned positions, LayerNorm before each sub-layer, a final LayerNorm, a tied LM head.
 
-Later variants are switches in :class:`GPTConfig`, all off by default (GPT-2 as published): rotary
+Later variants are switches in :class:`GPTConfig`, all off in ``GPTConfig.gpt2()`` (GPT-2 as published; the
+default recipe's ``GPTConfig.recipe()`` turns on RoPE and ReLU²): rotary
 positions (RoPE, Su et al. 2021), ReLU-squared MLP (So et al. 2021, "Primer"), QK-norm (Henry et al. 2020),
 an untied LM head, and tanh soft-capping of the logits (Gemma 2). The optimizers (AdamW, and Muon from
 ``optim.py``) are set up in :meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the sampling loop (temperature,
@@ -31,9 +32,25 @@ from .optim import Muon
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's cached keys and values, each (B, n_head, T, head_dim)
 
 
+# The switches the default training recipe turns on (the measured winners: notebooks/08_experiments.ipynb,
+# experiments/README.md): rotary positions and a ReLU^2 MLP. ``GPTConfig.recipe()`` is that model.
+RECIPE_SWITCHES: dict[str, Any] = {"pos": "rope", "mlp": "relu2"}
+
+
 @dataclass
 class GPTConfig:
-    """The model's shape. Defaults are the workbook's seed model (about 7M parameters)."""
+    """The model's shape and variant switches, at the workbook's seed size (about 7M parameters).
+
+    Two models have a name, so that code says which one it means:
+
+    - :meth:`GPTConfig.gpt2` is GPT-2's architecture as published (learned positions, GELU, biases, a tied
+      head). It is also what a bare ``GPTConfig()`` gives: every switch off. That is on purpose: a weights
+      file whose ``config.json`` predates a switch has no key for it, and ``from_dict`` fills the missing keys
+      from these defaults, so old exports and checkpoints load as the GPT-2 they are; the course builds
+      GPT-2 first and turns switches on one by one; GPT-2 imports, the baselines and benchmarks mean it.
+    - :meth:`GPTConfig.recipe` is the model the course trains and ships (``TrainConfig().model``): GPT-2 with
+      the :data:`RECIPE_SWITCHES` on (RoPE, ReLU²).
+    """
 
     block_size: int = 64  # longest context, in tokens
     vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64: faster matmuls, unused rows
@@ -67,6 +84,16 @@ class GPTConfig:
             raise ValueError(f"RoPE rotates pairs of dimensions: head size {self.n_embd // self.n_head} must be even")
         if not self.logit_softcap >= 0:
             raise ValueError(f"GPTConfig.logit_softcap must be >= 0 (0 = off), got {self.logit_softcap!r}")
+
+    @classmethod
+    def gpt2(cls, **overrides: Any) -> GPTConfig:
+        """GPT-2's architecture as published, every variant switch off (the same as a bare ``GPTConfig()``)."""
+        return cls(**overrides)
+
+    @classmethod
+    def recipe(cls, **overrides: Any) -> GPTConfig:
+        """The default recipe's model (``TrainConfig().model``): GPT-2 plus RoPE and ReLU²; ``overrides`` win."""
+        return cls(**{**RECIPE_SWITCHES, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,11 +235,20 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer language model (GPT-2 architecture)."""
+    """Decoder-only transformer language model (GPT-2 architecture, with :class:`GPTConfig`'s switches).
+
+    Besides ``config``, two attributes say where a model's weights came from; ``sample.load_model`` fills
+    them, and a model built here keeps the empty defaults:
+
+    - ``meta``: what its weights file records (``"step"``, ``"val_loss"``, ``"model"``, ``"tokenizer"`` ...);
+    - ``tokenizer``: the tiktoken encoding its ids mean; None here stands for GPT-2's (``sample.encoding_of``).
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        self.meta: dict[str, Any] = {}
+        self.tokenizer: Any = None
         layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
         if config.pos == "learned":  # learned position embeddings; RoPE rotates q and k in attention instead
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
@@ -225,7 +261,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_head:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
-        self.apply(self._init_weights)
+        self.apply(self.init_weights)
         # GPT-2: scale the projections that write into the residual stream, whose variance grows with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -234,7 +270,10 @@ class GPT(nn.Module):
             nn.init.zeros_(self.lm_head.weight)
 
     @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def init_weights(module: nn.Module) -> None:
+        """GPT-2's initialisation of one module (``model.apply(GPT.init_weights)``): Linear and Embedding
+        weights N(0, 0.02), Linear biases 0. Public so that a model written by hand starts where ours does;
+        ``GPT.__init__`` then shrinks the residual projections (``c_proj``) by 1/sqrt(2 n_layer)."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
@@ -242,8 +281,13 @@ class GPT(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------
 
-    def _trunk(self, idx: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
-        """Final-LayerNorm hidden states of ``idx`` (B, T), placed after the ``past`` positions if given."""
+    def trunk(self, idx: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """Everything before the LM head: ``(h, present)``, the final-LayerNorm hidden states (B, T, n_embd) of
+        ``idx`` (B, T) placed after the ``past`` positions if given, and each layer's keys and values so far.
+
+        Sampling feeds ``present`` back as ``past`` (a KV cache: one new token per step); the loss and the
+        explorers take ``h`` alone (:meth:`hidden`).
+        """
         t0 = 0 if past is None else past[0][0].size(2)
         T = idx.size(1)
         if t0 + T > self.config.block_size:
@@ -260,7 +304,7 @@ class GPT(nn.Module):
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T, n_embd) states before the LM head, e.g. for a loss computed in chunks of positions."""
-        return self._trunk(idx)[0]
+        return self.trunk(idx)[0]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 all_logits: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -370,8 +414,8 @@ class GPT(nn.Module):
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"{path}: activation_function {hf['activation_function']!r} is not GPT-2's tanh GELU")
         try:
-            config = GPTConfig(block_size=hf.get("n_positions", hf.get("n_ctx")), vocab_size=hf["vocab_size"],
-                               n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"])
+            config = GPTConfig.gpt2(block_size=hf.get("n_positions", hf.get("n_ctx")), vocab_size=hf["vocab_size"],
+                                    n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"])
         except KeyError as e:
             raise ValueError(f"{path / 'config.json'} lacks {e.args[0]!r}; is it a GPT-2 config?") from None
         if (path / "model.safetensors").is_file():

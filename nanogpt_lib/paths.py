@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import NanoGPTError
 
-class ProjectFilesError(RuntimeError):
+
+class ProjectFilesError(NanoGPTError, RuntimeError):
     """A file the project ships (the corpus, the weights) is not in the project home."""
 
 

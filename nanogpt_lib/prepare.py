@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
+from .errors import NanoGPTError, one_line
 from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
 from .files import tmp_path as _tmp_name
 from .tokenizer import GPT2_PAT_STR, MAX_VOCAB, MIN_VOCAB, RANKS_FILE, TokenizerFilesError, entry_for, for_data
@@ -53,7 +54,7 @@ _GEN = re.compile(r"^\.(train|val)\.bin\.gen-[0-9a-f]+$")  # split files named b
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class PrepareError(Exception):
+class PrepareError(NanoGPTError):
     """Bad input to ``prepare``: the message names the problem and the fix (the CLI prints it alone)."""
 
 
@@ -171,8 +172,8 @@ def _stream(source: Source) -> Iterable[dict[str, Any]]:
             raise
         files = source.load_kwargs.get("data_files", [])
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise PrepareError(f"could not read {shown} as {source.builder}: {type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+        detail = f"{type(e).__name__}: {one_line(e, first=True)}" if str(e).strip() else type(e).__name__
+        raise PrepareError(f"could not read {shown} as {source.builder}: {detail}") from None
 
 
 def _find_bad_file(source: Source) -> str | None:

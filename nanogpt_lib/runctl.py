@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import NanoGPTError
 from .files import pid_alive, refuse_symlink
 
 T = TypeVar("T")
 EXIT_PAUSED = 75  # `nanogpt train`'s exit status after a pause: EX_TEMPFAIL, so a scheduler sees a pre-empted job
 
 
-class TrainError(Exception):
+class TrainError(NanoGPTError):
     """A run that cannot start or go on; the message says why and what to do."""
 
 

@@ -133,7 +133,7 @@ def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature
         was_training = model.training  # eval (no dropout) per step: the caller's mode holds between tokens
         model.eval()
         try:  # no cache: the whole window; cached: only the newest token, at the next position
-            h, kv = model._trunk(ctx) if past is None else model._trunk(ctx[:, -1:], past)
+            h, kv = model.trunk(ctx) if past is None else model.trunk(ctx[:, -1:], past)
         finally:
             model.train(was_training)
         past = kv if use_cache else None
@@ -205,8 +205,8 @@ def load_model(path: str | Path | None = None, device: str = "auto") -> GPT:
     folder (its latest ``ckpt.pt``)."""
     where = Path(path) if path else paths.shipped(paths.trained_model_dir(), "the shipped weights (trained_model/)")
     model, meta = load_weights(where, pick_device(device))
-    model.meta = meta  # where it came from: step, val loss, the tokenizer's entry ...
-    model.tokenizer = resolve(meta.get("tokenizer"))  # what its ids mean: GPT-2's unless it carries its own
+    model.meta = meta  # GPT.meta: where it came from (step, val loss, the tokenizer's entry ...)
+    model.tokenizer = resolve(meta.get("tokenizer"))  # GPT.tokenizer: what its ids mean, GPT-2's unless its own
     return model
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+from .errors import NanoGPTError
+
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 50256
 N_VOCAB = 50257
@@ -41,7 +43,7 @@ GPT2_PAT_STR = (
 )
 
 
-class TokenizerFilesError(RuntimeError):
+class TokenizerFilesError(NanoGPTError, RuntimeError):
     """The GPT-2 BPE files are missing or are not the genuine ones."""
 
 

@@ -27,6 +27,14 @@ def test_training_defaults_are_the_measured_winners_and_a_bare_model_config_is_g
     assert gpt2.model == GPTConfig() and (GPTConfig().pos, GPTConfig().mlp) == ("learned", "gelu")
 
 
+def test_the_two_named_models_are_the_recipe_and_gpt2():
+    assert GPTConfig.recipe() == TrainConfig().model and GPTConfig.gpt2() == GPTConfig()
+    assert GPTConfig.recipe(n_layer=2, mlp="gelu") == GPTConfig(n_layer=2, pos="rope", mlp="gelu")  # overrides win
+    assert GPTConfig.gpt2(n_layer=2) != GPTConfig.recipe(n_layer=2)
+    older = {k: v for k, v in GPTConfig.recipe().to_dict().items() if k not in ("pos", "mlp")}
+    assert GPTConfig.from_dict(older) == GPTConfig.gpt2()  # a config.json from before the switches is GPT-2
+
+
 def test_overrides_are_typed():
     cfg = load_config(None, ["lr=3e-4", "model.n_layer=6", "compile=true", "name=x", "max_steps=10"])
     assert cfg.lr == 3e-4 and isinstance(cfg.lr, float)

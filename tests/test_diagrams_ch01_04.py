@@ -72,5 +72,5 @@ def test_the_block_diagram_shows_the_shapes_a_forward_pass_gives():
     for text in ("Block × 2", "c_fc → (3, 8, 128)", "logits", "(3, 8, 96)", "2 heads × 16", "ReLU²",
                  "residual stream (3, 8, 32)"):
         assert text in shown, text
-    gelu = _joined(block_figure(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=96)), idx))
+    gelu = _joined(block_figure(GPT(GPTConfig.gpt2(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=96)), idx))
     assert "GELU" in gelu and "ReLU²" not in gelu and "Block × 1" in gelu

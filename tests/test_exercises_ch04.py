@@ -151,7 +151,7 @@ def count_params(c, forget=None):
 
 def test_count_params_right():
     ok, remark = verdict("04.2", count_params)
-    recipe = GPT(GPTConfig(pos="rope", mlp="relu2")).num_params(non_embedding=False)
+    recipe = GPT(GPTConfig.recipe()).num_params(non_embedding=False)
     assert ok is True and f"{recipe:,}" in remark
 
 

@@ -28,7 +28,7 @@ def prompt(n: int, vocab: int = 100, seed: int = 1) -> torch.Tensor:
 # ---- config ------------------------------------------------------------------------------------------
 
 def test_default_config_is_the_seed_model_and_param_count_matches_the_formula():
-    c = GPTConfig()
+    c = GPTConfig.gpt2()  # GPT-2's layout: the formula below counts the position table (wpe)
     assert (c.n_embd, c.block_size, c.n_layer, c.n_head, c.vocab_size) == (128, 64, 4, 4, 50304)
     assert c.vocab_size % 64 == 0 and c.vocab_size >= 50257
     C, L, V, T = c.n_embd, c.n_layer, c.vocab_size, c.block_size
@@ -211,10 +211,10 @@ def test_cached_greedy_equals_uncached(model, n_prompt, n_new):
 def test_cache_holds_the_same_distributions(model):
     """Logits of each cached step equal a full recomputation of the window (not just the argmax)."""
     p = prompt(6)
-    h, past = model._trunk(p[:, :5])
-    h1, _ = model._trunk(p[:, 5:], past)
+    h, past = model.trunk(p[:, :5])
+    h1, _ = model.trunk(p[:, 5:], past)
     torch.testing.assert_close(h1[:, -1], model.hidden(p)[:, -1], atol=1e-5, rtol=1e-5)
-    h2, _ = model._trunk(p[:, 3:], model._trunk(p[:, :3])[1])  # several new tokens on a cache
+    h2, _ = model.trunk(p[:, 3:], model.trunk(p[:, :3])[1])  # several new tokens on a cache
     torch.testing.assert_close(h2, model.hidden(p)[:, 3:], atol=1e-5, rtol=1e-5)
 
 

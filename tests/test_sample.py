@@ -37,6 +37,18 @@ def test_safetensors_export_round_trip(model, tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # tying survives the export
 
 
+def test_meta_and_tokenizer_say_where_a_model_came_from(model, tmp_path):
+    """GPT.meta and GPT.tokenizer: empty on a model built here, filled by load_model from the weights file."""
+    from nanogpt_lib.evaluate import model_tokenizer
+
+    assert (model.meta, model.tokenizer, model_tokenizer(model)) == ({}, None, None)
+    export_weights(model, TINY, tmp_path / "out", {"step": 7, "val_loss": 4.5})
+    loaded = load_model(tmp_path / "out", device="cpu")
+    assert (loaded.meta["step"], loaded.meta["val_loss"], loaded.meta["model"]) == (7, 4.5, TINY.to_dict())
+    assert model_tokenizer(loaded) == "gpt2" and sample.encoding_of(loaded) is loaded.tokenizer
+    assert GPT(TINY).meta == {}  # not shared between models
+
+
 def test_seed_style_pth_state_dict_loads(model, tmp_path):
     """The seed shipped trained_model/gpt2_trained_weights.pth: a plain state dict (maybe from torch.compile)."""
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}

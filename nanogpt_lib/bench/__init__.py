@@ -130,7 +130,7 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     from ..model import GPT, GPTConfig
 
     recipe = TrainConfig()
-    gpt2 = TrainConfig(model=GPTConfig(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
+    gpt2 = TrainConfig(model=GPTConfig.gpt2(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
     data = TokenData(paths.data_dir() / recipe.dataset, recipe.model.block_size, recipe.model.vocab_size)
     precision = choose_precision(torch.device("cpu"), "auto")
     ns_dtype = precision.dtype if precision.autocast else torch.float32
@@ -258,7 +258,7 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     for i in range(steps + 2):
         marks = [time.perf_counter()]
         with torch.autocast("cpu", precision.dtype, enabled=precision.autocast):
-            h, _ = model._trunk(x)
+            h, _ = model.trunk(x)
             marks.append(time.perf_counter())
             loss = linear_cross_entropy(h.view(-1, C), model.lm_head.weight, y.view(-1))
             marks.append(time.perf_counter())
@@ -345,7 +345,7 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
     results: dict[str, Any] = {}
     for block in block_sizes:
         torch.manual_seed(0)
-        model = GPT(GPTConfig(block_size=block)).eval()
+        model = GPT(GPTConfig.gpt2(block_size=block)).eval()
         prompt = torch.randint(0, 50257, (1, block // 2))
         times = _interleaved({
             "ours (KV cache, screened head)": lambda m=model, p=prompt: generate(m, p, new_tokens, temperature=0),
@@ -355,7 +355,7 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
         results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}, rounds interleaved",
                                             ours, naive)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(pos="rope", mlp="relu2")).eval()  # the default recipe's model, block 64
+    model = GPT(GPTConfig.recipe()).eval()  # the default recipe's model, block 64
     rates = {}
     for n in batches:
         prompt = torch.randint(0, 50257, (n, 32), generator=torch.Generator().manual_seed(n))

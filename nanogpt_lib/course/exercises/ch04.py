@@ -149,7 +149,7 @@ def _check_layer_norm(cls: Callable[[int], nn.Module]) -> str:
 
 # ---- 04.2 ------------------------------------------------------------------------------------------------------
 
-_BASE = GPTConfig()
+_BASE = GPTConfig.gpt2()
 _PARAM_CASES: list[tuple[GPTConfig, str]] = [  # one change at a time from GPT-2's layout, each with its hint
     (_BASE, "count wte, wpe, then per block ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj (weights "
             "and biases; a LayerNorm has a gain and a bias), then ln_f; the tied head adds nothing"),
@@ -165,8 +165,8 @@ _PARAM_CASES: list[tuple[GPTConfig, str]] = [  # one change at a time from GPT-2
     (replace(_BASE, bias=False), "bias=False drops the biases of every Linear and every LayerNorm"),
     (replace(_BASE, tie_head=False), "an untied LM head is a matrix of its own, (vocab_size, n_embd)"),
     (replace(_BASE, qk_norm=True), "QK-norm adds two RMSNorm gains (queries, keys) of n_embd // n_head per layer"),
-    (replace(_BASE, pos="rope", mlp="relu2"), "the default recipe's model"),
-    (GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), "GPT-2 small"),
+    (GPTConfig.recipe(), "the default recipe's model"),
+    (GPTConfig.gpt2(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257), "GPT-2 small"),
     (GPTConfig(n_layer=3, n_head=3, n_embd=96, block_size=40, vocab_size=500, pos="rope", bias=False,
                tie_head=False, qk_norm=True), "every switch at once"),
 ]
@@ -271,7 +271,7 @@ def _check_adafactor_bytes(adafactor_bytes: Callable[[GPTConfig], int]) -> str:
                f"{what}: the vectors (biases, gains) have a second moment too: a vector cannot be factored")
         raise Wrong(f"{what} is not the bytes Adafactor keeps ({len(matrices)} matrices, "
                     f"{len(params) - len(matrices)} vectors): look at opt.state[p] of a matrix and of a vector")
-    recipe = GPTConfig(pos="rope", mlp="relu2")
+    recipe = GPTConfig.recipe()
     with torch.device("meta"):
         shapes = [p.shape for p in GPT(recipe).parameters()]
     factored = sum(4 * (s[0] + s[1]) if len(s) == 2 else 4 * s.numel() for s in shapes)

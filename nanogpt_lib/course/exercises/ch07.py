@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from ... import sample as sample_module
+from ...errors import one_line
 from . import Wrong, chi2_tail, expect, exercise
 from .guard import fn
 
@@ -56,7 +57,7 @@ def _draws(sampler: Callable[[torch.Tensor], object], logits: torch.Tensor, what
     except NotImplementedError:  # the placeholder (a RuntimeError too): not answered yet
         raise
     except RuntimeError as e:
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        text = one_line(e, first=True)
         if any(k in text for k in ("probability tensor", "multinomial", "invalid", "sum of probabilities")):
             raise Wrong(f"{what}: torch.multinomial refused your probabilities ({text}): a row has no token "
                         "left to draw (an empty kept set sums to 0), or holds inf or nan (logits divided by a "
