@@ -175,7 +175,8 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] / cfg.lr * lr  # keeps Muon's rate in proportion
         batch = data.get_batch("train", k, cfg.batch_size, cfg.seed, device=device)
-        value = train_step(model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of, grad_clip=cfg.grad_clip).item()
+        value = train_step(model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of,
+                           grad_clip=cfg.grad_clip).item()
         smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
         lrs.append(lr)
         losses.append(smooth)

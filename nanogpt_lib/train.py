@@ -18,6 +18,10 @@ continues the decided schedule instead of measuring again, and stays bitwise the
 
 Every evaluation gives the val loss also in bits per character and per byte of the val text
 (``data.TextStats``), the units in which runs with different tokenizers compare.
+
+The pieces the trainer only puts together live elsewhere: the step in ``step.train_step``, the rate in
+``schedule.lr_at``, the optimizers in ``optim.build_optimizers``, the run folder's names in ``rundir.RunDir``
+and the GPU datasheet peaks in ``devices.peak_flops``.
 """
 
 from __future__ import annotations
@@ -249,8 +253,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(device)
         try:
-            self.optimizers = build_optimizers(
-                self.model, cfg, device.type, ns_dtype=self.precision.dtype if self.precision.autocast else torch.float32)
+            ns_dtype = self.precision.dtype if self.precision.autocast else torch.float32  # Muon's, like the model's
+            self.optimizers = build_optimizers(self.model, cfg, device.type, ns_dtype=ns_dtype)
         except RuntimeError as e:
             raise TrainError(str(e)) from None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
