@@ -15,7 +15,7 @@ from matplotlib.ticker import NullLocator
 from PIL import Image
 
 from .files import atomic_write
-from .rundir import RunDir, read_metrics  # read_metrics lives in rundir; plots.read_metrics keeps working
+from .rundir import RunDir, read_metrics
 
 
 def bits_per_nat_token(records: list[dict[str, Any]]) -> float | None:

@@ -76,7 +76,7 @@ def test_train_step_accumulates_the_mean_loss():
         model = GPT(cfg.model)
         opts = [torch.optim.SGD(model.parameters(), lr=1.0)]
         rows = 2 // accum
-        loss = train_step(model, opts, lambda m: (x[m * rows:(m + 1) * rows], y[m * rows:(m + 1) * rows]),
+        loss = train_step(model, opts, lambda m, rows=rows: (x[m * rows:(m + 1) * rows], y[m * rows:(m + 1) * rows]),
                           accum=accum)
         results.append((loss.item(), model.state_dict()))
     (whole, w1), (split, w2) = results

@@ -43,7 +43,8 @@ def lr_curve(schedule: str, warmup_steps: int, decay_frac: float, lr: float, min
 
 def schedule_figure(warmup_steps: int, decay_frac: float, lr: float, min_lr: float, max_steps: int) -> Figure:
     """Both schedules on one axis, the warmup shaded, the WSD decay's start marked."""
-    from matplotlib.figure import Figure  # here: lr_curve and the schedule's numbers need no plotting library
+    # imported here: lr_curve and the schedule's numbers need no plotting library
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 3.2), layout="constrained")
     ax = fig.add_subplot()
