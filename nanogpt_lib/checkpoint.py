@@ -33,6 +33,7 @@ from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, publish, read_export
 from .files import atomic_link, atomic_write
 from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
+from .rundir import CKPT, is_training_checkpoint
 from .tokenizer import is_gpt2, portable
 
 TIED_KEY = "lm_head.weight"  # tied to transformer.wte.weight; stored once
@@ -124,12 +125,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: _torch_save(state, fh), before_replace=rotate)
 
 
-def remove_checkpoint(path: str | Path) -> None:
-    """Delete a checkpoint and its kept previous one (a finished sweep run, ``--mode reset``)."""
-    for p in (Path(path), previous_path(path)):
-        p.unlink(missing_ok=True)
-
-
 class _Damaged(Exception):
     """The bytes of a checkpoint are damaged (as opposed to holding something refused)."""
 
@@ -192,7 +187,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         print(f"warning: {path} is damaged ({damage}); using the previous checkpoint {prev.name}{at}",
               file=sys.stderr, flush=True)
         path = prev
-    if path.suffix == ".pt" and path.name.startswith("ckpt"):
+    if is_training_checkpoint(path):
         _check_training_checkpoint(ckpt, path)
     return ckpt
 
@@ -273,15 +268,15 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if exported is not None and (path.is_dir() or path.name == WEIGHTS_FILE) and WEIGHTS_FILE in exported[1]:
         path = exported[1][WEIGHTS_FILE]
     elif path.is_dir():
-        candidates = [path / WEIGHTS_FILE, path / "ckpt.pt", *sorted(path.glob("*.safetensors")),
+        candidates = [path / WEIGHTS_FILE, path / CKPT, *sorted(path.glob("*.safetensors")),
                       *sorted(path.glob("*.pth"))]
         found = [c for c in candidates if c.is_file()]
         if not found:
-            raise CheckpointError(f"no weights in {path} (expected {WEIGHTS_FILE}, ckpt.pt or a .pth file)")
+            raise CheckpointError(f"no weights in {path} (expected {WEIGHTS_FILE}, {CKPT} or a .pth file)")
         path = found[0]
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}")
-    if path.name.endswith(".pt") and path.name.startswith("ckpt"):
+    if is_training_checkpoint(path):
         ckpt = load_checkpoint(path)
         config = _model_config(ckpt["config"]["model"], path)
         state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step"),

@@ -365,16 +365,18 @@ def _export(run_dir: Path, which: str, out: Path | None, force: bool = False) ->
     """Publish the run's best (or last) weights, with its metrics and loss plot, to ``out`` (default
     ``RUN/export/``) as one unit; the shipped ``trained_model/`` only with ``force``."""
     from .export import CONFIG_FILE, WEIGHTS_FILE, ExportError, copy_from, publish, read_export, run_artifacts
+    from .rundir import RunDir
 
+    run = RunDir(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"no run folder {paths.shown(run_dir)}: name one under runs/ (e.g. runs/default), "
                           "trained by `nanogpt train`")
-    out = _export_destination(out or run_dir / "export", force)
+    out = _export_destination(out or run.export, force)
     extras = run_artifacts(run_dir)  # the run's metrics, loss plot and notebook travel with its weights
     if which == "best":
-        best = read_export(run_dir / "best") or _legacy_best(run_dir / "best")  # verified: sizes and sha256
+        best = read_export(run.best) or _legacy_best(run.best)  # verified: sizes and sha256
         if best is None:
-            raise ExportError(f"{paths.shown(run_dir / 'best')} holds no best weights (no evaluation finished yet): "
+            raise ExportError(f"{paths.shown(run.best)} holds no best weights (no evaluation finished yet): "
                               "use --which last for the latest checkpoint")
         record, live = best
         record = {k: v for k, v in record.items() if k != "files"}

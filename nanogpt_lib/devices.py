@@ -172,3 +172,21 @@ def choose_precision(device: torch.device, requested: str = "auto") -> Precision
             return FP32
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
     return Precision(dtype, autocast=True, grad_scaler=(dtype == torch.float16 and kind == "cuda"))
+
+
+# Datasheet dense peaks (FLOP/s, bf16/fp16 tensor cores; fp32 counts half) of GPUs a learner may have.
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
+
+
+def peak_flops(device: torch.device, precision: Precision) -> float | None:
+    """The device's peak FLOP/s for the MFU figure: its datasheet figure for a known GPU, else None (MFU
+    unknown). Never measured: a peak measured at start-up on a busy machine came out low and made a run
+    at 333 tokens/s read 33% MFU; a figure that depends on the moment's load is no yardstick. CPUs and
+    Apple GPUs have no single published figure for their many models, so they report no MFU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return value if precision.autocast else value / 2
+    return None

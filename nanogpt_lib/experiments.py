@@ -32,7 +32,8 @@ import torch
 from . import paths
 from .config import TrainConfig, fit_vocab, load_config
 from .files import atomic_write_text
-from .sweep import RESULT, Grid, RunSpec, run_grid, steps_to_target
+from .rundir import RunDir
+from .sweep import Grid, RunSpec, run_grid, steps_to_target
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "rope": ("model.pos=rope",),
@@ -151,6 +152,7 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     from .data import TokenData, load_meta
     from .devices import choose_precision, pick_device
     from .model import GPT
+    from .step import train_step
 
     device = pick_device(cfg.device)
     precision = choose_precision(device, cfg.dtype)
@@ -161,22 +163,20 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     model = GPT(cfg.model).to(device)
     opts = model.configure_optimizers(cfg.weight_decay, lr_min, (cfg.beta1, cfg.beta2), device.type,
                                       cfg.optimizer, cfg.muon_lr, cfg.muon_momentum)
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+            return model(x, y)[1]
+
     lrs, losses, smooth, best = [], [], None, math.inf
     for k in range(steps):
         lr = lr_min * (lr_max / lr_min) ** (k / max(steps - 1, 1))
         for opt in opts:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] / cfg.lr * lr  # keeps Muon's rate in proportion
-        x, y = data.get_batch("train", k, cfg.batch_size, cfg.seed, device=device)
-        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
-            _, loss = model(x, y)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        value = loss.item()
+        batch = data.get_batch("train", k, cfg.batch_size, cfg.seed, device=device)
+        value = train_step(model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of,
+                           grad_clip=cfg.grad_clip).item()
         smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
         lrs.append(lr)
         losses.append(smooth)
@@ -199,7 +199,7 @@ class Experiments:
 
     def run(self, stage: str, run_specs: list[RunSpec]) -> list[dict[str, Any]]:
         """Run a stage's grid; its wall time is recorded only when it trained something (a re-read is free)."""
-        trained = any(not (self.grid.out_dir / spec.name / RESULT).is_file() for spec in run_specs)
+        trained = any(not RunDir(self.grid.out_dir / spec.name).result.is_file() for spec in run_specs)
         started = time.perf_counter()
         results = run_grid(run_specs, self.grid)
         self.results[stage] = results

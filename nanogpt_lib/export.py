@@ -31,13 +31,14 @@ from typing import Any, BinaryIO
 
 from .errors import NanoGPTError
 from .files import atomic_link, atomic_write, atomic_write_text, clean_stale_tmp, fsync_dir, refuse_symlink
+from .rundir import METRICS, NOTEBOOK, PLOT
 from .tokenizer import RANKS_FILE
 
 WEIGHTS_FILE = "gpt2_trained_weights.safetensors"  # the seed's trained_model/gpt2_trained_weights.pth, made safe
 CONFIG_FILE = "config.json"
 FILES_KEY = "files"  # config.json's record of the export's files: {name: {"file", "bytes", "sha256"}}
 # Files an export may hold; those the new one lacks are removed from the folder once it is committed.
-ARTIFACTS = (WEIGHTS_FILE, "metrics.jsonl", "loss.png", "training_run.ipynb")
+ARTIFACTS = (WEIGHTS_FILE, METRICS, PLOT, NOTEBOOK)  # the weights, and what travels with them from the run folder
 _GEN = re.compile(r"^\.(.+)\.gen-[0-9a-f]{8}$")
 _HASH_CHUNK = 1 << 22
 

@@ -30,6 +30,7 @@ import torch
 from . import paths
 from .config import ConfigError, load_config
 from .files import atomic_write_text
+from .rundir import RunDir
 from .tokenizer import MAX_VOCAB, MIN_VOCAB
 from .tokenizer import NAME as GPT2
 
@@ -242,8 +243,7 @@ def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path,
     }
     atomic_write_text(result_path(out_dir, run), json.dumps(result, indent=1) + "\n")
     # Recorded: the checkpoints are dead weight now (not before: a lost result must stay resumable).
-    for name in ("ckpt.pt", "ckpt.prev.pt"):
-        (runs_dir / run.name / name).unlink(missing_ok=True)
+    RunDir(runs_dir / run.name).remove_checkpoints()
     return result
 
 

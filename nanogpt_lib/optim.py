@@ -14,8 +14,8 @@ checkpoint written with ``torch.optim.Muon`` resumes with this one and the other
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -103,3 +103,33 @@ class Muon(torch.optim.Optimizer):
                     p.mul_(1 - lr * decay)
                 p.add_(update, alpha=-lr * lr_ratio(p.shape, group["adjust_lr_fn"]))
         return loss
+
+
+class OptimizerSettings(Protocol):
+    """The config fields the optimizers are built from (``config.TrainConfig`` has them; named structurally
+    here because config imports the model, which imports this module)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    muon_lr: float
+    muon_momentum: float
+
+
+def build_optimizers(model: torch.nn.Module, cfg: OptimizerSettings, device_type: str = "cpu",
+                     ns_dtype: torch.dtype = torch.float32) -> list[torch.optim.Optimizer]:
+    """The optimizers a run of ``cfg`` steps ``model`` (a GPT) with: the one place that maps a config's
+    optimizer settings onto ``GPT.configure_optimizers`` (which splits the parameters into groups), for the
+    trainer and for every loop that must step like it (bench, the course's short runs)."""
+    return model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device_type, cfg.optimizer,
+                                      cfg.muon_lr, cfg.muon_momentum, ns_dtype=ns_dtype)
+
+
+def scale_lrs(optimizers: Sequence[torch.optim.Optimizer], scale: float) -> None:
+    """Set every group's rate to its own ``base_lr`` times ``scale``: one schedule (``schedule.lr_at / lr``)
+    moves AdamW's and Muon's rates together, each from its own peak."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * scale

@@ -15,20 +15,7 @@ from matplotlib.ticker import NullLocator
 from PIL import Image
 
 from .files import atomic_write
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` (a run folder or the file itself); a torn last line is skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+from .rundir import RunDir, read_metrics
 
 
 def bits_per_nat_token(records: list[dict[str, Any]]) -> float | None:
@@ -71,9 +58,9 @@ def loss_figure(records: list[dict[str, Any]], title: str = "loss") -> Figure:
 
 def save_loss_plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``loss.png`` for a run folder (atomically) and return its path."""
-    run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "loss.png"
-    fig = loss_figure(read_metrics(run_dir), title=f"loss — {run_dir.name}")
+    run = RunDir(run_dir)
+    out = Path(out) if out else run.plot
+    fig = loss_figure(read_metrics(run.metrics), title=f"loss — {run.name}")
     atomic_write(out, lambda fh: fig.savefig(fh, format="png"))
     return out
 

@@ -22,9 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import load_config
 from .files import atomic_write_text
-from .plots import read_metrics
-
-RESULT = "result.json"
+from .rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -79,11 +77,11 @@ def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
               "best_val_loss": outcome.best_val_loss, "tokens": outcome.step * trainer.tokens_per_step,
               "tokens_per_s": outcome.tokens_per_s, "seconds": time.perf_counter() - started,
               "device": str(trainer.device), "precision": trainer.precision.name}
-    atomic_write_text(out_dir / spec["name"] / RESULT, json.dumps(result, indent=1))
+    run = RunDir(out_dir / spec["name"])
+    atomic_write_text(run.result, json.dumps(result, indent=1))
     # Finished and recorded: only now is the checkpoint dead weight (deleted first, a failed write of
     # result.json would leave a run that can be neither resumed nor counted).
-    for name in ("ckpt.pt", "ckpt.prev.pt"):
-        (out_dir / spec["name"] / name).unlink(missing_ok=True)
+    run.remove_checkpoints()
     return result
 
 
@@ -99,7 +97,7 @@ def run_grid(specs: Iterable[RunSpec], grid: Grid) -> list[dict[str, Any]]:
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got duplicates in {names}")
     grid.out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in specs if not (grid.out_dir / s.name / RESULT).is_file()]
+    todo = [s for s in specs if not RunDir(grid.out_dir / s.name).result.is_file()]
     shared = {"out_dir": str(grid.out_dir), "config": None if grid.config is None else str(grid.config),
               "base": list(grid.base), "data_dir": None if grid.data_dir is None else str(grid.data_dir),
               "threads": _threads_per_worker(grid.workers) if grid.workers > 1 else 0}
@@ -133,9 +131,9 @@ def run_grid(specs: Iterable[RunSpec], grid: Grid) -> list[dict[str, Any]]:
 
 def load_result(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's result.json plus its eval curve (``curve``: list of (step, val_loss))."""
-    run_dir = Path(run_dir)
-    result = json.loads((run_dir / RESULT).read_text())
-    evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval"]
+    run = RunDir(run_dir)
+    result = json.loads(run.result.read_text())
+    evals = [r for r in run.read_metrics() if r.get("kind") == "eval"]
     result["curve"] = [(r["step"], r["val_loss"]) for r in evals]
     return result
 

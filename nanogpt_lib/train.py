@@ -18,6 +18,10 @@ continues the decided schedule instead of measuring again, and stays bitwise the
 
 Every evaluation gives the val loss also in bits per character and per byte of the val text
 (``data.TextStats``), the units in which runs with different tokenizers compare.
+
+The pieces the trainer only puts together live elsewhere: the step in ``step.train_step``, the rate in
+``schedule.lr_at``, the optimizers in ``optim.build_optimizers``, the run folder's names in ``rundir.RunDir``
+and the GPU datasheet peaks in ``devices.peak_flops``.
 """
 
 from __future__ import annotations
@@ -41,18 +45,19 @@ from . import paths
 from .checkpoint import export_weights, load_checkpoint, load_model_state, model_state, save_checkpoint
 from .config import VOCAB_MULTIPLE, TrainConfig, fit_vocab
 from .data import TextStats, TokenData, load_meta, text_stats
-from .devices import Precision, choose_precision, cpu_threads, pick_device
+from .devices import choose_precision, cpu_threads, peak_flops, pick_device
 from .files import USER_ERRNOS, AtomicWriteError, atomic_write_text, os_error_line, refuse_symlink
 from .limits import TooLargeError, check_model_fits
 from .model import GPT, GPTConfig
-from .plots import read_metrics, save_loss_plot
+from .optim import build_optimizers, scale_lrs
+from .plots import save_loss_plot
 from .runctl import EXIT_PAUSED, PauseSignals, RunLock, TrainError, launched_by_torchrun, setup_distributed
+from .rundir import CKPT, PREV_CKPT, RUN_FILES, RunDir, read_metrics
+from .schedule import lr_at, wsd_decay_start
+from .step import train_step
 from .tokenizer import identity as tokenizer_identity
 
 MODES = ("auto", "new", "resume", "reset")
-CKPT = "ckpt.pt"
-PREV_CKPT = "ckpt.prev.pt"  # the previous good checkpoint, kept by save_checkpoint
-RUN_FILES = (CKPT, PREV_CKPT, "metrics.jsonl", "loss.png", "config.json", "best")  # what a fresh start removes
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
 
 RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkpoint needs to resume from
@@ -66,7 +71,10 @@ MEASURE_STEPS = 10
 UNDECIDED = 2**62  # the schedule's end while a minutes run has not decided its budget: warmup, then flat lr
 DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
 
-__all__ = ["EXIT_PAUSED", "Budget", "TrainError", "TrainResult", "Trainer", "decide_budget", "lr_at", "train"]
+# CKPT, PREV_CKPT, RUN_FILES (their home is rundir) and lr_at (schedule) are re-exported: code that imported
+# them from here keeps working.
+__all__ = ["CKPT", "EXIT_PAUSED", "PREV_CKPT", "RUN_FILES", "Budget", "TrainError", "TrainResult", "Trainer",
+           "decide_budget", "lr_at", "train", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -144,48 +152,28 @@ class TrainResult:
                 f"{self.seconds:,.0f}s{budget}; run folder {paths.shown(self.run_dir)}")
 
 
-def wsd_decay_start(cfg: TrainConfig) -> int:
-    """The step at which WSD's decay begins: the last ``decay_frac`` of the steps, never inside the warmup."""
-    return max(cfg.max_steps - round(cfg.decay_frac * cfg.max_steps), cfg.warmup_steps)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then to ``min_lr`` at ``max_steps``: a cosine, or for
-    ``wsd`` constant until the last ``decay_frac`` of the steps and linear from there."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "wsd":
-        decay_start = wsd_decay_start(cfg)
-        if step < decay_start:
-            return cfg.lr
-        progress = min((step - decay_start) / max(cfg.max_steps - decay_start, 1), 1.0)
-        return cfg.lr + progress * (cfg.min_lr - cfg.lr)
-    span = max(cfg.max_steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / span, 1.0)
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-def _prepare_run_dir(run_dir: Path, mode: str) -> bool:
+def _prepare_run_dir(run: RunDir, mode: str) -> bool:
     """Apply ``mode`` (on rank 0, under the run lock); return True when the run resumes from its checkpoint.
 
     A run that starts from scratch owns the folder: what an earlier attempt left (the metrics of a run
     killed before its first checkpoint, its best weights) is removed, so its log never mixes with a stale one.
     """
-    refuse_symlink(run_dir, *(run_dir / name for name in RUN_FILES))  # reset must not delete through a link
-    has_ckpt = any((run_dir / name).is_file() for name in (CKPT, PREV_CKPT))
+    run_dir = run.path
+    refuse_symlink(run_dir, *run.run_files())  # reset must not delete through a link
+    has_ckpt = run.has_checkpoint()
     if mode == "resume" and not has_ckpt:
-        raise TrainError(f"nothing to resume: {run_dir / CKPT} does not exist (use --mode new or auto)")
+        raise TrainError(f"nothing to resume: {run.ckpt} does not exist (use --mode new or auto)")
     if mode == "new" and run_dir.exists() and any(run_dir.iterdir()):
         raise TrainError(f"run {run_dir} already exists: --mode resume continues it, --mode reset starts it over")
     resume = has_ckpt and mode in ("auto", "resume")
     if mode == "auto":
         print(f"{'resuming' if resume else 'starting new run'} in {paths.shown(run_dir)}", flush=True)
     if not resume:
-        stale = [name for name in RUN_FILES if (run_dir / name).exists()]
+        stale = [target for target in run.run_files() if target.exists()]
         if stale and mode == "auto":
-            print(f"removing {', '.join(stale)} of an earlier attempt that wrote no checkpoint", flush=True)
-        for name in stale:
-            target = run_dir / name
+            print(f"removing {', '.join(t.name for t in stale)} of an earlier attempt that wrote no checkpoint",
+                  flush=True)
+        for target in stale:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     return resume
 
@@ -198,24 +186,6 @@ def _check_runs_dir(run_dir: Path) -> None:
     refuse_symlink(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"{run_dir} is a file, not a run folder: move it away or train under another --name")
-
-
-# Datasheet dense peaks (FLOP/s, bf16/fp16 tensor cores; fp32 counts half) of GPUs a learner may have.
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
-
-
-def peak_flops(device: torch.device, precision: Precision) -> float | None:
-    """The device's peak FLOP/s for the MFU figure: its datasheet figure for a known GPU, else None (MFU
-    unknown). Never measured: a peak measured at start-up on a busy machine came out low and made a run
-    at 333 tokens/s read 33% MFU; a figure that depends on the moment's load is no yardstick. CPUs and
-    Apple GPUs have no single published figure for their many models, so they report no MFU."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, value in GPU_PEAK_FLOPS.items():
-        if key in name:
-            return value if precision.autocast else value / 2
-    return None
 
 
 def _data_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
@@ -253,11 +223,11 @@ class Trainer:
         self.cfg = cfg
         self.artifacts = artifacts
         self.dist = setup_distributed()
-        self.run_dir = Path(runs_dir or paths.runs_dir()) / cfg.name
+        self.rundir = RunDir(Path(runs_dir or paths.runs_dir()) / cfg.name)
+        self.run_dir = self.rundir.path
         if self.dist.main:
             _check_runs_dir(self.run_dir)
-        # The lock sits beside the run folder, so `reset` never removes it and listings of the run stay clean.
-        self._lock = RunLock(self.run_dir.parent / f".{cfg.name}.lock", cfg.name)
+        self._lock = RunLock(self.rundir.lock, cfg.name)
         self.progress = progress and self.dist.main
         self.on_eval = on_eval
         # cfg.threads is applied by train() and sweeps around their run (and given back after); a Trainer made
@@ -283,9 +253,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(device)
         try:
-            self.optimizers = self.model.configure_optimizers(
-                cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type, cfg.optimizer, cfg.muon_lr,
-                cfg.muon_momentum, ns_dtype=self.precision.dtype if self.precision.autocast else torch.float32)
+            ns_dtype = self.precision.dtype if self.precision.autocast else torch.float32  # Muon's, like the model's
+            self.optimizers = build_optimizers(self.model, cfg, device.type, ns_dtype=ns_dtype)
         except RuntimeError as e:
             raise TrainError(str(e)) from None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
@@ -310,7 +279,7 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.ddp_model = torch.compile(self.ddp_model)
-        self._peak: float | None = None
+        self.peak_flops: float | None = None  # the datasheet peak MFU is measured against (devices.peak_flops)
 
     def _fit_vocab(self, cfg: TrainConfig, meta: dict[str, Any]) -> TrainConfig:
         """The config with the model's vocabulary fitted to the data set's tokenizer (``config.fit_vocab``)."""
@@ -354,7 +323,7 @@ class Trainer:
             self._lock.release()
 
     def _ckpt_stamp(self) -> tuple[int, int] | None:
-        path = self.run_dir / CKPT
+        path = self.rundir.ckpt
         if not self.dist.main or not path.is_file():
             return None
         st = path.stat()
@@ -368,10 +337,10 @@ class Trainer:
 
     def _open(self, mode: str) -> dict[str, Any] | None:
         """Rank 0: apply ``mode`` to the run folder; return the checkpoint to resume from, or None."""
-        if _prepare_run_dir(self.run_dir, mode):
-            return load_checkpoint(self.run_dir / CKPT)
+        if _prepare_run_dir(self.rundir, mode):
+            return load_checkpoint(self.rundir.ckpt)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+        atomic_write_text(self.rundir.config, json.dumps(self.cfg.to_dict(), indent=2))
         return None
 
     def _state(self) -> dict[str, Any]:
@@ -397,12 +366,12 @@ class Trainer:
         """Write the checkpoint (rank 0); a second Ctrl-C meanwhile waits until the file is whole."""
         with signals.saving() if signals else contextlib.nullcontext():
             if self.dist.main:
-                save_checkpoint(self.run_dir / CKPT, self._state())
+                save_checkpoint(self.rundir.ckpt, self._state())
         self._saved_step = self.step
         self._stamp = self._ckpt_stamp()
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        path = self.run_dir / CKPT
+        path = self.rundir.ckpt
         missing = [k for k in RESUME_KEYS if k not in ckpt]
         if missing or not isinstance(ckpt.get("rng"), dict) or "torch" not in ckpt.get("rng", {}):
             raise TrainError(f"{path} lacks {', '.join(missing) or 'rng.torch'}: it was not written by `nanogpt train`, "
@@ -448,7 +417,7 @@ class Trainer:
 
     def _truncate_metrics(self) -> None:
         """Drop records logged after the checkpoint (a killed run's tail) so the log matches a straight run."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.rundir.metrics
         if not self.dist.main or not path.exists():
             return
         keep = [r for r in read_metrics(path) if r.get("step", math.inf) <= self.step]
@@ -457,7 +426,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.main:
             return
-        path = self.run_dir / "metrics.jsonl"
+        path = self.rundir.metrics
         try:
             refuse_symlink(path)
             with open(path, "a") as fh:
@@ -503,39 +472,23 @@ class Trainer:
         return self._text
 
     def _train_step(self) -> torch.Tensor:
+        """One step of the run (``step.train_step``) at the schedule's rate; the loss averaged over the ranks."""
         cfg, world = self.cfg, self.dist.world
-        scale = lr_at(self.step, self._schedule_cfg()) / cfg.lr  # one schedule for every optimizer's own base rate
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
-        loss_sum = torch.zeros((), device=self.device)
-        for micro in range(cfg.grad_accum):
+        scale_lrs(self.optimizers, lr_at(self.step, self._schedule_cfg()) / cfg.lr)  # one schedule, every base rate
+
+        def batch(micro: int) -> tuple[torch.Tensor, torch.Tensor]:
             # The global micro-batch index: the same batches whether spread over ranks or accumulated.
             k = (self.step * cfg.grad_accum + micro) * world + self.dist.rank
-            x, y = self.data.get_batch("train", k, cfg.batch_size, cfg.seed, device=self.device)
-            last = micro == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or world == 1) else self.ddp_model.no_sync()
-            with sync:
-                with self._autocast():
-                    _, loss = self.ddp_model(x, y)
-                scaled = loss / cfg.grad_accum
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            if self.scaler:
-                for opt in self.optimizers:
-                    self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        for opt in self.optimizers:
-            if self.scaler:
-                self.scaler.step(opt)
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-        if self.scaler:
-            self.scaler.update()
+            return self.data.get_batch("train", k, cfg.batch_size, cfg.seed, device=self.device)
+
+        def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return self.ddp_model(x, y)[1]
+
+        mean = train_step(self.model, self.optimizers, batch, loss_of=loss_of, accum=cfg.grad_accum,
+                          grad_clip=cfg.grad_clip, scaler=self.scaler,
+                          no_sync=self.ddp_model.no_sync if world > 1 else None)
         self.step += 1
-        mean = loss_sum / cfg.grad_accum
         if world > 1:
             import torch.distributed as dist
 
@@ -558,7 +511,7 @@ class Trainer:
         if improved:
             self.best_val = result["val_loss"]
             if self.dist.main and self.artifacts:
-                export_weights(self.model, cfg.model, self.run_dir / "best",
+                export_weights(self.model, cfg.model, self.rundir.best,
                                {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name},
                                tokenizer=self.data.tokenizer)  # issue 23: the export decodes with it
         if self.dist.main and self.artifacts:
@@ -569,7 +522,7 @@ class Trainer:
 
     def _diverged(self, loss_value: float) -> TrainError:
         kept = ("no checkpoint was written yet, so start again" if self._saved_step is None else
-                f"the last good checkpoint ({paths.shown(self.run_dir / CKPT)}, step {self._saved_step}) is "
+                f"the last good checkpoint ({paths.shown(self.rundir.ckpt)}, step {self._saved_step}) is "
                 "kept; resume from it")
         return TrainError(f"loss is {loss_value} at step {self.step}: training stopped; {kept} "
                           "after lowering lr or raising warmup_steps")
@@ -582,7 +535,7 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         cfg = self.cfg
-        self._peak = peak_flops(self.device, self.precision)
+        self.peak_flops = peak_flops(self.device, self.precision)
         start_step, started = self.step, time.perf_counter()
         self.text_stats()  # counted now (decoding the split, once per process), not inside a timed evaluation
         meter = _Meter(self.clock, start_step) if self.max_steps is None else None  # a minutes run, undecided
@@ -625,7 +578,7 @@ class Trainer:
                         status = "paused"
                         minutes = f" --minutes {cfg.minutes:g}" if cfg.minutes is not None else ""
                         if self.dist.main:
-                            print(f"paused at step {self.step}; checkpoint {paths.shown(self.run_dir / CKPT)}. "
+                            print(f"paused at step {self.step}; checkpoint {paths.shown(self.rundir.ckpt)}. "
                                   f"Resume with: nanogpt train --name {cfg.name} --mode resume{minutes} "
                                   "(plus the same --config/--set)", flush=True)
                         break
@@ -645,8 +598,8 @@ class Trainer:
         tps = self.tokens_per_step * steps / seconds
         speed = {"tokens_per_s": round(tps, 1)}
         shown = {"loss": f"{loss_value:.3f}", "tok_s": f"{tps:,.0f}"}
-        if self._peak is not None:  # MFU only against a datasheet peak
-            speed["mfu"] = round(tps * self.model.flops_per_token() / self._peak, 4)
+        if self.peak_flops is not None:  # MFU only against a datasheet peak
+            speed["mfu"] = round(tps * self.model.flops_per_token() / self.peak_flops, 4)
             shown["mfu"] = f"{speed['mfu']:.1%}"
         if self.cfg.minutes is not None:
             shown["left"] = "measuring" if self.budget is None else _minutes_text(self.budget.seconds_left(self.step))

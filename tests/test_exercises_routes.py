@@ -24,7 +24,8 @@ from nanogpt_lib.optim import Muon, lr_ratio
 from nanogpt_lib.prepare import is_val, prepare
 from nanogpt_lib.sample import sample_next
 from nanogpt_lib.tokenizer import encode, get_tokenizer
-from nanogpt_lib.train import lr_at
+from nanogpt_lib.schedule import lr_at
+from nanogpt_lib.step import train_step
 from nanogpt_lib.config import TrainConfig
 
 from exercise_helpers import wrong
@@ -150,8 +151,11 @@ ROUTES = [
     ("04.4", "a dispatch-mode tracker of one's own", memory_by_tracking, "TorchDispatchMode"),
     ("05.1", "the trainer's own step", lambda m, x, y, k: __import__("nanogpt_lib.train", fromlist=["x"]).Trainer
      ._train_step(None), "Trainer._train_step"),
+    # no optimizer: the public step's backward leaves the accumulated gradient in p.grad, the exercise's answer
+    ("05.1", "the library's public step", lambda m, x, y, k: train_step(
+        m, [], lambda i: (x.chunk(k)[i], y.chunk(k)[i]), accum=k), "nanogpt_lib.step.train_step"),
     ("05.2", "a wrapper around lr_at", lambda s, w, m, d, lr, mn: lr_at(s, TrainConfig(
-        schedule="wsd", warmup_steps=w, max_steps=m, decay_frac=d, lr=lr, min_lr=mn)), "nanogpt_lib.train.lr_at"),
+        schedule="wsd", warmup_steps=w, max_steps=m, decay_frac=d, lr=lr, min_lr=mn)), "nanogpt_lib.schedule.lr_at"),
     ("05.2", "the schedule explorer's curve", lambda s, w, m, d, lr, mn: schedule.lr_curve(
         "wsd", w, d, lr, mn, m)[s], "lr_curve"),
     ("05.2", "the check's own reference", lambda *a: ch05._one_sqrt(*a), "ch05._one_sqrt"),

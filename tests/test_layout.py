@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,20 @@ def test_a_cycle_is_found():
 def test_the_library_does_not_import_the_course(module):
     course = sorted(n for n in graph()[module] if n.startswith("nanogpt_lib.course"))
     assert not course, f"{module} imports the course's {course}"
+
+
+def loaded_after_import(module: str) -> set[str]:
+    """The modules a fresh interpreter holds after ``import module`` (what it really loads, lazily or not)."""
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=PACKAGE.parent)
+    return set(proc.stdout.split())
+
+
+def test_the_schedule_explorer_needs_neither_the_trainer_nor_matplotlib():
+    """The schedule's numbers live in schedule.py: the explorer (and ch05's checks through it) import no
+    trainer (run folder, DDP, plotting) and no matplotlib until a figure is drawn."""
+    loaded = loaded_after_import("nanogpt_lib.course.explorers.schedule")
+    assert "nanogpt_lib.schedule" in loaded  # the check sees the imports it is about
+    assert "nanogpt_lib.train" not in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "matplotlib"}

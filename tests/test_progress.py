@@ -13,11 +13,11 @@ import torch
 
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.config import load_config
-from nanogpt_lib.devices import FP32
+from nanogpt_lib.devices import FP32, peak_flops
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.plots import read_metrics
 from nanogpt_lib.prepare import PrepareConfig, prepare
-from nanogpt_lib.train import peak_flops, train
+from nanogpt_lib.train import train
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "batch_size=2",
         "dataset=txt", "eval_batches=1", "warmup_steps=1", "dtype=float32", "device=cpu", "log_every=1",

@@ -93,20 +93,17 @@ def bench_prepare(repeats: int = 3) -> dict[str, Any]:
 
 def _train_stepper(make: Callable[[], tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]],
                    data: Any, batch_size: int, seed: int, clip: float) -> Callable[[], torch.Tensor]:
-    """One training step per call, as the trainer takes it: a batch, forward and loss, backward, gradient
-    clipping, each optimizer's step, ``zero_grad(set_to_none=True)``. Batch k is the same for every row."""
+    """One training step per call, the trainer's own (``step.train_step``): a batch, forward and loss, backward,
+    gradient clipping, each optimizer's step, ``zero_grad(set_to_none=True)``. Batch k is the same for every
+    row."""
+    from ..step import train_step
+
     model, loss_of, opts = make()
     k = iter(range(10**9))
 
     def step() -> torch.Tensor:
-        x, y = data.get_batch("train", next(k), batch_size, seed)
-        loss = loss_of(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        for opt in opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return train_step(model, opts, lambda _micro: data.get_batch("train", next(k), batch_size, seed),
+                          loss_of=loss_of, grad_clip=clip)
     return step
 
 
@@ -128,6 +125,7 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     from ..devices import choose_precision, cpu_class
     from ..loss import chunk_rows
     from ..model import GPT, GPTConfig
+    from ..optim import build_optimizers
 
     recipe = TrainConfig()
     gpt2 = TrainConfig(model=GPTConfig.gpt2(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
@@ -150,8 +148,7 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
         def make() -> tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]:
             torch.manual_seed(0)
             model = GPT(cfg.model)
-            opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
-                                              cfg.muon_lr, cfg.muon_momentum, ns_dtype=ns_dtype)
+            opts = build_optimizers(model, cfg, "cpu", ns_dtype=ns_dtype)
             forward = torch.compile(model) if compile_it else model
 
             def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -240,14 +237,14 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     from ..devices import choose_precision, cpu_class
     from ..loss import chunk_rows, head_plan, linear_cross_entropy
     from ..model import GPT
+    from ..optim import build_optimizers
 
     cfg = TrainConfig()
     precision = choose_precision(torch.device("cpu"), "auto")
     dtype = precision.dtype if precision.autocast else torch.float32  # the matmuls run in this
     torch.manual_seed(0)
     model = GPT(cfg.model)
-    opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
-                                      cfg.muon_lr, cfg.muon_momentum, ns_dtype=dtype)
+    opts = build_optimizers(model, cfg, "cpu", ns_dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     T, V, C = cfg.model.block_size, cfg.model.vocab_size, cfg.model.n_embd
     x, y = (torch.randint(0, 50257, (batch_size, T), generator=gen) for _ in range(2))

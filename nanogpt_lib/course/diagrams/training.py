@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ...config import TrainConfig
 from ...model import GPT
-from ...train import lr_at, wsd_decay_start
+from ...schedule import lr_at, wsd_decay_start
 
 _BOX = dict(boxstyle="round,pad=0.4", facecolor="#eef3fb", edgecolor="#4c72b0")
 _OPT_BOX = dict(boxstyle="round,pad=0.4", facecolor="#fdf1e4", edgecolor="#dd8452")

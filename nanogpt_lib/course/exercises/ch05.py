@@ -1,7 +1,7 @@
 """Checks for notebook 05 (the training step): gradient accumulation, a 1-sqrt cooldown and Muon's step for one
 matrix (the search for the rate at which training diverges moved to ch06 with the training run).
 
-Truths come from the library where it has them (a whole batch's real gradient, ``nanogpt_lib.train.lr_at``
+Truths come from the library where it has them (a whole batch's real gradient, ``nanogpt_lib.schedule.lr_at``
 for the phases the new schedule shares with WSD, ``nanogpt_lib.optim.Muon`` stepping a real matrix).
 """
 
@@ -17,7 +17,8 @@ from ...config import TrainConfig
 from ..explorers import schedule as schedule_explorer
 from ...model import GPT, GPTConfig
 from ...optim import Muon, lr_ratio, orthogonalize
-from ...train import lr_at
+from ...schedule import lr_at, wsd_decay_start
+from ...step import train_step
 from . import Wrong, expect, exercise
 from .guard import fn
 
@@ -50,7 +51,7 @@ def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @exercise("05.1", "Accumulate gradients over micro-batches",
           "a function accumulate(model, x, y, k) that leaves in each p.grad the gradient of the mean loss over "
           "the whole batch x (B, T), computed k micro-batches of B // k rows at a time",
-          off=lambda: [fn(train_module.Trainer._train_step)], why="run the micro-batches yourself")
+          off=lambda: [fn(train_module.Trainer._train_step), fn(train_step)], why="run the micro-batches yourself")
 def _accumulate(accumulate: Callable[..., object]) -> str:
     expect(callable(accumulate), f"give a function accumulate(model, x, y, k), got {type(accumulate).__name__}")
     for k, seed in ((2, 0), (4, 1)):
@@ -95,7 +96,7 @@ COOLDOWN_CASES = ((100, 1500, 0.2, 2e-3, 2e-4), (0, 100, 0.1, 1e-3, 0.0), (10, 5
 
 
 def _schedule_twins() -> list:
-    return [fn(lr_at), fn(train_module.wsd_decay_start), fn(schedule_explorer.lr_curve),
+    return [fn(lr_at), fn(wsd_decay_start), fn(schedule_explorer.lr_curve),
             fn(schedule_explorer.schedule_config)]
 
 
@@ -130,11 +131,11 @@ def _cooldown(lr_1sqrt: Callable[..., float]) -> str:
             # any ordering, while the smallest real mistake (one step early) changes the rate by >= 1e-4 relative.
             if math.isclose(mine, truth, rel_tol=1e-12, abs_tol=1e-18):
                 continue
-            phase = ("the warmup" if step < warmup else "the flat phase" if step < train_module.wsd_decay_start(cfg)
+            phase = ("the warmup" if step < warmup else "the flat phase" if step < wsd_decay_start(cfg)
                      else "the cooldown" if step < max_steps else "after max_steps")
             at = f"at step {step} of {case}, in {phase}"
             expect(phase not in ("the warmup", "the flat phase"), f"{at}: your rate is not WSD's there (read "
-                   "lr_at in nanogpt_lib/train.py: the warmup and the flat phase are the same)")
+                   "lr_at in nanogpt_lib/schedule.py: the warmup and the flat phase are the same)")
             expect(not math.isclose(mine, wsd, rel_tol=1e-9), f"{at}: that is WSD's linear decay; the cooldown "
                    "follows 1 - sqrt(t) instead")
             t = (lr - wsd) / (lr - min_lr)

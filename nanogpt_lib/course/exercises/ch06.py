@@ -18,6 +18,7 @@ import torch
 from ... import paths
 from ...config import TrainConfig
 from ...model import GPT, GPTConfig
+from ...step import train_step
 from ...tokenizer import encode
 from . import expect, exercise, one_thread
 from .guard import ops
@@ -58,19 +59,14 @@ def _train_short(lr: float) -> tuple[float, ...]:
         model = GPT(GPTConfig(vocab_size=vocab, **SHORT_MODEL))
     opts = model.configure_optimizers(cfg.weight_decay, lr, (cfg.beta1, cfg.beta2), "cpu", "adamw")
     gen = torch.Generator().manual_seed(1)
-    losses = []
-    for _ in range(steps):
+
+    def draw(_micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(ids) - block - 1, (batch,), generator=gen)
-        x = torch.stack([ids[s:s + block] for s in starts])
-        y = torch.stack([ids[s + 1:s + block + 1] for s in starts])
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return tuple(losses)
+        return (torch.stack([ids[s:s + block] for s in starts]),
+                torch.stack([ids[s + 1:s + block + 1] for s in starts]))
+
+    # the trainer's own step (one batch, clipped): the short run trains as `nanogpt train` would
+    return tuple(train_step(model, opts, draw, grad_clip=cfg.grad_clip).item() for _ in range(steps))
 
 
 def short_run(lr: float) -> list[float]:

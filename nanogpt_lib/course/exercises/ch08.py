@@ -34,10 +34,10 @@ from ...data import TokenData, text_stats
 from ...devices import cpu_class, cpu_info, pick_device
 from ...files import atomic_write_text
 from ...model import GPT, GPTConfig
-from ...plots import read_metrics
 from ...tokenizer import identity as tokenizer_identity
-from ...train import CKPT, TrainResult, train
-from ...sweep import RESULT, load_result, steps_to_target
+from ...train import TrainResult, train
+from ...rundir import CKPT, METRICS, RunDir
+from ...sweep import load_result, steps_to_target
 from . import NotAnswered, Wrong, expect, exercise
 from .guard import fn
 
@@ -61,7 +61,7 @@ def results(stage: str | None = None) -> list[dict[str, Any]]:
     if not experiment_dir().is_dir():
         raise FileNotFoundError(f"{paths.shown(experiment_dir())} is missing: the exercises read the committed "
                                 "experiment of the repository (is NANOGPT_HOME set elsewhere?)")
-    runs = [load_result(d) for d in sorted(experiment_dir().iterdir()) if (d / RESULT).is_file()]
+    runs = [load_result(d) for d in sorted(experiment_dir().iterdir()) if RunDir(d).result.is_file()]
     return [r for r in runs if stage is None or r["stage"] == stage]
 
 
@@ -356,9 +356,10 @@ def _open_run(folder: Any, who: str) -> dict[str, Any]:
     """A finished minutes run's checkpoint, metrics and machine record, each checked against the others."""
     expect(isinstance(folder, (str, Path)), f"{who}: give a run folder (a path), got {type(folder).__name__}")
     folder = Path(folder)
-    expect((folder / CKPT).is_file(), f"{who}: {paths.shown(folder)} holds no {CKPT}: is it a run folder of train()?")
+    run = RunDir(folder)
+    expect(run.ckpt.is_file(), f"{who}: {paths.shown(folder)} holds no {CKPT}: is it a run folder of train()?")
     try:
-        ckpt = load_checkpoint(folder / CKPT)
+        ckpt = load_checkpoint(run.ckpt)
     except CheckpointError as e:
         raise Wrong(f"{who}: {e}") from None
     cfg = ckpt["config"]
@@ -370,8 +371,8 @@ def _open_run(folder: Any, who: str) -> dict[str, Any]:
     expect((folder / MACHINE).is_file(), f"{who} has no {MACHINE}: make the run with ch08.minutes_run(cfg), which "
            "records the machine it ran on")
     machine = json.loads((folder / MACHINE).read_text())
-    expect((folder / "metrics.jsonl").is_file(), f"{who} has no metrics.jsonl: is it a run folder of train()?")
-    records = read_metrics(folder / "metrics.jsonl")
+    expect(run.metrics.is_file(), f"{who} has no {METRICS}: is it a run folder of train()?")
+    records = run.read_metrics()
     budgets = [r for r in records if r.get("kind") == "budget"]
     evals = [r for r in records if r.get("kind") == "eval"]
     expect(len(budgets) == 1 and {k: v for k, v in budgets[0].items() if k not in ("kind", "step")} == budget,
@@ -393,7 +394,7 @@ def val_bits_per_char(run: dict[str, Any]) -> float:
     size), the mean loss per token turned into bits per character of the val text."""
     cfg = run["config"]
     model = GPT(GPTConfig.from_dict(cfg["model"]))
-    load_model_state(model, run["ckpt"]["model"], run["folder"] / CKPT)
+    load_model_state(model, run["ckpt"]["model"], RunDir(run["folder"]).ckpt)
     model.eval()
     data = TokenData(paths.data_dir() / cfg["dataset"], model.config.block_size, model.config.vocab_size,
                      tokenizer=run["ckpt"].get("tokenizer"))

@@ -7,8 +7,10 @@ and a small ``explorer(...)`` function that only wires ipywidgets controls to th
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # only drawn figures come in: importing the package must not import matplotlib
+    from matplotlib.figure import Figure
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:

@@ -1,6 +1,6 @@
 """The learning-rate schedule explorer: ``lr_at``'s curve for cosine and WSD, redrawn as sliders move.
 
-The numbers come from :func:`nanogpt_lib.train.lr_at` itself (never a copy of its formula), so what the
+The numbers come from :func:`nanogpt_lib.schedule.lr_at` itself (never a copy of its formula), so what the
 explorer shows is what a run with those settings would apply. :func:`lr_curve` and :func:`schedule_figure`
 are plain functions (a notebook or a test calls them headless); :func:`explorer` only wires four sliders
 (warmup, decay fraction, peak and minimum rate) to them. The widget needs ipywidgets (the ``notebooks`` extra).
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from ...config import ConfigError, TrainConfig
-from ...train import lr_at, wsd_decay_start
+from ...schedule import lr_at, wsd_decay_start
 from . import figure_png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SCHEDULES = ("cosine", "wsd")
 
@@ -42,6 +43,9 @@ def lr_curve(schedule: str, warmup_steps: int, decay_frac: float, lr: float, min
 
 def schedule_figure(warmup_steps: int, decay_frac: float, lr: float, min_lr: float, max_steps: int) -> Figure:
     """Both schedules on one axis, the warmup shaded, the WSD decay's start marked."""
+    # imported here: lr_curve and the schedule's numbers need no plotting library
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 3.2), layout="constrained")
     ax = fig.add_subplot()
     steps = range(int(max_steps))
