@@ -152,6 +152,7 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     from .data import TokenData, load_meta
     from .devices import choose_precision, pick_device
     from .model import GPT
+    from .optim import scale_lrs
     from .step import train_step
 
     device = pick_device(cfg.device)
@@ -161,7 +162,10 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     data = TokenData(folder, cfg.model.block_size, cfg.model.vocab_size)
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model).to(device)
-    opts = model.configure_optimizers(cfg.weight_decay, lr_min, (cfg.beta1, cfg.beta2), device.type,
+    # Built at the config's rates, then scaled by lr / cfg.lr each step: AdamW runs at the swept rate and
+    # Muon keeps its own in proportion. (Until 2026-12 they were built at lr_min, so AdamW ran at
+    # lr * lr_min / cfg.lr, 200 times below the rate the test reported.)
+    opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type,
                                       cfg.optimizer, cfg.muon_lr, cfg.muon_momentum)
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -171,9 +175,7 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     lrs, losses, smooth, best = [], [], None, math.inf
     for k in range(steps):
         lr = lr_min * (lr_max / lr_min) ** (k / max(steps - 1, 1))
-        for opt in opts:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] / cfg.lr * lr  # keeps Muon's rate in proportion
+        scale_lrs(opts, lr / cfg.lr)
         batch = data.get_batch("train", k, cfg.batch_size, cfg.seed, device=device)
         value = train_step(model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of,
                            grad_clip=cfg.grad_clip).item()

@@ -246,3 +246,31 @@ def test_the_ablation_ladder_trains_each_rung_once_and_resumes(tmp_path):
     resumable_ladder(path, {"steps": 8}, [rung("a")], say=lambda _: None)  # other settings: trained again
     resumable_ladder(path, {"steps": 8}, [rung("a")], reuse=False, say=lambda _: None)  # mode reset: again
     assert trained == ["a", "bb", "ccc", "a", "a"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_range_test_runs_adamw_at_the_rate_it_reports(data_dir, monkeypatch, optimizer):
+    """AdamW's groups step at the swept rate itself; Muon's at its own rate in the config's proportion."""
+    from nanogpt_lib import step
+    from nanogpt_lib.config import load_config
+    from nanogpt_lib.experiments import lr_range_test
+    from nanogpt_lib.optim import Muon
+
+    applied: list[tuple[float, float | None]] = []
+    real = step.train_step
+
+    def spy(model, optimizers, *args, **kwargs):
+        adamw = {g["lr"] for o in optimizers if not isinstance(o, Muon) for g in o.param_groups}
+        muon = {g["lr"] for o in optimizers if isinstance(o, Muon) for g in o.param_groups}
+        assert len(adamw) == 1 and len(muon) <= 1
+        applied.append((adamw.pop(), muon.pop() if muon else None))
+        return real(model, optimizers, *args, **kwargs)
+
+    monkeypatch.setattr(step, "train_step", spy)
+    cfg = load_config(None, [*TINY.base, "dataset=txt", f"optimizer={optimizer}", "lr=3e-3", "muon_lr=0.03"])
+    out = lr_range_test(cfg, lr_min=1e-4, lr_max=1e-2, steps=5, data_dir=data_dir, stop_factor=1e9)
+    assert len(applied) == len(out["lr"]) == 5
+    for lr, (adamw, muon) in zip(out["lr"], applied):
+        # one product and one division in float64 on the way: a few ulps
+        assert adamw == pytest.approx(lr, rel=1e-12)
+        assert muon is None if optimizer == "adamw" else muon == pytest.approx(lr * 10, rel=1e-12)
