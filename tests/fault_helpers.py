@@ -1,9 +1,9 @@
-"""Shared by the fault-injection tests (tests/test_faults_*.py): crash points and a small corpus on disk."""
+"""Shared by the fault-injection tests (tests/test_faults_*.py): crash points and a training run that kills
+itself (the corpus they train on: tests/tiny.py)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 # The start of a subprocess script that SIGKILLs itself at its N-th os.replace (argv[1]): a real crash, in which
 # no finally block runs. The rest of the script sees its own arguments from argv[1] on.
@@ -38,16 +38,6 @@ def crash_at(at: int, monkeypatch) -> None:
     calls = {"n": 0}
     monkeypatch.setattr(os, "replace", counting(os.replace, calls, at))
     monkeypatch.setattr(os, "link", counting(os.link, calls, at))
-
-
-def write_docs(folder: Path) -> Path:
-    """The shared test corpus (conftest.DOCS), one .txt file per document, in ``folder``."""
-    from conftest import DOCS
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, text in enumerate(DOCS):
-        (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
-    return folder
 
 
 # A training run that SIGKILLs itself right after logging step KILL_AT (argv: KILL_AT TICK CONFIG OVERRIDE...).

@@ -247,7 +247,7 @@ class Tick:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A project home with the test corpus prepared as data set "txt", and a run of the tiny recipe there."""
-    from fault_helpers import write_docs
+    from tiny import write_docs
 
     from nanogpt_lib.prepare import PrepareConfig, prepare
 
