@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.course.diagrams.training import optimizer_split, run_timeline_figure, training_step_figure
 from nanogpt_lib.model import GPT, GPTConfig

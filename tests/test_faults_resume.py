@@ -8,7 +8,6 @@ import errno
 import os
 import signal
 
-import pytest
 import torch
 
 from nanogpt_lib import train as train_mod

@@ -7,7 +7,6 @@ except the two timing figures. The torchrun tests run gloo on 127.0.0.1 only, an
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -18,11 +17,10 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from fault_helpers import TRAIN_KILLER
+from fault_helpers import TRAIN_KILLER, assert_same_run
 from tiny import TWO_LAYER_RUN, sizes_only
 
 from nanogpt_lib import train as train_mod
@@ -35,7 +33,6 @@ from nanogpt_lib.train import EXIT_PAUSED, TrainError, Trainer, lr_at, train
 ROOT = Path(__file__).resolve().parents[1]
 GPT2_DROPOUT = [*TWO_LAYER_RUN, "optimizer=adamw", "lr=3e-3", "model.pos=learned", "model.mlp=gelu", "schedule=cosine",
                 "model.dropout=0.1"]
-TIMING = ("tokens_per_s", "mfu")  # the only metrics that may differ between a straight and a resumed run
 WAIT = 180  # seconds: the bound on any one subprocess in this module
 
 
@@ -44,30 +41,6 @@ def env(module_home, monkeypatch) -> dict[str, str]:
     """NANOGPT_HOME for this process and its children; gloo on the loopback device (torchrun tests)."""
     monkeypatch.setenv("NANOGPT_HOME", str(module_home))
     return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
-
-
-def assert_same(a: Any, b: Any, where: str = "") -> None:
-    """Bitwise equality of nested checkpoint state: tensors by torch.equal, everything else by ==."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}/{i}")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ca, cb = load_checkpoint(a / "ckpt.pt"), load_checkpoint(b / "ckpt.pt")
-    ca.pop("config"), cb.pop("config")  # the run name, and the layout (ranks or micro-batches)
-    assert_same(ca, cb)  # weights, optimizer state, RNG state, step, best val loss
-    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)] for run in (a, b)]
-    assert strip[0] == strip[1]
 
 
 # ---- SIGKILL at a random step --------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import TRAIN_KILLER
-from test_faults_train import assert_same_run
+from fault_helpers import TRAIN_KILLER, assert_same_run
 from tiny import SMALL_RUN
 
 from nanogpt_lib.checkpoint import load_checkpoint

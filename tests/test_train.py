@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import TIMING
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import CheckpointError, load_checkpoint, load_weights
@@ -203,9 +204,8 @@ def test_ddp_two_processes_match_one_process_with_accumulation(home, optimizer):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     train(load_config(None, [*common, "grad_accum=2", "threads=1", "name=single"]), progress=False)
     ddp, single = read_metrics(home / "runs" / "ddp"), read_metrics(home / "runs" / "single")
-    timing = ("tokens_per_s", "mfu")
-    assert [{k: v for k, v in r.items() if k not in timing} for r in ddp] == \
-        [{k: v for k, v in r.items() if k not in timing} for r in single]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ddp] == \
+        [{k: v for k, v in r.items() if k not in TIMING} for r in single]
     a, b = load_checkpoint(home / "runs" / "ddp" / "ckpt.pt"), load_checkpoint(home / "runs" / "single" / "ckpt.pt")
     torch.testing.assert_close(a["model"], b["model"], rtol=0, atol=0)
     torch.testing.assert_close([o["state"] for o in a["optimizer"]], [o["state"] for o in b["optimizer"]],
