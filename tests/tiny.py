@@ -14,7 +14,7 @@ from pathlib import Path
 from nanogpt_lib.model import GPTConfig
 from nanogpt_lib.prepare import PrepareConfig, prepare
 
-# 30 documents of 5 to 208 words over 17 distinct ones: a corpus every format and split can be made of
+# 30 documents, the i-th of 5 + 7i phrases over 17 distinct words: every format and split can be made of them
 DOCS = [f"Document {i}: " + " ".join(f"word{j % 17} and more text" for j in range(5 + 7 * i)) for i in range(30)]
 
 
