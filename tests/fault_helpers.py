@@ -1,9 +1,19 @@
-"""Shared by the fault-injection tests (tests/test_faults_*.py): crash points and a small corpus on disk."""
+"""Shared by the fault-injection tests (tests/test_faults_*.py, test_minutes.py): crash points, a training run
+that kills itself, and the bitwise comparison of a resumed run with a straight one (the corpus they train on:
+tests/tiny.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_lib.checkpoint import load_checkpoint
+from nanogpt_lib.plots import read_metrics
+
+TIMING = ("tokens_per_s", "mfu")  # the only metrics that may differ between a straight and a resumed run
 
 # The start of a subprocess script that SIGKILLs itself at its N-th os.replace (argv[1]): a real crash, in which
 # no finally block runs. The rest of the script sees its own arguments from argv[1] on.
@@ -40,16 +50,6 @@ def crash_at(at: int, monkeypatch) -> None:
     monkeypatch.setattr(os, "link", counting(os.link, calls, at))
 
 
-def write_docs(folder: Path) -> Path:
-    """The shared test corpus (conftest.DOCS), one .txt file per document, in ``folder``."""
-    from conftest import DOCS
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, text in enumerate(DOCS):
-        (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
-    return folder
-
-
 # A training run that SIGKILLs itself right after logging step KILL_AT (argv: KILL_AT TICK CONFIG OVERRIDE...).
 # TICK 0 runs on the real clock; TICK > 0 gives the trainer a clock that advances TICK seconds a reading
 # (a minutes run then decides the same budget every time). CONFIG "" is the default config.
@@ -70,3 +70,27 @@ def ticking():
     return clock[0]
 t.train(load_config(config, sys.argv[4:]), progress=False, **({"clock": ticking} if tick else {}))
 """
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Bitwise equality of nested checkpoint state: tensors by torch.equal, everything else by ==."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ca, cb = load_checkpoint(a / "ckpt.pt"), load_checkpoint(b / "ckpt.pt")
+    ca.pop("config"), cb.pop("config")  # the run name, and the layout (ranks or micro-batches)
+    assert_same(ca, cb)  # weights, optimizer state, RNG state, step, best val loss
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)] for run in (a, b)]
+    assert strip[0] == strip[1]

@@ -16,11 +16,11 @@ from nanogpt_lib import cli, data
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.config import load_config
 from nanogpt_lib.data import TextStats, text_stats
-from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.model import GPT
 from nanogpt_lib.plots import loss_figure, read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.tokenizer import EOT_ID, N_VOCAB, get_tokenizer
 from nanogpt_lib.train import train
+from tiny import TINY_MODEL, TINY_RUN
 
 # Two documents with characters of 1, 2 and 3 UTF-8 bytes, so characters, bytes and tokens all differ.
 VAL_DOCS = ["Hello wörld, naïve café!", "漢字 and kana かな."]
@@ -71,13 +71,6 @@ def test_bits_of_a_known_loss_by_hand():
     assert stats.bits_per_byte(2 * math.log(2)) == pytest.approx(2 * 4 / 16, rel=1e-12)
 
 
-@pytest.fixture
-def home(tmp_path, txt_dir, monkeypatch):
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "home" / "data", progress=False))
-    return tmp_path / "home"
-
-
 def decoded_val(home: Path) -> tuple[int, str]:
     """The prepared val split's token count and its documents' text, decoded by the test itself."""
     ids = np.fromfile(home / "data" / "txt" / "val.bin", dtype=np.uint16)
@@ -85,9 +78,7 @@ def decoded_val(home: Path) -> tuple[int, str]:
 
 
 def test_the_trainer_logs_plots_and_sums_up_bits_per_character(home):
-    result = train(load_config(None, ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8",
-                                      "batch_size=2", "dataset=txt", "eval_batches=1", "warmup_steps=1",
-                                      "dtype=float32", "device=cpu", "max_steps=2", "eval_every=2", "name=b"]),
+    result = train(load_config(None, [*TINY_RUN, "warmup_steps=1", "max_steps=2", "eval_every=2", "name=b"]),
                    progress=False)
     n_tokens, text = decoded_val(home)
     [record] = [r for r in read_metrics(home / "runs" / "b") if r["kind"] == "eval"]
@@ -108,9 +99,8 @@ def test_the_trainer_logs_plots_and_sums_up_bits_per_character(home):
 
 
 def test_eval_gives_every_reference_in_bits_per_character_and_byte(home, tmp_path, capsys):
-    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
     torch.manual_seed(0)
-    export_weights(GPT(config), config, tmp_path / "w")
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, tmp_path / "w")
     assert cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--device", "cpu",
                      "--json", str(tmp_path / "ref.json"), "--no-progress"]) == 0
     out = capsys.readouterr().out

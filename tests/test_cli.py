@@ -22,8 +22,8 @@ import torch
 from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, save_checkpoint
 from nanogpt_lib.data import DatasetError
-from nanogpt_lib.model import GPT, GPTConfig
-from nanogpt_lib.prepare import PrepareConfig, prepare
+from nanogpt_lib.model import GPT
+from tiny import TINY_MODEL
 
 HEAVY = ("torch", "datasets", "numpy", "tiktoken", "tqdm", "safetensors", "nanogpt_lib.train")
 
@@ -60,14 +60,11 @@ def assert_one_line(code: int, err: str, *fragments: str) -> None:
         assert fragment in err, (fragment, err)
 
 
-TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
-
-
 @pytest.fixture
 def exported(tmp_path):
     torch.manual_seed(0)
     folder = tmp_path / "weights"
-    export_weights(GPT(TINY), TINY, folder)
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, folder)
     return folder
 
 
@@ -91,16 +88,9 @@ def test_config_json_that_is_a_list(exported, capsys):
 
 
 def test_config_json_with_bad_settings(exported, capsys):
-    (exported / "config.json").write_text(json.dumps({"model": {**TINY.to_dict(), "n_layers": 2}}))
+    (exported / "config.json").write_text(json.dumps({"model": {**TINY_MODEL.to_dict(), "n_layers": 2}}))
     assert_one_line(*run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
                     "config.json: bad model settings: unknown GPTConfig key(s) n_layers")
-
-
-@pytest.fixture
-def home(tmp_path, txt_dir, monkeypatch):
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "home" / "data"))
-    return tmp_path / "home"
 
 
 def test_odd_byte_count_in_train_bin(home, exported, capsys):

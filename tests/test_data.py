@@ -10,13 +10,11 @@ import torch
 
 from nanogpt_lib.bench.baseline import naive_get_batch
 from nanogpt_lib.data import DatasetError, TokenData
-from nanogpt_lib.prepare import PrepareConfig, prepare
 
 
 @pytest.fixture
-def prepared(txt_dir, tmp_path):
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "data"))
-    return tmp_path / "data" / "txt"
+def prepared(home):
+    return home / "data" / "txt"
 
 
 def test_batch_shapes_and_targets(prepared):

@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from nanogpt_lib.course.diagrams._draw import texts  # noqa: E402
@@ -15,11 +14,6 @@ from nanogpt_lib.course.diagrams.block import block_figure, shapes  # noqa: E402
 from nanogpt_lib.course.diagrams.bpe import apply_merge, merges_figure  # noqa: E402
 from nanogpt_lib.course.diagrams.data import pipeline_figure  # noqa: E402
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
 
 
 def _joined(fig) -> str:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.course.diagrams.training import optimizer_split, run_timeline_figure, training_step_figure
 from nanogpt_lib.model import GPT, GPTConfig
-
-torch.set_num_threads(1)
 
 
 def texts(fig) -> str:

@@ -13,17 +13,13 @@ from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.data import TokenData
 from nanogpt_lib.evaluate import reference_losses, unigram_loss, val_loss
-from nanogpt_lib.model import GPT, GPTConfig
-from nanogpt_lib.prepare import PrepareConfig, prepare
+from nanogpt_lib.model import GPT
 from nanogpt_lib.tokenizer import N_VOCAB
-
-TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8)
-
+from tiny import TINY_MODEL
 
 @pytest.fixture
-def data(txt_dir, tmp_path) -> TokenData:
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "data"))
-    return TokenData(tmp_path / "data" / "txt", 8)
+def data(home) -> TokenData:
+    return TokenData(home / "data" / "txt", 8)
 
 
 def test_unigram_loss_is_the_smoothed_frequency_cross_entropy(data):
@@ -36,7 +32,7 @@ def test_unigram_loss_is_the_smoothed_frequency_cross_entropy(data):
 
 def test_val_loss_covers_the_whole_split_in_windows(data):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**TINY))
+    model = GPT(TINY_MODEL)
     tokens = torch.from_numpy(np.asarray(data.splits["val"]).astype(np.int64))
     n = (len(tokens) - 1) // 8
     logits, _ = model(tokens[: n * 8].view(n, 8), all_logits=True)
@@ -44,13 +40,12 @@ def test_val_loss_covers_the_whole_split_in_windows(data):
     assert val_loss(model, data, batch_size=7) == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_eval_command_prints_and_writes_the_references(data, tmp_path, monkeypatch, capsys):
+def test_eval_command_prints_and_writes_the_references(data, home, tmp_path, capsys):
     import json
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**TINY))
+    model = GPT(TINY_MODEL)
     export_weights(model, model.config, tmp_path / "w")
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path))
     assert cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--json",
                      str(tmp_path / "ref.json")]) == 0
     out = capsys.readouterr().out
@@ -59,4 +54,4 @@ def test_eval_command_prints_and_writes_the_references(data, tmp_path, monkeypat
     assert ref["uniform"] == pytest.approx(math.log(N_VOCAB))
     assert ref["untrained"] == pytest.approx(ref["trained"], abs=0.05)  # two random inits: both near ln V
     assert abs(ref["untrained"] - math.log(50304)) < 0.1
-    assert reference_losses(model, "txt", tmp_path / "data")["trained"] == pytest.approx(ref["trained"])
+    assert reference_losses(model, "txt", home / "data")["trained"] == pytest.approx(ref["trained"])

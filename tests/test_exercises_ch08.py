@@ -247,14 +247,11 @@ class Tick:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A project home with the test corpus prepared as data set "txt", and a run of the tiny recipe there."""
-    from fault_helpers import write_docs
-
-    from nanogpt_lib.prepare import PrepareConfig, prepare
+    from tiny import prepared_home
 
     root = tmp_path_factory.mktemp("ch08")
     # An own 320-token BPE: the LM head, most of a step's and a score's work, is 157 times smaller than GPT-2's
-    prepare(PrepareConfig(source=str(write_docs(root / "txt")), data_dir=root / "home" / "data", vocab=320,
-                          progress=False))
+    prepared_home(root, vocab=320)
     (root / "recipe.toml").write_text(TINY_RECIPE)
     mp = pytest.MonkeyPatch()
     mp.setenv("NANOGPT_HOME", str(root / "home"))

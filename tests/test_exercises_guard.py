@@ -136,14 +136,18 @@ def test_no_check_answers_too_high_or_too_low():
         assert not found, (path.name, found)
 
 
-def test_the_checks_leave_the_thread_count_as_they_found_it():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert verdict("03.1", lambda T: torch.arange(T)[None, :] <= torch.arange(T)[:, None])[0] is True
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+def test_the_checks_run_on_one_thread_and_leave_the_count_as_they_found_it():
+    """A learner's kernel runs on all its threads; a check's tiny work runs on one (in a notebook as here)."""
+    torch.set_num_threads(2)  # the learner's count (conftest's fixture gives the suite its own back after)
+    inside = []
+
+    def causal_mask(T):
+        inside.append(torch.get_num_threads())
+        return torch.arange(T)[None, :] <= torch.arange(T)[:, None]
+
+    assert verdict("03.1", causal_mask)[0] is True
+    assert inside and set(inside) == {1}
+    assert torch.get_num_threads() == 2
 
 
 def test_sample_module_functions_are_all_off_in_chapter_06():

@@ -12,16 +12,14 @@ import pytest
 from nanogpt_lib import cli
 from nanogpt_lib.experiments import SCALES, Experiments, markdown_table, run_experiments, write_report
 from nanogpt_lib.plots import experiment_figures, read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.sweep import Grid, RunSpec, run_grid, steps_to_target
 
 TINY = SCALES["tiny"]
 
 
 @pytest.fixture
-def data_dir(txt_dir, tmp_path):
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "data"))
-    return tmp_path / "data"
+def data_dir(home):
+    return home / "data"  # NANOGPT_HOME is home: the CLI finds the data there too
 
 
 def grid(tmp_path, data_dir, **kw) -> Grid:
@@ -85,6 +83,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, data_dir):
         run_grid([RunSpec("x", "x"), RunSpec("x", "y")], g)
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_results(tmp_path, data_dir):
     specs = [RunSpec(f"r{i}", "same", (), seed=i) for i in (1, 2)]
     serial = run_grid(specs, grid(tmp_path / "serial", data_dir))
@@ -93,6 +92,7 @@ def test_parallel_workers_give_the_same_results(tmp_path, data_dir):
         assert a["final"]["val_loss"] == pytest.approx(b["final"]["val_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_all_stages_and_the_report(tmp_path, data_dir):
     scale = replace(TINY, base=(*TINY.base, "dataset=txt"), recipe=True)
     exp = Experiments(Grid(tmp_path / "exp", base=scale.base, data_dir=data_dir, progress=False), scale)
@@ -140,7 +140,6 @@ def test_markdown_table_marks_targets_not_reached():
 
 def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
     monkeypatch.setitem(SCALES, "tiny", replace(TINY, lrs=(3e-3,), seeds=(1,), recipe=False, range_steps=5))
-    monkeypatch.setenv("NANOGPT_HOME", str(data_dir.parent))
     out = tmp_path / "cli"
     assert cli.main(["sweep", "--scale", "tiny", "--out", str(out), "--set", "dataset=txt", "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -152,6 +151,7 @@ def test_cli_sweep_tiny_writes_results(tmp_path, data_dir, capsys, monkeypatch):
 REPORT = ("summary.json", "results.md", "lr_range.json", "lr_sweep.png", "val_curves.png", "steps_to_target.png")
 
 
+@pytest.mark.slow
 def test_run_experiments_is_resumable(tmp_path, data_dir):
     scale = replace(TINY, base=(*TINY.base, "dataset=txt"), lrs=(3e-3,), seeds=(1,), recipe=False, range_steps=5)
     out = tmp_path / "again"

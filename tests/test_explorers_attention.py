@@ -12,8 +12,9 @@ from nanogpt_lib.course.explorers.attention import (attention_weights, figure_pn
                                              token_labels)
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
+from tiny import SMALL_MODEL
 
-TINY = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=24, vocab_size=50304)
+TINY = replace(SMALL_MODEL, n_head=4, block_size=24)  # four heads to tell apart, a context longer than a line
 VARIANTS = {"learned": TINY, "rope": replace(TINY, pos="rope"), "rope+qk_norm": replace(TINY, pos="rope", qk_norm=True)}
 
 

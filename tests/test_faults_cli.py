@@ -16,17 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fault_helpers import write_docs
+from tiny import TINY_MODEL, TINY_RUN, prepared_home
 
 from nanogpt_lib import cli, limits
 from nanogpt_lib.checkpoint import export_weights, model_state, save_checkpoint
 from nanogpt_lib.config import load_config
-from nanogpt_lib.model import GPT, GPTConfig
-from nanogpt_lib.prepare import PrepareConfig, prepare
+from nanogpt_lib.model import GPT
 
-TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
-SETS = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "batch_size=2",
-        "dataset=txt", "device=cpu", "dtype=float32", "max_steps=2", "eval_batches=1"]
+SETS = [*TINY_RUN, "max_steps=2"]
 SMALL = [x for kv in SETS for x in ("--set", kv)]
 
 
@@ -34,10 +31,9 @@ SMALL = [x for kv in SETS for x in ("--set", kv)]
 def base(tmp_path_factory) -> Path:
     """A root with the corpus, a project home with data/txt prepared, and exported tiny weights."""
     root = tmp_path_factory.mktemp("cli-faults")
-    write_docs(root / "corpus")
-    prepare(PrepareConfig(source=str(root / "corpus"), name="txt", data_dir=root / "home" / "data", progress=False))
+    prepared_home(root)
     torch.manual_seed(0)
-    export_weights(GPT(TINY), TINY, root / "weights")
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, root / "weights")
     return root
 
 
@@ -72,7 +68,7 @@ def fake_run(root: Path) -> Path:
     """A run folder with best weights, as the trainer leaves it (no training needed to export it)."""
     run = root / "home" / "runs" / "r"
     torch.manual_seed(1)
-    export_weights(GPT(TINY), TINY, run / "best", {"step": 2, "run": "r"})
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, run / "best", {"step": 2, "run": "r"})
     return run
 
 
@@ -91,10 +87,10 @@ def write(path: Path, data: bytes | str) -> Path:
 
 
 def nan_weights(root: Path) -> list[str]:
-    model = GPT(TINY)
+    model = GPT(TINY_MODEL)
     with torch.no_grad():
         model.transformer.h[0].attn.c_attn.weight[0, 0] = float("nan")
-    export_weights(model, TINY, root / "nan")
+    export_weights(model, TINY_MODEL, root / "nan")
     return ["sample", "--ckpt", str(root / "nan"), "--device", "cpu", "--max-new-tokens", "2"]
 
 
@@ -133,7 +129,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
                                            "--no-progress"], "device 'cuda' is not available"),
     ("sample: weights of another shape", shape_mismatch("sample"), "does not fit the model its config describes"),
     ("eval: weights of another shape", shape_mismatch("eval"), "does not fit the model its config describes"),
-    ("--config naming a folder", lambda r: ["train", "--config", str(r / "corpus")], "is a folder"),
+    ("--config naming a folder", lambda r: ["train", "--config", str(r / "txt")], "is a folder"),
     ("TOML model = 5", lambda r: ["train", "--config", str(write(r / "m.toml", "model = 5\n"))],
      "model must be a table"),
     ("TOML n_embd = 10**12", lambda r: ["train", "--config", str(write(r / "big.toml", "[model]\nn_embd = 1000000000000\n")),
@@ -149,8 +145,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("train --export naming a file", lambda r: ["train", *SMALL, "--name", "t", "--export", str(write(r / "f", "x"))],
      "is a file, not a folder"),
     ("eval --json naming a folder", lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt",
-                                               "--device", "cpu", "--json", str(r / "corpus")], "--json"),
-    ("prepare --data-dir naming a file", lambda r: ["prepare", str(r / "corpus"), "--data-dir", str(write(r / "f", "x"))],
+                                               "--device", "cpu", "--json", str(r / "txt")], "--json"),
+    ("prepare --data-dir naming a file", lambda r: ["prepare", str(r / "txt"), "--data-dir", str(write(r / "f", "x"))],
      "--data-dir"),
     ("runs is a file", lambda r: (write(r / "home" / "runs", "x"), ["train", *SMALL])[1], "is a file, not the folder of runs"),
     ("the lock path is a folder", lambda r: ((r / "home" / "runs" / ".default.lock").mkdir(parents=True),
@@ -173,7 +169,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("export runs/nope", lambda r: ["export", str(r / "home" / "runs" / "nope")], "no run folder"),
     ("export --out trained_model/ without --force", lambda r: ["export", str(fake_run(r)), "--out",
                                                                str(r / "home" / "trained_model")], "--force"),
-    ("prepare --name ..", lambda r: ["prepare", str(r / "corpus"), "--name", ".."], "plain folder name"),
+    ("prepare --name ..", lambda r: ["prepare", str(r / "txt"), "--name", ".."], "plain folder name"),
     ("--set dataset=/abs/path", lambda r: ["train", *SMALL, "--set", f"dataset={r / 'home' / 'data' / 'txt'}"],
      "dataset must be a plain folder name"),
 ]

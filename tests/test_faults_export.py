@@ -15,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
+from tiny import SMALL_MODEL, TINY_MODEL
 
 from nanogpt_lib import cli, paths
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
@@ -27,11 +29,10 @@ from nanogpt_lib.export import CONFIG_FILE, WEIGHTS_FILE, read_export, sign_lega
 from nanogpt_lib.model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
-BIGGER = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=8)  # another shape: a mix would not load
+BIGGER = replace(SMALL_MODEL, block_size=8)  # another shape than TINY_MODEL's: a mix would not load
 
 
-def model(seed: int, cfg: GPTConfig = TINY) -> GPT:
+def model(seed: int, cfg: GPTConfig = TINY_MODEL) -> GPT:
     torch.manual_seed(seed)
     return GPT(cfg)
 
@@ -56,7 +57,7 @@ def test_a_crash_at_every_step_of_an_export_leaves_the_old_or_the_new_one_whole(
     outcomes = []
     for at in range(1, 40):
         shutil.rmtree(folder, ignore_errors=True)
-        export_weights(old, TINY, folder, {"step": 5})
+        export_weights(old, TINY_MODEL, folder, {"step": 5})
         with monkeypatch.context() as m:
             crash_at(at, m)
             try:

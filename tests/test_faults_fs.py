@@ -21,22 +21,13 @@ import torch
 
 from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import export_weights
-from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.model import GPT
 from nanogpt_lib.prepare import PrepareConfig, PrepareError, prepare
+from tiny import TINY_MODEL, TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "batch_size=2",
-        "dataset=txt", "device=cpu", "dtype=float32", "max_steps=2", "eval_batches=1", "eval_every=2"]
-SMALL = [x for kv in SETS for x in ("--set", kv)]
-TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
+SMALL = [x for kv in [*TINY_RUN, "max_steps=2", "eval_every=2"] for x in ("--set", kv)]
 needs_symlinks = pytest.mark.skipif(os.name == "nt", reason="creating symbolic links needs privileges on Windows")
-
-
-@pytest.fixture
-def home(tmp_path, txt_dir, monkeypatch) -> Path:
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
-    prepare(PrepareConfig(source=str(txt_dir), name="txt", data_dir=tmp_path / "home" / "data", progress=False))
-    return tmp_path / "home"
 
 
 @pytest.fixture
@@ -99,7 +90,7 @@ def test_a_link_inside_the_run_folder_is_refused_before_reset_deletes_through_it
 @needs_symlinks
 def test_an_export_into_a_planted_link_is_refused(home, victim, capfd):
     run = home / "runs" / "r"
-    export_weights(GPT(TINY), TINY, run / "best", {"step": 1})
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, run / "best", {"step": 1})
     (run / "export").symlink_to(victim, target_is_directory=True)
     before = snapshot(victim)
     assert cli.main(["export", str(run)]) == 2
@@ -111,7 +102,7 @@ def test_an_export_into_a_planted_link_is_refused(home, victim, capfd):
 
 def test_eval_json_leaves_another_programs_temp_file_alone(home, tmp_path, capfd):
     torch.manual_seed(0)
-    export_weights(GPT(TINY), TINY, tmp_path / "weights")
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, tmp_path / "weights")
     out = tmp_path / "reports"
     out.mkdir()
     foreign = [out / ".draft.txt.tmp-999999", out / f".e.json.tmp-{os.getpid() + 10**6}"]

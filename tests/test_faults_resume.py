@@ -8,25 +8,16 @@ import errno
 import os
 import signal
 
-import pytest
 import torch
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.train import Trainer, train
+from tiny import TINY_RUN
 
-SETS = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "batch_size=2",
-        "dataset=txt", "device=cpu", "dtype=float32", "eval_batches=1", "log_every=1"]
-
-
-@pytest.fixture
-def home(tmp_path, txt_dir, monkeypatch):
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
-    prepare(PrepareConfig(source=str(txt_dir), name="txt", data_dir=tmp_path / "home" / "data", progress=False))
-    return tmp_path / "home"
+SETS = [*TINY_RUN, "log_every=1"]
 
 
 def test_a_changed_seed_or_batch_size_on_resume_is_named(home, capsys):
@@ -86,16 +77,6 @@ def test_a_trainer_leaves_the_callers_thread_count_alone(home):
     trainer.close()
     assert torch.get_num_threads() == before
     seen = {}
-    real = train_mod.Trainer._train_step
-
-    def spy(self):
-        seen["threads"] = torch.get_num_threads()
-        return real(self)
-
-    train_mod.Trainer._train_step = spy
-    try:
-        train(load_config(None, [*SETS, "max_steps=1", "eval_every=1", f"threads={other}", "name=threads2"]),
-              progress=False)
-    finally:
-        train_mod.Trainer._train_step = real
+    train(load_config(None, [*SETS, "max_steps=1", "eval_every=1", f"threads={other}", "name=threads2"]),
+          progress=False, on_eval=lambda record: seen.update(threads=torch.get_num_threads()))  # inside the run
     assert seen["threads"] == other and torch.get_num_threads() == before  # train() applies it, then restores

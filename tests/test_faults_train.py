@@ -7,7 +7,6 @@ except the two timing figures. The torchrun tests run gloo on 127.0.0.1 only, an
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -18,67 +17,30 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from fault_helpers import TRAIN_KILLER, write_docs
+from fault_helpers import TRAIN_KILLER, assert_same_run
+from tiny import TWO_LAYER_RUN, sizes_only
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import load_checkpoint
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.train import EXIT_PAUSED, TrainError, Trainer, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
-         "dataset=txt", "eval_batches=2", "warmup_steps=2", "dtype=float32", "device=cpu"]
-GPT2_DROPOUT = [*SMALL, "optimizer=adamw", "lr=3e-3", "model.pos=learned", "model.mlp=gelu", "schedule=cosine",
+GPT2_DROPOUT = [*TWO_LAYER_RUN, "optimizer=adamw", "lr=3e-3", "model.pos=learned", "model.mlp=gelu", "schedule=cosine",
                 "model.dropout=0.1"]
-TIMING = ("tokens_per_s", "mfu")  # the only metrics that may differ between a straight and a resumed run
 WAIT = 180  # seconds: the bound on any one subprocess in this module
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    """A project root with data/txt prepared, shared by the module (each test uses its own run names)."""
-    root = tmp_path_factory.mktemp("faults")
-    write_docs(root / "txt")
-    prepare(PrepareConfig(source=str(root / "txt"), data_dir=root / "home" / "data"))
-    return root / "home"
-
-
 @pytest.fixture
-def env(home, monkeypatch) -> dict[str, str]:
+def env(module_home, monkeypatch) -> dict[str, str]:
     """NANOGPT_HOME for this process and its children; gloo on the loopback device (torchrun tests)."""
-    monkeypatch.setenv("NANOGPT_HOME", str(home))
+    monkeypatch.setenv("NANOGPT_HOME", str(module_home))
     return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
-
-
-def assert_same(a: Any, b: Any, where: str = "") -> None:
-    """Bitwise equality of nested checkpoint state: tensors by torch.equal, everything else by ==."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}/{i}")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ca, cb = load_checkpoint(a / "ckpt.pt"), load_checkpoint(b / "ckpt.pt")
-    ca.pop("config"), cb.pop("config")  # the run name, and the layout (ranks or micro-batches)
-    assert_same(ca, cb)  # weights, optimizer state, RNG state, step, best val loss
-    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)] for run in (a, b)]
-    assert strip[0] == strip[1]
 
 
 # ---- SIGKILL at a random step --------------------------------------------------------------------------------
@@ -87,9 +49,9 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("config, extra", [
     (None, GPT2_DROPOUT),
-    (ROOT / "configs" / "default.toml", [*SMALL, "model.dropout=0.1"]),  # Muon, RoPE, ReLU^2, WSD
+    (ROOT / "configs" / "default.toml", [*sizes_only(TWO_LAYER_RUN), "model.dropout=0.1"]),  # Muon, RoPE, ReLU^2, WSD
 ], ids=["gpt2-dropout", "default-recipe-dropout"])
-def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(env, home, config, extra):
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(env, module_home, config, extra):
     # The same thread count in the killed subprocess as here: it sets the kernels' reduction order.
     args = [*extra, "max_steps=6", "eval_every=3", "ckpt_every=2", "log_every=1", f"threads={torch.get_num_threads()}"]
     kill_at = random.randint(3, 5)  # after the step-2 checkpoint (and maybe the step-4 one), before the end
@@ -97,12 +59,12 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(env, h
     proc = subprocess.run([sys.executable, "-c", TRAIN_KILLER, str(kill_at), "0", str(config or ""), *args, f"name=killed-{tag}"],
                           capture_output=True, text=True, env=env, timeout=WAIT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    killed = home / "runs" / f"killed-{tag}"
+    killed = module_home / "runs" / f"killed-{tag}"
     # the kill comes as step kill_at is logged, before that step's checkpoint
     assert load_checkpoint(killed / "ckpt.pt")["step"] == 2 * ((kill_at - 1) // 2), f"killed at step {kill_at}"
     train(load_config(config, [*args, f"name=killed-{tag}"]), progress=False)  # mode auto resumes
     train(load_config(config, [*args, f"name=straight-{tag}"]), progress=False)
-    assert_same_run(killed, home / "runs" / f"straight-{tag}")
+    assert_same_run(killed, module_home / "runs" / f"straight-{tag}")
 
 
 # ---- pauses under torchrun ---------------------------------------------------------------------------------
@@ -183,21 +145,19 @@ def wait_for_records(run: Path, n: int, launchers: tuple[subprocess.Popen, ...])
 
 
 @pytest.fixture(scope="module")
-def straight_ddp(home) -> Path:
+def straight_ddp(module_home) -> Path:
     """The DDP_RUN job from start to end in one go, as one process accumulating 2 micro-batches on one thread:
     bitwise what 2 ranks compute (test_train.py::test_ddp_two_processes_match_one_process_with_accumulation)."""
-    threads = torch.get_num_threads()
-    try:
-        train(load_config(None, [*DDP_RUN, "grad_accum=2", "threads=1", "name=ddp-straight"]),
-              runs_dir=home / "runs", data_dir=home / "data", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return home / "runs" / "ddp-straight"
+    train(load_config(None, [*DDP_RUN, "grad_accum=2", "threads=1", "name=ddp-straight"]),
+          runs_dir=module_home / "runs", data_dir=module_home / "data", progress=False)
+    return module_home / "runs" / "ddp-straight"
 
 
-def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly(env, home, tmp_path, straight_ddp):
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly(env, module_home, tmp_path,
+                                                                                   straight_ddp):
     """The signal reaches torchrun and, directly, both workers; torchrun forwards it once more to each worker."""
-    run = home / "runs" / "ddp-paused"
+    run = module_home / "runs" / "ddp-paused"
     launcher = torchrun(tmp_path, env, "ddp-paused")
     wait_for_records(run, 3, (launcher,))
     os.killpg(launcher.pid, signal.SIGINT)
@@ -216,9 +176,10 @@ def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly
     assert_same_run(run, straight_ddp)
 
 
-def test_two_nodes_pause_when_one_node_is_signalled_and_resume_exactly(env, home, tmp_path, straight_ddp):
+@pytest.mark.slow
+def test_two_nodes_pause_when_one_node_is_signalled_and_resume_exactly(env, module_home, tmp_path, straight_ddp):
     """Two launchers on this machine act as two nodes; Ctrl-C on node B alone pauses both at one step."""
-    run = home / "runs" / "two-nodes"
+    run = module_home / "runs" / "two-nodes"
     port = free_port()
     a, b = (torchrun(tmp_path, env, "two-nodes", nodes=f"{port}:pause") for _ in range(2))
     wait_for_records(run, 3, (a, b))
@@ -240,20 +201,19 @@ def test_two_nodes_pause_when_one_node_is_signalled_and_resume_exactly(env, home
 # ---- one trainer per run -------------------------------------------------------------------------------------
 
 HOLDER = textwrap.dedent("""
-    # a trainer that stops inside its first evaluation, holding the run lock, until told to go on
+    # a trainer that stops after its first evaluation (the on_eval callback), holding the run lock, until told
+    # to go on
     import sys
     from nanogpt_lib import train as t
     from nanogpt_lib.config import load_config
-    def wait(self):
+    def wait(record):
         print("evaluating", flush=True)
         sys.stdin.readline()
-        return {"train_loss": 1.0, "val_loss": 1.0}
-    t.Trainer._eval_and_save = wait
-    t.train(load_config(None, sys.argv[1:]), progress=False)
+    t.train(load_config(None, sys.argv[1:]), progress=False, on_eval=wait)
 """)
 
 
-def test_a_second_trainer_on_a_run_is_refused_and_a_dead_holders_lock_is_taken_over(env, home, capsys):
+def test_a_second_trainer_on_a_run_is_refused_and_a_dead_holders_lock_is_taken_over(env, module_home, capsys):
     args = [*GPT2_DROPOUT, "max_steps=2", "eval_every=1", "name=locked"]
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env)
@@ -293,7 +253,7 @@ def test_a_trainer_refuses_to_go_on_after_another_one_wrote_its_run(env):
 # ---- resume with changed hyperparameters; restarts; NaN; exit codes ------------------------------------------
 
 def test_changed_hyperparameters_on_resume_are_applied_said_and_logged(env, capsys):
-    base = [*SMALL, "optimizer=muon", "eval_every=3", "log_every=1", "name=hp"]
+    base = [*TWO_LAYER_RUN, "optimizer=muon", "eval_every=3", "log_every=1", "name=hp"]
     train(load_config(None, [*base, "max_steps=3", "lr=1e-3"]), progress=False)  # a checkpoint at step 3
     new = load_config(None, [*base, "max_steps=6", "lr=2e-3", "weight_decay=0.05", "beta2=0.95", "muon_lr=0.03",
                              "muon_momentum=0.9"])
@@ -313,7 +273,7 @@ def test_changed_hyperparameters_on_resume_are_applied_said_and_logged(env, caps
         assert r["lr"] == 2e-3 * scale and r["muon_lr"] == 0.03 * scale  # logged == applied, bitwise
 
 
-def test_a_restart_before_the_first_checkpoint_owns_its_metrics(env, home, capsys):
+def test_a_restart_before_the_first_checkpoint_owns_its_metrics(env, module_home, capsys):
     args = [*GPT2_DROPOUT, "max_steps=4", "eval_every=2", "log_every=1", "ckpt_every=100", "name=restart"]
 
     def crash(record):
@@ -322,7 +282,7 @@ def test_a_restart_before_the_first_checkpoint_owns_its_metrics(env, home, capsy
 
     with pytest.raises(RuntimeError, match="power cut"):
         Trainer(load_config(None, args), progress=False, on_eval=crash).run()
-    run = home / "runs" / "restart"
+    run = module_home / "runs" / "restart"
     assert not (run / "ckpt.pt").exists() and [r["step"] for r in read_metrics(run) if r["kind"] == "eval"] == [2]
     train(load_config(None, args), progress=False)
     assert "removing metrics.jsonl" in capsys.readouterr().out
@@ -330,16 +290,16 @@ def test_a_restart_before_the_first_checkpoint_owns_its_metrics(env, home, capsy
     assert [r["step"] for r in read_metrics(run) if r["kind"] == "step"] == [1, 2, 3, 4]
 
 
-def test_nan_before_any_checkpoint_does_not_claim_one(env, home, monkeypatch):
+def test_nan_before_any_checkpoint_does_not_claim_one(env, module_home, monkeypatch):
     real = train_mod.Trainer._train_step
     monkeypatch.setattr(train_mod.Trainer, "_train_step",
                         lambda self: real(self) * (float("nan") if self.step == 2 else 1.0))
     with pytest.raises(TrainError, match="loss is nan at step 2.*no checkpoint was written yet") as e:
         train(load_config(None, [*GPT2_DROPOUT, "max_steps=6", "ckpt_every=4", "name=nan0"]), progress=False)
-    assert "last good checkpoint" not in str(e.value) and not (home / "runs" / "nan0" / "ckpt.pt").exists()
+    assert "last good checkpoint" not in str(e.value) and not (module_home / "runs" / "nan0" / "ckpt.pt").exists()
 
 
-def test_cli_pause_exits_75_and_export_best_without_best_is_one_line(env, home, monkeypatch, capsys):
+def test_cli_pause_exits_75_and_export_best_without_best_is_one_line(env, module_home, monkeypatch, capsys):
     real_log = train_mod.Trainer._log
 
     def log_then_interrupt(self, record):
@@ -352,14 +312,14 @@ def test_cli_pause_exits_75_and_export_best_without_best_is_one_line(env, home, 
     with pytest.raises(SystemExit) as e:
         main(["train", *sets, "--name", "cli-pause", "--no-progress"])
     assert e.value.code == EXIT_PAUSED == 75
-    run = home / "runs" / "cli-pause"
+    run = module_home / "runs" / "cli-pause"
     assert load_checkpoint(run / "ckpt.pt")["step"] == 2 and not (run / "best").exists()
     capsys.readouterr()
-    assert main(["export", str(run), "--which", "best", "--out", str(home / "exported")]) == 2
+    assert main(["export", str(run), "--which", "best", "--out", str(module_home / "exported")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no best weights" in err and "--which last" in err
-    assert not (home / "exported").exists()
-    assert main(["export", str(run), "--which", "last", "--out", str(home / "exported")]) == 0
+    assert not (module_home / "exported").exists()
+    assert main(["export", str(run), "--which", "last", "--out", str(module_home / "exported")]) == 0
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert f"{EXIT_PAUSED} paused" in " ".join(capsys.readouterr().out.split())  # in `nanogpt train --help`

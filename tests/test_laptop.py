@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from fault_helpers import write_docs
+from tiny import write_docs
 from test_minutes import Tick
 
 from nanogpt_lib import laptop

@@ -15,20 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import TRAIN_KILLER, write_docs
-from test_faults_train import assert_same_run
+from fault_helpers import TRAIN_KILLER, assert_same_run
+from tiny import SMALL_RUN
 
 from nanogpt_lib.checkpoint import load_checkpoint
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.train import MEASURE_STEPS, SETTLE_STEPS, TrainError, decide_budget, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
-        "dataset=txt", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu", "model.dropout=0.1",
-        "eval_every=10", "ckpt_every=4", "log_every=1"]
+TINY = [*SMALL_RUN, "dataset=txt", "warmup_steps=2", "model.dropout=0.1", "eval_every=10", "ckpt_every=4",
+        "log_every=1"]
 DECIDED_AT = SETTLE_STEPS + MEASURE_STEPS  # a fresh minutes run decides at the end of this step
 # One reading of the clock is 1 "s": a plain step reads it once, so it measures 1 s/step, and 0.8 minutes hold
 # a few tens of steps (each also carries a tenth of an evaluation and a quarter of a checkpoint)
@@ -66,18 +64,9 @@ def test_the_budget_is_the_steps_that_fit_by_hand():
                       0, 0.0, [0.5], 2.0, 1.0)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("minutes")
-    write_docs(root / "txt")
-    prepare(PrepareConfig(source=str(root / "txt"), data_dir=root / "home" / "data", progress=False))
-    return root / "home"
-
-
 @pytest.fixture
-def env(home, monkeypatch) -> dict[str, str]:
-    monkeypatch.setenv("NANOGPT_HOME", str(home))
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+def env(home) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}  # the home fixture has set NANOGPT_HOME
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,15 @@ import torch
 
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.sample import generate, generate_stream
+from tiny import SMALL_VOCAB_MODEL
 from training_helpers import twenty_losses
 
-TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16)
 
 
 @pytest.fixture
 def model() -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(**TINY)).eval()
+    return GPT(SMALL_VOCAB_MODEL).eval()
 
 
 def prompt(n: int, vocab: int = 100, seed: int = 1) -> torch.Tensor:
@@ -51,7 +52,7 @@ def test_config_validation(bad, match):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    c = GPTConfig(**TINY)
+    c = SMALL_VOCAB_MODEL
     assert GPTConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"n_layers.*valid keys: block_size, vocab_size, n_layer"):
         GPTConfig.from_dict({"n_layers": 3})
@@ -104,7 +105,7 @@ def test_ignore_index_and_gpt2_init(model):
 
 def test_tiny_overfit_one_batch():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY))
+    m = GPT(SMALL_VOCAB_MODEL)
     x = torch.randint(0, 100, (4, 16))
     y = torch.roll(x, -1, dims=1)
     (opt,) = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
@@ -249,7 +250,7 @@ def test_stream_matches_generate_and_restores_modes(model):
 
 def test_sampling_is_not_disturbed_by_dropout():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, dropout=0.5)).train()
+    m = GPT(replace(SMALL_VOCAB_MODEL, dropout=0.5)).train()
     p = prompt(4)
     assert torch.equal(generate(m, p, 10, temperature=0), generate(m, p, 10, temperature=0, use_cache=False))
     assert m.training

@@ -58,6 +58,7 @@ def _printed(notebook: Path) -> str:
                    for o in cell["outputs"])
 
 
+@pytest.mark.slow
 def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh project home: the notebook prepares data/ and writes runs/ there; the recipe's model is shrunk
     # (nbval runs the notebook at full size).
@@ -138,6 +139,7 @@ def _kill_tree(proc: subprocess.Popen) -> int:
     return proc.wait()  # reaped here, so the status is the real one
 
 
+@pytest.mark.slow
 def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
     # The README's overnight command, run from a throwaway project home whose configs/default.toml is the
     # real one shrunk (same keys, smaller sizes) and with a two-step ladder. Killed once a checkpoint exists
@@ -187,6 +189,7 @@ def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
     assert ckpt["step"] == last and ckpt["config"]["name"] == "overnight" and ckpt["config"]["batch_size"] == 2
 
 
+@pytest.mark.slow
 def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The experiments notebook at tiny scale, in a fresh project home holding only the shipped plays: every
     # stage runs, the report lands in out_dir, and a second execution reads the finished runs instead of

@@ -21,6 +21,7 @@ from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.prepare import PrepareConfig, is_val, prepare
 from nanogpt_lib.sample import generate, generate_text, load_model
 from nanogpt_lib.train import TrainError, train
+from tiny import SMALL_RUN
 
 VOCAB = 300  # a few dozen merges of the small corpora below: trained in milliseconds
 # Only the validation documents of VAL_ONLY_DOCS hold this word: a tokenizer trained on all the text merges it.
@@ -145,9 +146,8 @@ def test_an_interrupted_rebuild_keeps_the_previous_data_set_and_its_tokenizer(tx
     assert TokenData(out, 8).tokenizer["sha256"] == first["tokenizer"]["sha256"]
 
 
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
-        "dataset=own", "eval_batches=1", "warmup_steps=1", "dtype=float32", "device=cpu", "lr=3e-3",
-        "max_steps=2", "eval_every=2", "log_every=1", "threads=1"]
+TINY = [*SMALL_RUN, "dataset=own", "warmup_steps=1", "lr=3e-3", "max_steps=2", "eval_every=2", "log_every=1",
+        "threads=1"]
 
 
 def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch, capsys):

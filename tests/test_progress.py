@@ -14,21 +14,12 @@ import torch
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.config import load_config
 from nanogpt_lib.devices import FP32, peak_flops
-from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.model import GPT
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.train import train
+from tiny import TINY_MODEL, TINY_RUN
 
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "batch_size=2",
-        "dataset=txt", "eval_batches=1", "warmup_steps=1", "dtype=float32", "device=cpu", "log_every=1",
-        "eval_every=2", "max_steps=2", "name=tiny"]
-
-
-@pytest.fixture
-def home(tmp_path, txt_dir, monkeypatch):
-    monkeypatch.setenv("NANOGPT_HOME", str(tmp_path / "home"))
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "home" / "data", progress=False))
-    return tmp_path / "home"
+TINY = [*TINY_RUN, "warmup_steps=1", "log_every=1", "eval_every=2", "max_steps=2", "name=tiny"]
 
 
 def nanogpt(*argv: str) -> subprocess.CompletedProcess:
@@ -41,9 +32,8 @@ def nanogpt(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("flag", [[], ["--no-progress"]])
 def test_eval_shows_a_bar_per_pass_unless_told_not_to(home, tmp_path, flag):
-    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
     torch.manual_seed(0)
-    export_weights(GPT(config), config, tmp_path / "w")
+    export_weights(GPT(TINY_MODEL), TINY_MODEL, tmp_path / "w")
     proc = nanogpt("eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--device", "cpu", *flag)
     assert proc.returncode == 0, proc.stderr
     shown = "untrained:" in proc.stderr and "trained:" in proc.stderr and "batch" in proc.stderr

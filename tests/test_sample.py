@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
 
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
-from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.model import GPT
 from nanogpt_lib.paths import ProjectFilesError
 from nanogpt_lib import sample
 from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, sample_next, stream_text
 from nanogpt_lib.tokenizer import decode, encode
+from tiny import SMALL_MODEL
 
-TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
 
 
 @pytest.fixture
 def model() -> GPT:
     torch.manual_seed(0)
-    return GPT(TINY).eval()
+    return GPT(SMALL_MODEL).eval()
 
 
 def same_weights(a: GPT, b: GPT) -> bool:
@@ -30,7 +31,7 @@ def same_weights(a: GPT, b: GPT) -> bool:
 
 
 def test_safetensors_export_round_trip(model, tmp_path):
-    path = export_weights(model, TINY, tmp_path / "out", {"step": 7})
+    path = export_weights(model, SMALL_MODEL, tmp_path / "out", {"step": 7})
     assert path.name == "gpt2_trained_weights.safetensors"
     loaded, meta = load_weights(tmp_path / "out")
     assert same_weights(model, loaded) and meta["step"] == 7
@@ -53,7 +54,7 @@ def test_seed_style_pth_state_dict_loads(model, tmp_path):
     """The seed shipped trained_model/gpt2_trained_weights.pth: a plain state dict (maybe from torch.compile)."""
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
     torch.save(state, tmp_path / "gpt2_trained_weights.pth")
-    (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL.to_dict()))
     loaded, _ = load_weights(tmp_path / "gpt2_trained_weights.pth")
     assert same_weights(model, loaded)
 
@@ -64,7 +65,7 @@ def test_pth_with_pickled_objects_is_refused(tmp_path):
             return (os.system, ("echo pwned",))
 
     torch.save({"w": Evil()}, tmp_path / "w.pth")
-    (tmp_path / "config.json").write_text(json.dumps(TINY.to_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(SMALL_MODEL.to_dict()))
     with pytest.raises(CheckpointError, match="pickled Python objects"):
         load_weights(tmp_path / "w.pth")
 
@@ -72,19 +73,19 @@ def test_pth_with_pickled_objects_is_refused(tmp_path):
 def test_bad_weights_files(model, tmp_path):
     with pytest.raises(CheckpointError, match="no weights in"):
         load_weights(tmp_path)
-    export_weights(model, TINY, tmp_path / "out")
+    export_weights(model, SMALL_MODEL, tmp_path / "out")
     f = tmp_path / "out" / "gpt2_trained_weights.safetensors"
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_weights(tmp_path / "out")
-    export_weights(model, TINY, tmp_path / "other")
-    (tmp_path / "other" / "config.json").write_text(json.dumps({"model": {**TINY.to_dict(), "n_layer": 3}}))
+    export_weights(model, SMALL_MODEL, tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model": {**SMALL_MODEL.to_dict(), "n_layer": 3}}))
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_weights(tmp_path / "other")
 
 
 def test_generate_text_is_the_greedy_continuation(model, tmp_path):
-    export_weights(model, TINY, tmp_path)
+    export_weights(model, SMALL_MODEL, tmp_path)
     loaded = load_model(tmp_path, device="cpu")
     text = generate_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0)
     ids = generate(model, torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")):]
@@ -167,7 +168,7 @@ def test_a_tiny_temperature_is_greedy_not_nan(model, temperature):
 def test_cli_num_samples_prints_each_sample(model, tmp_path, capsys):
     from nanogpt_lib.cli import main
 
-    export_weights(model, TINY, tmp_path)
+    export_weights(model, SMALL_MODEL, tmp_path)
     assert main(["sample", "--ckpt", str(tmp_path), "--prompt", "ROMEO:", "--num-samples", "3",
                  "--max-new-tokens", "5", "--temperature", "0"]) == 0
     out = capsys.readouterr().out
@@ -210,7 +211,7 @@ def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monke
     in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
     model's are) and the padding ids can never be drawn."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, logit_softcap=softcap)).eval()
+    m = GPT(replace(SMALL_MODEL, logit_softcap=softcap)).eval()
     with torch.no_grad():
         m.lm_head.weight.mul_(20.0)
     p = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))

@@ -12,26 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import TIMING
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import CheckpointError, load_checkpoint, load_weights
 from nanogpt_lib.config import load_config
 from nanogpt_lib.data import DatasetError
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.train import TrainError, Trainer, lr_at, train
+from tiny import TWO_LAYER_RUN
 
-TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
-        "dataset=txt", "eval_batches=2", "warmup_steps=2", "dtype=float32", "device=cpu", "lr=3e-3"]
-
-
-@pytest.fixture
-def home(txt_dir, tmp_path, monkeypatch):
-    """A project root with data/txt prepared; NANOGPT_HOME points subprocesses at it too."""
-    root = tmp_path / "home"
-    prepare(PrepareConfig(source=str(txt_dir), data_dir=root / "data"))
-    monkeypatch.setenv("NANOGPT_HOME", str(root))
-    return root
+TINY = [*TWO_LAYER_RUN, "lr=3e-3"]
 
 
 def cfg(*extra: str):
@@ -192,6 +183,7 @@ def test_cli_train_export_sample(home, capsys):
     assert "nanogpt prepare" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_ddp_two_processes_match_one_process_with_accumulation(home, optimizer):
     """torchrun --nproc_per_node 2 (gloo) with batch 4 each == one process with 2 micro-batches of 4, bitwise.
@@ -210,15 +202,10 @@ def test_ddp_two_processes_match_one_process_with_accumulation(home, optimizer):
            *[x for kv in common for x in ("--set", kv)]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    threads = torch.get_num_threads()
-    try:
-        train(load_config(None, [*common, "grad_accum=2", "threads=1", "name=single"]), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    train(load_config(None, [*common, "grad_accum=2", "threads=1", "name=single"]), progress=False)
     ddp, single = read_metrics(home / "runs" / "ddp"), read_metrics(home / "runs" / "single")
-    timing = ("tokens_per_s", "mfu")
-    assert [{k: v for k, v in r.items() if k not in timing} for r in ddp] == \
-        [{k: v for k, v in r.items() if k not in timing} for r in single]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ddp] == \
+        [{k: v for k, v in r.items() if k not in TIMING} for r in single]
     a, b = load_checkpoint(home / "runs" / "ddp" / "ckpt.pt"), load_checkpoint(home / "runs" / "single" / "ckpt.pt")
     torch.testing.assert_close(a["model"], b["model"], rtol=0, atol=0)
     torch.testing.assert_close([o["state"] for o in a["optimizer"]], [o["state"] for o in b["optimizer"]],

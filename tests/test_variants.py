@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,8 +15,8 @@ from nanogpt_lib.model import GPT, GPTConfig, Rotary
 from nanogpt_lib.optim import Muon
 from nanogpt_lib.sample import generate
 from nanogpt_lib.train import lr_at
+from tiny import SMALL_VOCAB_MODEL
 
-TINY = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16)
 VARIANTS = {
     "rope": dict(pos="rope"),
     "relu2": dict(mlp="relu2"),
@@ -45,7 +46,7 @@ def overfit(model: GPT, optimizer: str = "adamw", steps: int = 60) -> tuple[floa
 @pytest.mark.parametrize("name", VARIANTS)
 def test_each_variant_has_the_right_shapes_and_overfits_a_batch(name):
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, **VARIANTS[name]))
+    m = GPT(replace(SMALL_VOCAB_MODEL, **VARIANTS[name]))
     logits, _ = m(torch.randint(0, 100, (3, 10)))
     assert logits.shape == (3, 1, 100)
     logits, loss = m(torch.randint(0, 100, (3, 10)), torch.randint(0, 100, (3, 10)), all_logits=True)
@@ -57,7 +58,7 @@ def test_each_variant_has_the_right_shapes_and_overfits_a_batch(name):
 @pytest.mark.parametrize("name", ["baseline", "all"])
 def test_muon_overfits_a_batch_and_owns_only_the_blocks_matrices(name):
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, **VARIANTS.get(name, {})))
+    m = GPT(replace(SMALL_VOCAB_MODEL, **VARIANTS.get(name, {})))
     adamw, muon = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", muon_lr=0.05)
     assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
     names = {id(p): n for n, p in m.named_parameters()}
@@ -84,9 +85,9 @@ def test_rope_scores_depend_only_on_relative_position():
 
 def test_rope_model_has_no_position_table_and_its_kv_cache_matches_recompute():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, pos="rope", qk_norm=True)).eval()
+    m = GPT(replace(SMALL_VOCAB_MODEL, pos="rope", qk_norm=True)).eval()
     assert "wpe" not in m.transformer
-    base = GPT(GPTConfig.gpt2(**TINY))  # a learned position table: 16 x 32 more
+    base = GPT(SMALL_VOCAB_MODEL)  # GPT-2's layout: a learned position table, 16 x 32 more
     assert m.num_params(non_embedding=False) == base.num_params(non_embedding=False) - 16 * 32 + 2 * 2 * 16
     x = torch.randint(0, 100, (1, 5))
     cached = generate(m, x, 40, temperature=0, use_cache=True)  # past the block: slides and re-fills
@@ -97,7 +98,7 @@ def test_rope_model_has_no_position_table_and_its_kv_cache_matches_recompute():
 
 def test_untied_head_starts_uniform_and_survives_export(tmp_path):
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, tie_head=False))
+    m = GPT(replace(SMALL_VOCAB_MODEL, tie_head=False))
     assert m.lm_head.weight is not m.transformer.wte.weight
     _, loss = m(torch.randint(0, 100, (2, 8)), torch.randint(0, 100, (2, 8)))
     assert loss.item() == pytest.approx(math.log(100), abs=1e-6)  # zero head: every token equally likely
@@ -134,7 +135,7 @@ def test_softcapped_chunked_loss_matches_the_plain_formula(dtype):
 
 def test_softcap_bounds_sampling_logits():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**TINY, logit_softcap=2.0))
+    m = GPT(replace(SMALL_VOCAB_MODEL, logit_softcap=2.0))
     with torch.no_grad():
         m.lm_head.weight.mul_(1000)
     logits, _ = m(torch.randint(0, 100, (1, 4)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fault_helpers import write_docs
+from tiny import SMALL_RUN
 
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import AUTO_VOCAB, fit_vocab, load_config, padded_vocab
@@ -21,20 +21,15 @@ from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.sample import load_model
 
 OWN_VOCAB = 300  # a few dozen merges of the shared test corpus: trained in milliseconds
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=4",
-        "eval_batches=1", "eval_every=2", "ckpt_every=2", "log_every=1", "warmup_steps=1", "max_steps=2",
-        "dtype=float32", "device=cpu", "threads=1"]
+TINY = [*SMALL_RUN, "eval_every=2", "ckpt_every=2", "log_every=1", "warmup_steps=1", "max_steps=2", "threads=1"]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
+def home(module_home: Path) -> Path:
     """NANOGPT_HOME with the shared corpus prepared twice: GPT-2's ids (``txt``) and an own 300-token BPE (``own``)."""
-    root = tmp_path_factory.mktemp("vocab")
-    write_docs(root / "txt")
-    data = root / "home" / "data"
-    prepare(PrepareConfig(source=str(root / "txt"), data_dir=data, progress=False))
-    prepare(PrepareConfig(source=str(root / "txt"), data_dir=data, name="own", vocab=OWN_VOCAB, progress=False))
-    return root / "home"
+    prepare(PrepareConfig(source=str(module_home.parent / "txt"), data_dir=module_home / "data", name="own",
+                          vocab=OWN_VOCAB, progress=False))
+    return module_home
 
 
 def test_the_rule_pads_the_data_vocab_and_keeps_a_named_one():

@@ -7,17 +7,17 @@ import torch
 
 widgets = pytest.importorskip("ipywidgets")
 
-from nanogpt_lib.model import GPT, GPTConfig  # noqa: E402
+from nanogpt_lib.model import GPT  # noqa: E402
 from nanogpt_lib.sample import generate_text  # noqa: E402
 from nanogpt_lib.course.widgets import SamplerWidget, sampler_widget, stream_into  # noqa: E402
+from tiny import SMALL_MODEL  # noqa: E402
 
-TINY = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)
 
 
 @pytest.fixture
 def model() -> GPT:
     torch.manual_seed(0)
-    return GPT(TINY).eval()
+    return GPT(SMALL_MODEL).eval()
 
 
 def shown(output: widgets.Output) -> str:

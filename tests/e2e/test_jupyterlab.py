@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a browser and a Jupyter server: 10-80 s a test (busy machine, one thread)
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
