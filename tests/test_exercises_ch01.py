@@ -8,7 +8,6 @@ import re
 import tempfile
 
 import numpy as np
-import pytest
 import torch
 
 from nanogpt_lib.course.exercises import ch01, exercises, verdict

@@ -4,7 +4,6 @@ notebooks/solutions/04_gpt_model_solutions.ipynb."""
 
 from __future__ import annotations
 
-import re
 
 import torch
 from torch import nn

@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 
-from nanogpt_lib.config import TrainConfig
-from nanogpt_lib.course.exercises import ch05, verdict
-from nanogpt_lib.model import GPT
+from nanogpt_lib.course.exercises import verdict
 from nanogpt_lib.optim import orthogonalize
 
 from exercise_helpers import todo, wrong

@@ -43,11 +43,11 @@ def test_meta_and_tokenizer_say_where_a_model_came_from(model, tmp_path):
     from nanogpt_lib.evaluate import model_tokenizer
 
     assert (model.meta, model.tokenizer, model_tokenizer(model)) == ({}, None, None)
-    export_weights(model, TINY, tmp_path / "out", {"step": 7, "val_loss": 4.5})
+    export_weights(model, SMALL_MODEL, tmp_path / "out", {"step": 7, "val_loss": 4.5})
     loaded = load_model(tmp_path / "out", device="cpu")
-    assert (loaded.meta["step"], loaded.meta["val_loss"], loaded.meta["model"]) == (7, 4.5, TINY.to_dict())
+    assert (loaded.meta["step"], loaded.meta["val_loss"], loaded.meta["model"]) == (7, 4.5, SMALL_MODEL.to_dict())
     assert model_tokenizer(loaded) == "gpt2" and sample.encoding_of(loaded) is loaded.tokenizer
-    assert GPT(TINY).meta == {}  # not shared between models
+    assert GPT(SMALL_MODEL).meta == {}  # not shared between models
 
 
 def test_seed_style_pth_state_dict_loads(model, tmp_path):
