@@ -42,7 +42,9 @@ def test_overrides_are_typed():
 
 
 def test_unknown_key_lists_valid_keys():
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) learning_rate; valid keys: name, dataset.*model.n_layer"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key\(s\) learning_rate; valid keys: name, dataset.*model.n_layer"
+    ):
         load_config(None, ["learning_rate=1"])
     with pytest.raises(ConfigError, match="unknown config key.*model.layers"):
         load_config(None, ["model.layers=2"])

@@ -25,8 +25,8 @@ def test_batch_shapes_and_targets(prepared):
     tokens = np.fromfile(prepared / "train.bin", dtype=np.uint16)
     starts = data.batch_starts("train", 0, 8)
     for row, s in enumerate(starts):
-        assert x[row].tolist() == tokens[s:s + 16].tolist()
-        assert y[row].tolist() == tokens[s + 1:s + 17].tolist()
+        assert x[row].tolist() == tokens[s : s + 16].tolist()
+        assert y[row].tolist() == tokens[s + 1 : s + 17].tolist()
 
 
 def test_batches_are_a_function_of_seed_k_rank(prepared):

@@ -11,8 +11,20 @@ from nanogpt_lib import doctor
 from nanogpt_lib.prepare import PrepareConfig, prepare
 
 REPO = Path(__file__).resolve().parents[1]
-TOPICS = ("nanogpt", "python", "torch", "device", "cpu", "bf16", "threads", "project home", "corpus", "data",
-          "weights", "notebooks")
+TOPICS = (
+    "nanogpt",
+    "python",
+    "torch",
+    "device",
+    "cpu",
+    "bf16",
+    "threads",
+    "project home",
+    "corpus",
+    "data",
+    "weights",
+    "notebooks",
+)
 
 
 @pytest.fixture
@@ -77,5 +89,8 @@ LISTING = """JupyterLab v4.6.6
 
 def test_the_extension_listing_is_read_as_jupyterlab_prints_it():
     assert doctor.parse_labextensions(LISTING) == {
-        "jupyterlab_pygments": (True, True), "jupyterlab-rise": (True, True),
-        "@jupyterlab/mathjax3-extension": (True, False), "@jupyter-widgets/jupyterlab-manager": (False, True)}
+        "jupyterlab_pygments": (True, True),
+        "jupyterlab-rise": (True, True),
+        "@jupyterlab/mathjax3-extension": (True, False),
+        "@jupyter-widgets/jupyterlab-manager": (False, True),
+    }

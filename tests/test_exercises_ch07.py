@@ -55,7 +55,11 @@ def test_temperature():
         return torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=gen)
 
     def argmin(logits, temperature, gen):
-        return sample_temperature(-logits, temperature, gen) if temperature == 0 else sample_temperature(logits, temperature, gen)
+        return (
+            sample_temperature(-logits, temperature, gen)
+            if temperature == 0
+            else sample_temperature(logits, temperature, gen)
+        )
 
     def probs_scaled(logits, temperature, gen):  # temperature applied to probabilities: multinomial undoes it
         if temperature == 0:
@@ -115,7 +119,13 @@ def test_the_expected_probability_is_what_sample_next_draws():
             token = ranked[rank]
             p = ch07.draw_probability(logits, token, temperature, top_k)
             freq = (draws == token).float().mean().item()
-            assert abs(freq - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-12, (temperature, top_k, rank, freq, p)
+            assert abs(freq - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-12, (
+                temperature,
+                top_k,
+                rank,
+                freq,
+                p,
+            )
 
 
 def min_p_sample(logits, min_p, gen):
@@ -170,8 +180,15 @@ def test_the_distribution_test_has_power_and_a_small_false_failure_rate():
     # a sampler off by 10% in one temperature fails; the right one passes for 5 other seeds of the check's draws
     assert "do not fit" in wrong("07.1", lambda l, t, g: sample_temperature(l, t * 1.1 if t else 0, g))
     for seed in range(5):
-        assert verdict("07.1", lambda l, t, g, s=seed: sample_temperature(l, t, torch.Generator().manual_seed(
-            g.initial_seed() * 7 + s)))[0] is True
+        assert (
+            verdict(
+                "07.1",
+                lambda l, t, g, s=seed: sample_temperature(
+                    l, t, torch.Generator().manual_seed(g.initial_seed() * 7 + s)
+                ),
+            )[0]
+            is True
+        )
 
 
 def test_test_rows_keep_no_token_on_the_min_p_edge():
@@ -243,6 +260,7 @@ def top_p_probs(p):
         q, ids = row.double().softmax(-1).sort(descending=True)
         q = torch.where(q.cumsum(-1) - q < p, q, 0.0)
         return torch.zeros_like(q).scatter(0, ids, q / q.sum())
+
     return probs
 
 
@@ -280,6 +298,7 @@ def top_k_probs(k):
         z = row.double()
         kept = torch.full_like(z, -math.inf).scatter(0, z.topk(k).indices, z.topk(k).values)
         return kept.softmax(-1)
+
     return probs
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from nanogpt_lib.course import exercises as ex
 from nanogpt_lib import sample
+from nanogpt_lib.course import exercises as ex
 from nanogpt_lib.course.exercises import guard, verdict
 from nanogpt_lib.prepare import is_val
 from nanogpt_lib.sample import sample_next
@@ -28,11 +28,14 @@ def test_a_switched_off_function_is_refused_through_any_reference():
     with pytest.raises(guard.Off, match="sample_next, which this check switches off: because"):
         with guard.switched_off(twins, "because"):
             held(torch.zeros(1, 3), 1.0)
-    for call in (lambda: torch.ones(2, 2).tril(), lambda: torch.tril(torch.ones(2, 2)),
-                 lambda: torch.ops.aten.tril(torch.ones(2, 2)), lambda: torch.ops.aten.tril.default(torch.ones(2, 2))):
-        with pytest.raises(guard.Off, match="torch's tril"):
-            with guard.switched_off(twins, "because"):
-                call()
+    for call in (
+        lambda: torch.ones(2, 2).tril(),
+        lambda: torch.tril(torch.ones(2, 2)),
+        lambda: torch.ops.aten.tril(torch.ones(2, 2)),
+        lambda: torch.ops.aten.tril.default(torch.ones(2, 2)),
+    ):
+        with pytest.raises(guard.Off, match="torch's tril"), guard.switched_off(twins, "because"):
+            call()
 
 
 def test_everything_is_restored_when_the_answer_raises_or_is_refused():
@@ -43,8 +46,11 @@ def test_everything_is_restored_when_the_answer_raises_or_is_refused():
     def raises(*args, **kwargs):
         raise ValueError("the answer's own bug")
 
-    refused = {"02.4": lambda chunk: encode(chunk), "03.1": lambda T: torch.ones(T, T).tril().bool(),
-               "07.1": lambda logits, t, gen: sample_next(logits, t, gen=gen)}
+    refused = {
+        "02.4": lambda chunk: encode(chunk),
+        "03.1": lambda T: torch.ones(T, T).tril().bool(),
+        "07.1": lambda logits, t, gen: sample_next(logits, t, gen=gen),
+    }
     for id, answer in refused.items():
         ok, why = verdict(id, raises)
         assert ok is False and "ValueError: the answer's own bug" in why, why
@@ -113,8 +119,15 @@ def test_every_check_switches_off_its_own_helpers(id):
     module = inspect.getmodule(ex.get(id).checker)
     public = set(getattr(module, "PUBLIC", ()))
     checkers = {e.checker.__name__ for e in ex._REGISTRY.values()}
-    helpers = [f for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
-               and n.startswith("_") and n not in public and n not in checkers]
+    helpers = [
+        f
+        for n, f in vars(module).items()
+        if inspect.isfunction(f)
+        and f.__module__ == module.__name__
+        and n.startswith("_")
+        and n not in public
+        and n not in checkers
+    ]
     assert helpers, module.__name__
     helper = helpers[0]
     ok, why = verdict(id, lambda *args, **kwargs: helper())

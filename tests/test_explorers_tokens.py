@@ -38,8 +38,9 @@ def test_pieces_are_the_library_tokens():
         assert [p.id for p in pieces] == encode(text)
         assert b"".join(p.bytes for p in pieces) == text.encode("utf-8")  # the pieces cover the text, in order
         for p in pieces:
-            assert (p.text is None) == (decode([p.id]) != p.bytes.decode("utf-8", errors="replace")
-                                        or "\ufffd" in decode([p.id]))
+            assert (p.text is None) == (
+                decode([p.id]) != p.bytes.decode("utf-8", errors="replace") or "\ufffd" in decode([p.id])
+            )
             assert p.text is None or p.text == decode([p.id])
     # a CJK character split across tokens: no piece of it is text on its own, and its label shows the bytes
     split = [p for p in tx.token_pieces(" 東") if p.text is None]
@@ -139,8 +140,11 @@ def test_widget_follows_its_controls():
     box = tx.explorer("To be, or not to be", word=" not")
     assert isinstance(box, widgets.VBox)
     for part in ("text", "view", "count", "word", "merge-step", "merges"):
-        found = [w for w in (box.text, box.tokens, box.count, box.word, box.step, box.merges)
-                 if f"nanogpt-tokens-{part}" in w._dom_classes]
+        found = [
+            w
+            for w in (box.text, box.tokens, box.count, box.word, box.step, box.merges)
+            if f"nanogpt-tokens-{part}" in w._dom_classes
+        ]
         assert len(found) == 1, part
     assert box.count.value == tx.count_line("To be, or not to be")
     assert box.word.value == " not" and box.step.value == box.step.max == len(tx.merge_steps(" not")) - 1
@@ -167,6 +171,8 @@ def test_plain_functions_need_no_widgets():
     import subprocess
     import sys
 
-    code = ("import sys, nanogpt_lib.course.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
-            "assert 'ipywidgets' not in sys.modules")
+    code = (
+        "import sys, nanogpt_lib.course.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
+        "assert 'ipywidgets' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -129,6 +129,7 @@ def test_shipped_corpus(tmp_path):
 
 # ---- atomicity and idempotence ----------------------------------------------------------------
 
+
 def _snapshot(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
@@ -196,6 +197,7 @@ def test_damaged_output_is_rebuilt(txt_dir, tmp_path, capsys):
 
 
 # ---- bad input: one line naming the problem and the fix ----------------------------------------
+
 
 def test_unknown_source(tmp_path):
     with pytest.raises(PrepareError, match="unknown source 'nonsense'.*shakespeare.*openwebtext"):
@@ -270,8 +272,10 @@ def test_progress_bar_respects_tqdm_disable(txt_dir, tmp_path, capsys):
 
 def test_a_meta_json_from_before_max_ids_gets_them_on_the_next_run(txt_dir, tmp_path):
     meta = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
-    old = {**meta, "splits": {s: {k: v for k, v in i.items() if k not in ("max_id", "file")}
-                              for s, i in meta["splits"].items()}}
+    old = {
+        **meta,
+        "splits": {s: {k: v for k, v in i.items() if k not in ("max_id", "file")} for s, i in meta["splits"].items()},
+    }
     (tmp_path / "d" / "txt" / "meta.json").write_text(json.dumps(old))
     stamp = (tmp_path / "d" / "txt" / "train.bin").stat().st_mtime_ns
     again = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
