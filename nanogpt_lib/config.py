@@ -218,9 +218,8 @@ def _coerce(key: str, value: Any, kind: Any, strings: bool = True) -> Any:
                 return kind(value)
             except ValueError:
                 pass
-    elif kind is str:
-        if isinstance(value, str):
-            return value
+    elif kind is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got {value!r}")
 
 

@@ -290,7 +290,7 @@ class _SplitWriter:
         if not docs:
             return
         arr = np.fromiter(
-            itertools.chain.from_iterable(d + [self.eot_id] for d in docs),
+            itertools.chain.from_iterable([*d, self.eot_id] for d in docs),
             dtype=np.uint16,
             count=sum(len(d) + 1 for d in docs),
         )

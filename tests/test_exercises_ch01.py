@@ -31,7 +31,7 @@ def right_seen_fraction(train, val, n):
 def right_split_tokens(docs, seed, val_every):
     out = {"train": [], "val": []}
     for i, doc in enumerate(docs):
-        out["val" if is_val(i, seed, val_every) else "train"] += encode(doc) + [EOT_ID]
+        out["val" if is_val(i, seed, val_every) else "train"] += [*encode(doc), EOT_ID]
     return out["train"], out["val"]
 
 
@@ -86,7 +86,9 @@ def test_01_2_leakage():
     assert ok is True and "random cut" in remark
 
     def with_numpy(train, val, n):  # windows as bytes keys
-        key = lambda a: [w.tobytes() for w in np.lib.stride_tricks.sliding_window_view(a.astype(np.int64), n)]
+        def key(a):
+            return [w.tobytes() for w in np.lib.stride_tricks.sliding_window_view(a.astype(np.int64), n)]
+
         seen = set(key(train))
         return float(np.mean([w in seen for w in key(val)]))
 
@@ -132,7 +134,7 @@ def test_01_3_split_tokens():
     def every_tenth(docs, seed, val_every):  # a plausible but different rule
         out = {"train": [], "val": []}
         for i, doc in enumerate(docs):
-            out["val" if i % val_every == 0 else "train"] += encode(doc) + [EOT_ID]
+            out["val" if i % val_every == 0 else "train"] += [*encode(doc), EOT_ID]
         return out["train"], out["val"]
 
     assert "first differ" in wrong("01.3", every_tenth)
@@ -148,15 +150,15 @@ def test_01_3_alternatives():
 
         parts = {True: [], False: []}
         for i, doc in enumerate(docs):
-            parts[picked(i)].append(np.array(encode(doc) + [EOT_ID], dtype=np.uint16))
+            parts[picked(i)].append(np.array([*encode(doc), EOT_ID], dtype=np.uint16))
         return np.concatenate(parts[False]), np.concatenate(parts[True])
 
     def batch_encoded(docs, seed, val_every):  # tiktoken's batch encoder, then the routing
         from nanogpt_lib.tokenizer import get_tokenizer
 
         ids = get_tokenizer().encode_ordinary_batch(list(docs))
-        train = [t for i, d in enumerate(ids) if not is_val(i, seed, val_every) for t in d + [EOT_ID]]
-        val = [t for i, d in enumerate(ids) if is_val(i, seed, val_every) for t in d + [EOT_ID]]
+        train = [t for i, d in enumerate(ids) if not is_val(i, seed, val_every) for t in [*d, EOT_ID]]
+        val = [t for i, d in enumerate(ids) if is_val(i, seed, val_every) for t in [*d, EOT_ID]]
         return train, val
 
     assert verdict("01.3", own_rule)[0] is True

@@ -11,6 +11,7 @@ from nanogpt_lib.course.explorers.tokens import mergeable_ranks
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
 
 from exercise_helpers import todo, wrong
+import itertools
 
 
 def right_ratio(text):
@@ -39,7 +40,7 @@ def right_bpe(chunk):
     ranks = mergeable_ranks()
     parts = [bytes([b]) for b in chunk.encode("utf-8")]
     while True:
-        pairs = [(ranks.get(a + b), i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks]
+        pairs = [(ranks.get(a + b), i) for i, (a, b) in enumerate(itertools.pairwise(parts)) if a + b in ranks]
         if not pairs:
             return [ranks[p] for p in parts]
         _, i = min(pairs)
@@ -130,8 +131,8 @@ def test_02_4_bpe():
         parts = [bytes([b]) for b in chunk.encode("utf-8")]
         while len(parts) > 1:
             best = (
-                min((ranks[a + b], a + b) for a, b in zip(parts, parts[1:]) if a + b in ranks)
-                if any(a + b in ranks for a, b in zip(parts, parts[1:]))
+                min((ranks[a + b], a + b) for a, b in itertools.pairwise(parts) if a + b in ranks)
+                if any(a + b in ranks for a, b in itertools.pairwise(parts))
                 else None
             )
             if best is None:
@@ -151,11 +152,11 @@ def test_02_4_bpe():
         ranks = mergeable_ranks()
 
         def merge(parts):
-            pairs = [(ranks[a + b], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks]
+            pairs = [(ranks[a + b], i) for i, (a, b) in enumerate(itertools.pairwise(parts)) if a + b in ranks]
             if not pairs:
                 return parts
             i = min(pairs)[1]
-            return merge(parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :])
+            return merge([*parts[:i], parts[i] + parts[i + 1], *parts[i + 2 :]])
 
         return [ranks[p] for p in merge([bytes([b]) for b in chunk.encode("utf-8")])]
 

@@ -15,6 +15,7 @@ from nanogpt_lib.course.exercises import ch08, verdict
 from nanogpt_lib.model import GPT, GPTConfig
 
 from exercise_helpers import todo, wrong
+import itertools
 
 
 def runs(stage: str) -> list[dict]:
@@ -184,7 +185,7 @@ def test_steps_to_target():
     def with_pairs(curve, target):  # zip of neighbours, the first evaluation handled before
         if curve and curve[0][1] <= target:
             return float(curve[0][0])
-        for (s0, l0), (s1, l1) in zip(curve, curve[1:]):
+        for (s0, l0), (s1, l1) in itertools.pairwise(curve):
             if l1 <= target:
                 return s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
         return math.inf

@@ -207,7 +207,7 @@ def test_run_experiments_is_resumable(tmp_path, data_dir):
     timings = json.loads((out / "summary.json").read_text())["decisions"]
     assert timings["stage_seconds"] == {**first.decisions["stage_seconds"], **third.decisions["stage_seconds"]}
     assert timings["seconds"] == third.decisions["seconds"]
-    assert list(timings)[0] == "stage_seconds" and list(timings)[-1] == "seconds"  # the order a fresh run writes
+    assert next(iter(timings)) == "stage_seconds" and list(timings)[-1] == "seconds"  # the order a fresh run writes
 
 
 def test_figures_are_redrawn_only_when_their_data_changes(tmp_path):

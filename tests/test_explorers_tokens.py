@@ -11,6 +11,7 @@ import pytest
 from nanogpt_lib import paths
 from nanogpt_lib.course.explorers import tokens as tx
 from nanogpt_lib.tokenizer import EOT_ID, N_VOCAB, decode, encode
+import itertools
 
 TRICKY = [
     "To be, or not to be: that is the question:",
@@ -50,7 +51,7 @@ def test_pieces_are_the_library_tokens():
 
 
 def test_count_line_is_the_library_count():
-    for text in TRICKY + ["", "a"]:
+    for text in [*TRICKY, "", "a"]:
         n = len(encode(text))
         assert tx.count_line(text) == (f"{n} token" if n == 1 else f"{n} tokens")
     assert tx.count_line("a") == "1 token" and tx.count_line("") == "0 tokens"
@@ -67,7 +68,7 @@ def test_html_shows_every_token_with_its_id():
     assert labels == [html.escape(p.label) for p in tx.token_pieces(text)]
     assert "␣&lt;" in labels and not any("<" in label for label in labels)  # escaped, never rendered as markup
     colours = re.findall(r"background:(#[0-9a-f]{6})", page)
-    assert all(a != b for a, b in zip(colours, colours[1:]))  # neighbours always differ
+    assert all(a != b for a, b in itertools.pairwise(colours))  # neighbours always differ
 
 
 def test_ranks_are_tiktoken_gpt2():
@@ -90,7 +91,7 @@ def test_merge_steps_are_single_lowest_rank_merges():
     steps = tx.merge_steps(" Rosencrantz")
     assert steps[0].pieces == tuple(bytes([b]) for b in b" Rosencrantz") and steps[0].merged is None
     ranks = tx.mergeable_ranks()
-    for before, after in zip(steps, steps[1:]):
+    for before, after in itertools.pairwise(steps):
         assert len(after.pieces) == len(before.pieces) - 1
         assert b"".join(after.pieces) == b" Rosencrantz"
         a, b = after.merged

@@ -72,7 +72,7 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
             if m.startswith(n + "."):  # a submodule importing its package's __init__
                 continue
             if state.get(n) == 1:
-                return stack[stack.index(n) :] + [n]
+                return [*stack[stack.index(n) :], n]
             if n not in state and (found := visit(n)):
                 return found
         state[m] = 2

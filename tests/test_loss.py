@@ -155,7 +155,7 @@ def test_buffers_are_reused_and_gradients_never_alias_them():
     la, lb = linear_cross_entropy(a, w, t, chunk=16), linear_cross_entropy(b, w, t, chunk=16)
     (buf,) = [v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits"]
     linear_cross_entropy(h1, w, t, chunk=16)
-    assert [v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits"][0] is buf
+    assert next(v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits") is buf
     (la + 2 * lb).backward()
     torch.testing.assert_close(a.grad, plain(h1, w, t)[1], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(b.grad, plain(h2, w, t, scale=2.0)[1], rtol=1e-5, atol=1e-7)

@@ -147,6 +147,6 @@ def test_the_schedule_is_flat_until_the_decision_then_ends_at_the_budget(env, ho
     ],
 )
 def test_bad_minutes_are_one_line_exit_2(env, home, capsys, argv, message):
-    code = main(["train", "--name", "bad", "--no-progress", *argv, *sum((["--set", s] for s in TINY), [])])
+    code = main(["train", "--name", "bad", "--no-progress", *argv, *[a for s in TINY for a in ("--set", s)]])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and message in err and "\n" not in err, err

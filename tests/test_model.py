@@ -221,7 +221,7 @@ def test_cached_greedy_equals_uncached(model, n_prompt, n_new):
 def test_cache_holds_the_same_distributions(model):
     """Logits of each cached step equal a full recomputation of the window (not just the argmax)."""
     p = prompt(6)
-    h, past = model.trunk(p[:, :5])
+    _h, past = model.trunk(p[:, :5])
     h1, _ = model.trunk(p[:, 5:], past)
     torch.testing.assert_close(h1[:, -1], model.hidden(p)[:, -1], atol=1e-5, rtol=1e-5)
     h2, _ = model.trunk(p[:, 3:], model.trunk(p[:, :3])[1])  # several new tokens on a cache

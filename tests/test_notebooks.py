@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from nanogpt_lib import paths
+import contextlib
 
 papermill = pytest.importorskip("papermill")
 
@@ -157,10 +158,8 @@ def _kill_tree(proc: subprocess.Popen) -> int:
 
     children = psutil.Process(proc.pid).children(recursive=True)
     for child in children:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.kill()
     psutil.wait_procs(children, timeout=30)
     return proc.wait()  # reaped here, so the status is the real one

@@ -132,6 +132,6 @@ def test_configure_optimizers_builds_our_muon_without_torch_muon(monkeypatch):
     Newton-Schulz dtype reaches the optimizer."""
     monkeypatch.delattr(torch.optim, "Muon", raising=False)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16))
-    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", ns_dtype=torch.bfloat16)
+    _adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", ns_dtype=torch.bfloat16)
     assert isinstance(muon, Muon) and muon.ns_dtype == torch.bfloat16
     assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")[1].ns_dtype == torch.float32

@@ -86,7 +86,7 @@ def test_prepare_trains_on_the_train_split_and_records_the_tokenizer(val_only_di
     enc = tok.for_data(meta, out)
     for split in ("train", "val"):
         mine = [d for i, d in enumerate(docs) if is_val(i, 0, 10) == (split == "val")]
-        expected = [i for d in mine for i in enc.encode_ordinary(d) + [enc.eot_token]]
+        expected = [i for d in mine for i in [*enc.encode_ordinary(d), enc.eot_token]]
         assert np.fromfile(out / f"{split}.bin", dtype=np.uint16).tolist() == expected
         info = meta["splits"][split]
         assert info["chars"] == sum(len(d) for d in mine)

@@ -21,7 +21,7 @@ def expected_split(docs: list[str], split: str, seed: int = 0, every: int = 10) 
     ids: list[int] = []
     for i, doc in enumerate(docs):
         if is_val(i, seed, every) == (split == "val"):
-            ids += encode(doc) + [EOT_ID]
+            ids += [*encode(doc), EOT_ID]
     return np.array(ids, dtype=np.uint16)
 
 

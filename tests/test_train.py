@@ -56,7 +56,7 @@ def test_a_run_writes_metrics_plot_checkpoint_and_best(home):
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = torch.load(run / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 20 and set(ckpt) >= {"model", "optimizer", "rng", "config"}
-    model, meta = load_weights(run / "best")
+    _model, meta = load_weights(run / "best")
     assert meta["step"] == result.step and meta["val_loss"] == pytest.approx(result.best_val_loss)
     assert json.loads((run / "config.json").read_text())["name"] == "r"
 

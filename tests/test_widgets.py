@@ -12,6 +12,7 @@ from nanogpt_lib.model import GPT  # noqa: E402
 from nanogpt_lib.sample import generate_text  # noqa: E402
 
 from tiny import SMALL_MODEL  # noqa: E402
+import itertools
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_output_grows_piece_by_piece(model):
     text = stream_into(model, output, "ROMEO:", temperature=0, top_k=None, max_new_tokens=8, seed=None)
     grown = [s for s in seen if s]
     assert grown[-1] == "ROMEO:" + text and len(grown) >= 2
-    assert grown[0] == "ROMEO:" and all(b.startswith(a) for a, b in zip(grown, grown[1:]))  # prompt, then appends
+    assert grown[0] == "ROMEO:" and all(b.startswith(a) for a, b in itertools.pairwise(grown))  # prompt, then appends
     assert stream_into(model, output, "x", temperature=0, top_k=None, max_new_tokens=0, seed=None) == ""
     assert shown(output) == "x"
 

@@ -77,7 +77,7 @@ def block_figure(model: GPT, idx: torch.Tensor) -> Figure:
             1.6,
             "ln_1",
             "attention",
-            f"{c.n_head} heads × {hd}{pos}\nq, k, v {s['ln_1'][:2] + (c.n_head, hd)}\nout {s['attn']}",
+            f"{c.n_head} heads × {hd}{pos}\nq, k, v {(*s['ln_1'][:2], c.n_head, hd)}\nout {s['attn']}",
         ),
         (3.5, "ln_2", "MLP", f"c_fc → {s['c_fc']}\n{act}\nc_proj → {s['mlp']}"),
     ):

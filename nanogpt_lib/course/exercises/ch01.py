@@ -40,7 +40,34 @@ def _prepare_twins() -> list:
 
 
 # Words for the checks' documents: plain English, a few accents and a CJK word (several bytes per character).
-_WORDS = ["the", "king", "is", "dead", "long", "live", "the", "queen", "to", "be", "or", "not", "that", "question", "naïve", "façade", "café", "東京", "Horatio", "Rosencrantz", "whither", "art", "thou", "1603", "'tis", "o'clock"]
+_WORDS = [
+    "the",
+    "king",
+    "is",
+    "dead",
+    "long",
+    "live",
+    "the",
+    "queen",
+    "to",
+    "be",
+    "or",
+    "not",
+    "that",
+    "question",
+    "naïve",
+    "façade",
+    "café",
+    "東京",
+    "Horatio",
+    "Rosencrantz",
+    "whither",
+    "art",
+    "thou",
+    "1603",
+    "'tis",
+    "o'clock",
+]
 N_DOCS = 30
 
 

@@ -325,10 +325,7 @@ def _optimizer_twins() -> list:
         for n, f in vars(torch.optim.Adafactor).items()
         if callable(f) and n != "__init__"
     ]
-    steps = [
-        fn(c.step, f"{c.__name__}.step")
-        for c in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, Muon)
-    ]
+    steps = [fn(c.step, f"{c.__name__}.step") for c in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, Muon)]
     functional = [
         fn(getattr(torch.optim._adafactor, n), f"torch.optim._adafactor.{n}")
         for n in ("adafactor", "_single_tensor_adafactor", "_multi_tensor_adafactor")
