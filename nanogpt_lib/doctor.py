@@ -162,7 +162,7 @@ def shipped_weights() -> Finding:
 
     try:
         model = load_model(device="cpu")
-    except Exception as e:  # a damaged or missing file: say which and how to get it back, never a traceback
+    except Exception as e:  # noqa: BLE001 - a damaged or missing file, whatever it raises: a finding, not a traceback
         return Finding("weights", "FIX", f"{paths.shown(folder)}: {one_line(e, first=True)}", restore)
     return Finding(
         "weights",

@@ -2,10 +2,11 @@
 
 A loss of 4.3 nats/token means little alone. Guessing uniformly over the data set's vocabulary costs its log
 (ln 50257 = 10.82 for GPT-2's tokens; ln 4096 = 8.32 for data prepared with ``--vocab 4096``); a unigram
-model (each token's frequency in the training split, nothing else) is the best any model can do without looking at context; the untrained network shows where training starts. All are
-measured on the whole validation split, cut into non-overlapping windows of the model's block size, and
-given also in bits per character and per UTF-8 byte of the split's text (``data.TextStats``), the units in
-which runs with different tokenizers compare.
+model (each token's frequency in the training split, nothing else) is the best any model can do without
+looking at context; the untrained network shows where training starts. All are measured on the whole
+validation split, cut into non-overlapping windows of the model's block size, and given also in bits per
+character and per UTF-8 byte of the split's text (``data.TextStats``), the units in which runs with
+different tokenizers compare.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ GPT2_BASELINE: tuple[str, ...] = ("optimizer=adamw", "model.pos=learned", "model
 
 @dataclass
 class Scale:
-    """How big each stage is. ``full`` is the run experiments/README.md reports; ``tiny`` checks the machinery in seconds."""
+    """How big each stage is. ``full`` is the run experiments/README.md reports; ``tiny`` checks the machinery in
+    seconds."""
 
     base: tuple[str, ...]  # overrides under every run (model size, eval cadence, ...)
     max_steps: int

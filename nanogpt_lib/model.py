@@ -8,8 +8,8 @@ Later variants are switches in :class:`GPTConfig`, all off in ``GPTConfig.gpt2()
 default recipe's ``GPTConfig.recipe()`` turns on RoPE and ReLU²): rotary
 positions (RoPE, Su et al. 2021), ReLU-squared MLP (So et al. 2021, "Primer"), QK-norm (Henry et al. 2020),
 an untied LM head, and tanh soft-capping of the logits (Gemma 2). The optimizers (AdamW, and Muon from
-``optim.py``) are set up in :meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the sampling loop (temperature,
-top-k, top-p, KV cache, sliding window) in ``sample.py``.
+``optim.py``) are set up in :meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the
+sampling loop (temperature, top-k, top-p, KV cache, sliding window) in ``sample.py``.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def iter_documents(source: Source, text_field: str = "text", max_docs: int | Non
             raise PrepareError(f"lost the connection to the hub while reading ({e}); rerun to start again") from None
         except PrepareError:
             raise
-        except Exception as e:  # datasets wraps decoding errors in several ways; name the culprit
+        except Exception as e:  # noqa: BLE001 - datasets wraps decoding errors in several ways; name the culprit
             if source.kind == "hub":
                 raise PrepareError(f"could not read {source.builder!r}: {type(e).__name__}: {e}") from None
             bad = _find_bad_file(source)
@@ -275,7 +275,7 @@ class _SplitWriter:
     def __init__(self, path: Path, eot_id: int) -> None:
         self.path, self.eot_id = path, eot_id
         self.chars = self.text_bytes = 0
-        self.fh = open(path, "wb")
+        self.fh = open(path, "wb")  # noqa: SIM115 - held across write() calls, closed (after fsync) by close()
         self.sha = hashlib.sha256()
         self.tokens = 0
         self.docs = 0

@@ -53,13 +53,15 @@ def bpe_files_dir() -> Path:
 def _verified(path: Path, expected_sha256: str) -> str:
     if not path.is_file():
         raise TokenizerFilesError(
-            f"GPT-2 BPE file not found: {path} (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
+            f"GPT-2 BPE file not found: {path} "
+            "(restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected_sha256:
         raise TokenizerFilesError(
             f"GPT-2 BPE file {path} has sha256 {digest}, expected {expected_sha256}: "
-            "the file is altered or not GPT-2's (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
+            "the file is altered or not GPT-2's "
+            "(restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
         )
     return str(path)
 

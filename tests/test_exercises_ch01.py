@@ -64,8 +64,8 @@ def test_01_1_count_split():
     why = wrong("01.1", lambda p: (right_count_split(p)[0], right_count_split(p)[1] + 1))
     assert "ENDS with <|endoftext|>" in why
     wrong("01.1", lambda p: right_count_split(p)[0])  # not a pair
-    for why in (why, wrong("01.1", lambda p: (right_count_split(p)[0] - 1, right_count_split(p)[1]))):
-        assert not re.search(r"\d{3,}", why)  # no token count in the reason
+    for reason in (why, wrong("01.1", lambda p: (right_count_split(p)[0] - 1, right_count_split(p)[1]))):
+        assert not re.search(r"\d{3,}", reason)  # no token count in the reason
 
 
 def test_01_1_alternatives():

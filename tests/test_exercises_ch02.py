@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 
 from nanogpt_lib.course.exercises import exercises, verdict
@@ -11,7 +12,6 @@ from nanogpt_lib.course.explorers.tokens import mergeable_ranks
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
 
 from exercise_helpers import todo, wrong
-import itertools
 
 
 def right_ratio(text):

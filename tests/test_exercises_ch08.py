@@ -3,6 +3,7 @@ that keeps the answer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -15,7 +16,6 @@ from nanogpt_lib.course.exercises import ch08, verdict
 from nanogpt_lib.model import GPT, GPTConfig
 
 from exercise_helpers import todo, wrong
-import itertools
 
 
 def runs(stage: str) -> list[dict]:
@@ -143,7 +143,7 @@ def test_decay_dividend():
     def first_seed(long_runs, half_runs):
         return decay_dividend(long_runs[:1], half_runs[:1])
 
-    assert "the sign" in wrong("08.3", lambda l, h: -decay_dividend(l, h))
+    assert "the sign" in wrong("08.3", lambda long_runs, half_runs: -decay_dividend(long_runs, half_runs))
     assert "final loss" in wrong("08.3", final_of_long)
     assert "first seed" in wrong("08.3", first_seed)
     assert "give a function" in wrong("08.3", 0.0053)

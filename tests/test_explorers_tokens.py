@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import random
 import re
 
@@ -11,7 +12,6 @@ import pytest
 from nanogpt_lib import paths
 from nanogpt_lib.course.explorers import tokens as tx
 from nanogpt_lib.tokenizer import EOT_ID, N_VOCAB, decode, encode
-import itertools
 
 TRICKY = [
     "To be, or not to be: that is the question:",

@@ -298,7 +298,7 @@ def test_damaged_without_a_previous_is_a_clear_error(tmp_path, how):
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(ckpt, state(1))
     damage(ckpt, how)
-    with pytest.raises(CheckpointError, match="corrupt or truncated .*no previous checkpoint ckpt.prev.pt") as info:
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated .*no previous checkpoint ckpt\.prev\.pt") as info:
         load_checkpoint(ckpt)
     assert "pickled" not in str(info.value) and "\n" not in str(info.value)
 
@@ -409,6 +409,6 @@ def test_real_full_disk(small_disk, tmp_path):
     assert verify_dataset(small_disk / "big")["request"]["max_docs"] == 2
     ckpt = small_disk / "ckpt.pt"
     save_checkpoint(ckpt, state(1))
-    with pytest.raises(AtomicWriteError, match="No space left on device: .*ckpt.pt.*the previous ckpt.pt is intact"):
+    with pytest.raises(AtomicWriteError, match=r"No space left on device: .*ckpt\.pt.*the previous ckpt\.pt is intact"):
         save_checkpoint(ckpt, {**state(2), "big": torch.zeros(64 * 1024)})
     assert load_checkpoint(ckpt)["step"] == 1

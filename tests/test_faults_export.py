@@ -184,7 +184,7 @@ def test_a_flipped_byte_in_the_weights_is_refused_with_one_line(run, capfd):
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit of one weight: it would load silently and write other text
     weights.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="corrupt or truncated.*sha256"):
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated.*sha256"):
         load_weights(run / "export")
     capfd.readouterr()
     assert cli.main(["sample", "--ckpt", str(run / "export"), "--device", "cpu", "--max-new-tokens", "2"]) == 2
@@ -217,7 +217,7 @@ def test_export_goes_to_the_run_folder_by_default_and_says_where(run, capsys):
 def test_the_shipped_model_records_and_passes_its_checksum():
     record, live = read_export(ROOT / "trained_model")
     assert list(live) == [WEIGHTS_FILE] and len(record["files"][WEIGHTS_FILE]["sha256"]) == 64
-    model_, meta = load_weights(ROOT / "trained_model")
+    _model, meta = load_weights(ROOT / "trained_model")
     assert meta["step"] == 2000
 
 

@@ -299,7 +299,7 @@ def test_a_trainer_refuses_to_go_on_after_another_one_wrote_its_run(env):
     cfg = load_config(None, [*GPT2_DROPOUT, "max_steps=2", "eval_every=2", "name=stale"])
     first = Trainer(cfg, progress=False)
     train(cfg, progress=False)
-    with pytest.raises(TrainError, match="changed by another trainer.*mode resume"):
+    with pytest.raises(TrainError, match=r"changed by another trainer.*mode resume"):
         first.run()
     first.close()
 
@@ -356,7 +356,7 @@ def test_nan_before_any_checkpoint_does_not_claim_one(env, module_home, monkeypa
     monkeypatch.setattr(
         train_mod.Trainer, "_train_step", lambda self: real(self) * (float("nan") if self.step == 2 else 1.0)
     )
-    with pytest.raises(TrainError, match="loss is nan at step 2.*no checkpoint was written yet") as e:
+    with pytest.raises(TrainError, match=r"loss is nan at step 2.*no checkpoint was written yet") as e:
         train(load_config(None, [*GPT2_DROPOUT, "max_steps=6", "ckpt_every=4", "name=nan0"]), progress=False)
     assert "last good checkpoint" not in str(e.value) and not (module_home / "runs" / "nan0" / "ckpt.pt").exists()
 

@@ -75,7 +75,7 @@ def test_the_budget_is_the_steps_that_fit_by_hand():
         1.0,
     )
     assert cosine.decay_from == 5  # a cosine decays from the end of its warmup
-    with pytest.raises(TrainError, match="warmup_steps|warmup"):  # 1 minute of 0.75-second steps: 80 steps
+    with pytest.raises(TrainError, match=r"warmup_steps|warmup"):  # 1 minute of 0.75-second steps: 80 steps
         decide_budget(
             load_config(None, ["minutes=1", "warmup_steps=100", "eval_every=10", "ckpt_every=20"]),
             0,

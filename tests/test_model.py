@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,7 +196,7 @@ def test_gpt2_import_errors(tmp_path):
         GPT.from_pretrained_dir(tmp_path / "nope")
     hf = _hf_gpt2()
     hf.config.save_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="expected model.safetensors or pytorch_model.bin"):
+    with pytest.raises(FileNotFoundError, match=re.escape("expected model.safetensors or pytorch_model.bin")):
         GPT.from_pretrained_dir(tmp_path)
     hf.save_pretrained(tmp_path)
     cfg = tmp_path / "config.json"

@@ -7,6 +7,7 @@ tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,6 @@ import pytest
 import torch
 
 from nanogpt_lib import paths
-import contextlib
 
 papermill = pytest.importorskip("papermill")
 

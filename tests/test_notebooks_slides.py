@@ -43,9 +43,9 @@ def missing_notes(nb: dict) -> list[str]:
     missing = []
     for cells in mark_slides.slides(nb):
         head = nb["cells"][cells[0]]
-        if head["cell_type"] == "markdown" and _first_line(head).startswith(("# ", "## ", "### ")):
-            if not any(types[i] == "notes" for i in cells):
-                missing.append(f"cell {cells[0]} {_first_line(head)[:50]!r}")
+        is_heading = head["cell_type"] == "markdown" and _first_line(head).startswith(("# ", "## ", "### "))
+        if is_heading and not any(types[i] == "notes" for i in cells):
+            missing.append(f"cell {cells[0]} {_first_line(head)[:50]!r}")
     return missing
 
 

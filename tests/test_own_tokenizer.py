@@ -122,7 +122,7 @@ def test_an_altered_or_missing_tokenizer_file_is_refused(txt_dir, capsys):
     (a, _), (b, _) = lines[200].split(), lines[201].split()
     lines[200], lines[201] = f"{b} 200", f"{a} 201"  # two merges swapped: still a well-formed ranks file
     ranks_file.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match="sha256.*not the tokenizer these ids were made with"):
+    with pytest.raises(DatasetError, match=r"sha256.*not the tokenizer these ids were made with"):
         TokenData(out, 8)
     with pytest.raises(tok.TokenizerFilesError, match="sha256"):
         tok.for_data(meta, out)
@@ -130,7 +130,7 @@ def test_an_altered_or_missing_tokenizer_file_is_refused(txt_dir, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "failed verification (own)" in err
     ranks_file.unlink()
-    with pytest.raises(DatasetError, match="tokenizer file .* is missing"):
+    with pytest.raises(DatasetError, match=r"tokenizer file .* is missing"):
         verify_dataset(out)
     rebuilt = own(txt_dir)  # prepare sees the data set is not whole and builds it again
     assert rebuilt["tokenizer"] == meta["tokenizer"] and ranks_file.read_text() == good

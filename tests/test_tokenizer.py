@@ -56,7 +56,7 @@ def _copy_files(tmp_path: Path) -> Path:
 def test_missing_file_is_a_clear_error(tmp_path):
     folder = _copy_files(tmp_path)
     (folder / "vocab.bpe").unlink()
-    with pytest.raises(TokenizerFilesError, match="not found.*vocab.bpe"):
+    with pytest.raises(TokenizerFilesError, match=r"not found.*vocab\.bpe"):
         load_gpt2(folder)
 
 

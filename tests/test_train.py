@@ -114,7 +114,7 @@ def test_modes(home, capsys):
         train(c, mode="resume", progress=False)
     train(c, mode="auto", progress=False)
     assert "starting new run" in capsys.readouterr().out
-    with pytest.raises(TrainError, match="already exists.*--mode resume.*--mode reset"):
+    with pytest.raises(TrainError, match=r"already exists.*--mode resume.*--mode reset"):
         train(c, mode="new", progress=False)
     more = cfg("max_steps=6", "eval_every=2", "name=m")
     assert train(more, mode="auto", progress=False).step == 6
@@ -135,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(home, monkeypatch):
         return loss * float("nan") if self.step == 5 else loss
 
     monkeypatch.setattr(train_mod.Trainer, "_train_step", poisoned)
-    with pytest.raises(TrainError, match="loss is nan at step 5.*last good checkpoint"):
+    with pytest.raises(TrainError, match=r"loss is nan at step 5.*last good checkpoint"):
         train(cfg("max_steps=10", "ckpt_every=2", "eval_every=2", "name=nan"), progress=False)
     assert load_checkpoint(home / "runs" / "nan" / "ckpt.pt")["step"] == 4
 
@@ -147,7 +147,7 @@ def test_resume_with_another_model_shape_is_refused(home):
 
 
 def test_missing_dataset_and_too_long_block(home):
-    with pytest.raises(DatasetError, match="no prepared dataset.*nanogpt prepare"):
+    with pytest.raises(DatasetError, match=r"no prepared dataset.*nanogpt prepare"):
         train(cfg("dataset=nowhere"), progress=False)
     with pytest.raises(DatasetError, match="fewer than one block"):
         train(cfg("model.block_size=100000"), progress=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -12,7 +14,6 @@ from nanogpt_lib.model import GPT  # noqa: E402
 from nanogpt_lib.sample import generate_text  # noqa: E402
 
 from tiny import SMALL_MODEL  # noqa: E402
-import itertools
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def main() -> None:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", args.commit, "nanogpt_lib"], check=True, capture_output=True
         ).stdout
-        tarfile.open(fileobj=BytesIO(archive)).extractall(tmp, filter="data")
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
         (Path(tmp) / "nanogpt_lib").rename(Path(tmp) / "nanogpt_old")
         sys.path.insert(0, tmp)
         import nanogpt_old.model as old  # type: ignore[import-not-found]

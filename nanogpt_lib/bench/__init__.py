@@ -441,7 +441,7 @@ def bench_sample(
             repeats,
         )
     print(f"== sampling {new_tokens} tokens per sample, N samples in one batch, block 64, temperature 0.8, top-k 200")
-    for n, rate in rates.items():
+    for rate in rates.values():
         print(f"  {rate}  {rate.median / rates[batches[0]].median:.2f}x N={batches[0]}")
     results["batched"] = {str(n): asdict(rate) for n, rate in rates.items()}
     return results

@@ -19,6 +19,7 @@ under CI (``CI`` set), where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -269,8 +270,9 @@ def _stop_server(proc: subprocess.Popen, base: str, token: str, tmp: Path) -> No
     kernel_pids = _descendants(proc.pid)
     try:  # kernels first, through the server, so each is shut down cleanly
         for kernel in _get_json(f"{base}/api/kernels?token={token}"):
-            req = urllib.request.Request(f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
-            urllib.request.urlopen(req, timeout=30).close()  # noqa: S310
+            url = f"{base}/api/kernels/{kernel['id']}?token={token}"
+            req = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the loopback server this test started
+            urllib.request.urlopen(req, timeout=30).close()  # noqa: S310 - the same loopback URL
     except Exception:  # noqa: BLE001 - best effort; the server stops them too, and leftovers are killed below
         pass
     kernel_pids += [pid for pid in _descendants(proc.pid) if pid not in kernel_pids]
@@ -346,10 +348,8 @@ def browser_context(lab, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _fail(page, artifacts: Path, shot: str, message: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the message matters more than the picture
         page.screenshot(path=artifacts / f"{shot}-FAILED.png", full_page=True)
-    except Exception:  # noqa: BLE001 - the message matters more than the picture
-        pass
     pytest.fail(message)
 
 
@@ -512,12 +512,12 @@ def test_sampler_widget_generates_the_library_text(browser_context, lab, artifac
 def test_data_prep_plots_render(browser_context, lab, artifacts: Path) -> None:
     page = _open(browser_context, lab, artifacts, DATA_PREP, "01")
     selector = ".jp-OutputArea-output img[src^='data:image/png']"
-    try:  # the committed outputs are rendered as the cells are attached
+    # the committed outputs are rendered as the cells are attached; on Playwright's TimeoutError the assertion
+    # below says what was found
+    with contextlib.suppress(Exception):
         page.wait_for_function(
             "sel => document.querySelectorAll(sel).length >= 2", arg=selector, timeout=NOTEBOOK_S * 1000, polling=250
         )
-    except Exception:  # noqa: BLE001 - Playwright's TimeoutError; the assertion below says what was found
-        pass
     page.screenshot(path=artifacts / "01-plots.png", full_page=True)
     n = page.locator(selector).count()
     assert n >= 2, f"expected >= 2 PNG plots in {DATA_PREP}'s outputs, found {n}"

@@ -93,7 +93,8 @@ def experiment_grid_figure(results: dict[str, list[dict[str, Any]]], decisions: 
             ax.text(
                 x + width / 2,
                 y + height / 2,
-                f"{textwrap.fill(row['label'], 30)}\n{seeds} x {row['steps']:,} steps\n{row['tokens'] / 1e6:.2f}M tokens a run",
+                f"{textwrap.fill(row['label'], 30)}\n{seeds} x {row['steps']:,} steps\n"
+                f"{row['tokens'] / 1e6:.2f}M tokens a run",
                 ha="center",
                 va="center",
                 fontsize=6,

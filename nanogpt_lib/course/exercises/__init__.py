@@ -161,7 +161,7 @@ def verdict(id: str, answer: Any) -> tuple[bool | None, str]:
         return None, how
     except Wrong as w:
         return False, str(w)
-    except Exception as e:  # the learner's code failed inside the check
+    except Exception as e:  # noqa: BLE001 - the learner's code may raise anything: it becomes the verdict
         return False, f"your answer raised {type(e).__name__}: {e}"
     return True, remark or ""
 

@@ -154,7 +154,7 @@ def _check_layer_norm(cls: Callable[[int], nn.Module]) -> str:
         err = (y - y_ref).abs().max().item()
         if err > tol:
             xc = x - x.mean(-1, keepdim=True)
-            var, std = x.var(-1, keepdim=True, unbiased=False), x.std(-1, keepdim=True, unbiased=False)
+            std = x.std(-1, keepdim=True, unbiased=False)
             for other, why in (
                 (
                     xc / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + 1e-5),

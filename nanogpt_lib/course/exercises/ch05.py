@@ -66,7 +66,8 @@ def _accumulate(accumulate: Callable[..., object]) -> str:
         model.zero_grad(set_to_none=True)
         rows: list[int] = []
         hook = model.register_forward_pre_hook(  # the batch size of every forward call, however it is called
-            lambda m, args, kwargs: rows.append((args or tuple(kwargs.values()))[0].size(0)), with_kwargs=True
+            lambda m, args, kwargs, rows=rows: rows.append((args or tuple(kwargs.values()))[0].size(0)),
+            with_kwargs=True,
         )
         try:
             accumulate(model, x, y, k)
@@ -297,7 +298,7 @@ def _muon_step(muon_step: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> s
                     f"{at}: the step has the right direction but not Muon's size for a tall matrix: scale the "
                     "rate by the matrix's shape, as 4.3 says",
                 )
-                plain = lambda u: -lr * scale * orthogonalize(u)  # noqa: E731
+                plain = lambda u, scale=scale: -lr * scale * orthogonalize(u)  # noqa: E731
                 expect(
                     not (nesterov and torch.allclose(step, plain(true_buf), rtol=1e-4, atol=1e-6)),
                     f"{at}: your step follows the buffer alone; with nesterov=True it looks ahead along it",

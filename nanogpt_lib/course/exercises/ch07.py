@@ -167,7 +167,11 @@ def _temperature(sample_temperature: Callable[..., torch.Tensor]) -> str:
     argmax = logits.argmax(-1)
     for temperature in GREEDY_TEMPERATURES:
         what = f"at temperature {temperature:g}"
-        ids = _draws(lambda z: sample_temperature(z, temperature, torch.Generator().manual_seed(1)), logits, what)
+        ids = _draws(
+            lambda z, temperature=temperature: sample_temperature(z, temperature, torch.Generator().manual_seed(1)),
+            logits,
+            what,
+        )
         off = int((ids != argmax).sum())
         if off and temperature > 0:
             raise Wrong(

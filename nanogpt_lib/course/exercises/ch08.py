@@ -375,7 +375,10 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
             math.isclose(mine, truth, rel_tol=1e-9),
             f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target",
         )
-    return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
+    return (
+        f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all "
+        f"{len(cases) - len(EDGE_CURVES)} runs."
+    )
 
 
 # ---- 08.5 beat the recipe on your machine -------------------------------------------------------------
