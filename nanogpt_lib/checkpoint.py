@@ -184,8 +184,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         step = ckpt.get("step") if isinstance(ckpt, dict) else None
         at = f" (step {step})" if step is not None else ""
-        print(f"warning: {path} is damaged ({damage}); using the previous checkpoint {prev.name}{at}",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: {path} is damaged ({damage}); using the previous checkpoint {prev.name}{at}",
+            file=sys.stderr,
+            flush=True,
+        )
         path = prev
     if is_training_checkpoint(path):
         _check_training_checkpoint(ckpt, path)
@@ -211,14 +214,17 @@ def load_model_state(model: GPT, state: dict[str, torch.Tensor], source: str | P
         raise CheckpointError(f"{source} does not fit the model its config describes: {detail}") from None
     missing = [k for k in missing if not (model.config.tie_head and k == TIED_KEY)]
     if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def export_weights(model: torch.nn.Module, config: GPTConfig, folder: str | Path,
-                   extra: dict[str, Any] | None = None,
-                   also: dict[str, Callable[[BinaryIO], None]] | None = None, tokenizer: Any = None) -> Path:
+def export_weights(
+    model: torch.nn.Module,
+    config: GPTConfig,
+    folder: str | Path,
+    extra: dict[str, Any] | None = None,
+    also: dict[str, Callable[[BinaryIO], None]] | None = None,
+    tokenizer: Any = None,
+) -> Path:
     """Publish ``folder/gpt2_trained_weights.safetensors`` and ``folder/config.json`` (plus the files ``also``
     writes) as one unit: a crash leaves the previous export or this one, whole (see ``export.py``).
 
@@ -239,7 +245,7 @@ def export_weights(model: torch.nn.Module, config: GPTConfig, folder: str | Path
 
 def _model_config(d: Any, source: Path) -> GPTConfig:
     if not isinstance(d, dict):
-        raise CheckpointError(f"{source}: no model settings (an object under \"model\"): export the weights again")
+        raise CheckpointError(f'{source}: no model settings (an object under "model"): export the weights again')
     try:
         return GPTConfig.from_dict(d)
     except (TypeError, ValueError) as e:
@@ -268,8 +274,12 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if exported is not None and (path.is_dir() or path.name == WEIGHTS_FILE) and WEIGHTS_FILE in exported[1]:
         path = exported[1][WEIGHTS_FILE]
     elif path.is_dir():
-        candidates = [path / WEIGHTS_FILE, path / CKPT, *sorted(path.glob("*.safetensors")),
-                      *sorted(path.glob("*.pth"))]
+        candidates = [
+            path / WEIGHTS_FILE,
+            path / CKPT,
+            *sorted(path.glob("*.safetensors")),
+            *sorted(path.glob("*.pth")),
+        ]
         found = [c for c in candidates if c.is_file()]
         if not found:
             raise CheckpointError(f"no weights in {path} (expected {WEIGHTS_FILE}, {CKPT} or a .pth file)")
@@ -279,8 +289,10 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if is_training_checkpoint(path):
         ckpt = load_checkpoint(path)
         config = _model_config(ckpt["config"]["model"], path)
-        state, meta = ckpt["model"], {"model": ckpt["config"]["model"], "step": ckpt.get("step"),
-                                      "tokenizer": portable(ckpt.get("tokenizer"))}  # older ones: GPT-2
+        state, meta = (
+            ckpt["model"],
+            {"model": ckpt["config"]["model"], "step": ckpt.get("step"), "tokenizer": portable(ckpt.get("tokenizer"))},
+        )  # older ones: GPT-2
     elif exported is not None and path == exported[1].get(WEIGHTS_FILE):
         meta = {**exported[0], "tokenizer": portable(exported[0].get("tokenizer"), path.parent)}
         config = _model_config(meta.get("model"), path.parent / CONFIG_FILE)
@@ -313,9 +325,10 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise CheckpointError(str(e)) from None
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:  # sampling from them fails deep in torch.multinomial; say where the fault is
-        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}): the training diverged "
-                              "before they were saved; use an earlier checkpoint or retrain with a lower lr")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}): the training diverged "
+            "before they were saved; use an earlier checkpoint or retrain with a lower lr"
+        )
     model = GPT(config)
     load_model_state(model, state, path)
     return model.to(device).eval(), meta
-

@@ -99,20 +99,32 @@ class TrainConfig:
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
         checks = {
-            "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
-            "max_steps": self.max_steps >= 1, "eval_every": self.eval_every >= 1,
-            "eval_batches": self.eval_batches >= 1, "log_every": self.log_every >= 1,
-            "ckpt_every": self.ckpt_every >= 1, "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr,
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
+            "max_steps": self.max_steps >= 1,
+            "eval_every": self.eval_every >= 1,
+            "eval_batches": self.eval_batches >= 1,
+            "log_every": self.log_every >= 1,
+            "ckpt_every": self.ckpt_every >= 1,
+            "lr": self.lr > 0,
+            "min_lr": 0 <= self.min_lr <= self.lr,
             "warmup_steps": self.warmup_steps >= 0,
-            "decay_frac": 0 < self.decay_frac <= 1, "muon_lr": self.muon_lr > 0, "grad_clip": self.grad_clip >= 0, "threads": self.threads >= 0,
-            "weight_decay": self.weight_decay >= 0, "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1,
+            "decay_frac": 0 < self.decay_frac <= 1,
+            "muon_lr": self.muon_lr > 0,
+            "grad_clip": self.grad_clip >= 0,
+            "threads": self.threads >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "beta1": 0 <= self.beta1 < 1,
+            "beta2": 0 <= self.beta2 < 1,
             "muon_momentum": 0 <= self.muon_momentum < 1,
         }
         if self.minutes is not None:
             checks["minutes"] = self.minutes > 0
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"invalid value for {', '.join(bad)}: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+            raise ConfigError(
+                f"invalid value for {', '.join(bad)}: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            )
         for key, valid in {"schedule": ("cosine", "wsd"), "optimizer": ("adamw", "muon")}.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
@@ -184,8 +196,9 @@ def _coerce(key: str, value: Any, kind: Any, strings: bool = True) -> Any:
     """Check ``value`` against the field's type; strings from ``--set`` are parsed (``strings``), while a
     TOML file's string ``"4"`` for a number is refused: TOML has numbers, and a quoted one is a mistake."""
     if not strings and isinstance(value, str) and kind is not str:
-        raise ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got the string {value!r} "
-                          "(write it without quotes)")
+        raise ConfigError(
+            f"{key} expects {getattr(kind, '__name__', kind)}, got the string {value!r} (write it without quotes)"
+        )
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # e.g. int | None
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -205,9 +218,8 @@ def _coerce(key: str, value: Any, kind: Any, strings: bool = True) -> Any:
                 return kind(value)
             except ValueError:
                 pass
-    elif kind is str:
-        if isinstance(value, str):
-            return value
+    elif kind is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
@@ -220,7 +232,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {pair!r} is not key=value (e.g. --set lr=3e-4 or --set model.n_layer=6)")
         key = key.strip()
         if key.startswith("model."):
-            out.setdefault("model", {})[key[len("model."):]] = value.strip()
+            out.setdefault("model", {})[key[len("model.") :]] = value.strip()
         else:
             out[key] = value.strip()
     return out

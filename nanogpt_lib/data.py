@@ -62,8 +62,9 @@ def load_meta(folder: str | Path) -> dict[str, Any]:
     except (ValueError, OSError) as e:
         raise DatasetError(f"{path} is unreadable or not valid JSON ({e}): {rebuild_hint(folder)}") from None
     if not isinstance(meta, dict):
-        raise DatasetError(f"{path} holds a JSON {type(meta).__name__}, not a data set description: "
-                           f"{rebuild_hint(folder)}")
+        raise DatasetError(
+            f"{path} holds a JSON {type(meta).__name__}, not a data set description: {rebuild_hint(folder)}"
+        )
     hint = rebuild_hint(folder, meta)
     for key in ("splits", "vocab_size"):
         if key not in meta:
@@ -103,12 +104,16 @@ def check_files(folder: str | Path, meta: dict[str, Any]) -> None:
             raise DatasetError(f"missing split {path}: {hint}")
         size = path.stat().st_size
         if size % itemsize:
-            raise DatasetError(f"{path} has {size:,} bytes, an odd count for {itemsize}-byte tokens "
-                               f"(cut short or not a token file): {hint}")
+            raise DatasetError(
+                f"{path} has {size:,} bytes, an odd count for {itemsize}-byte tokens "
+                f"(cut short or not a token file): {hint}"
+            )
         expected = meta["splits"][split]["bytes"]
         if size != expected:
-            raise DatasetError(f"{path} has {size:,} bytes but meta.json records {expected:,}: the files are not "
-                               f"the set meta.json describes (an interrupted or mixed prepare?): {hint}")
+            raise DatasetError(
+                f"{path} has {size:,} bytes but meta.json records {expected:,}: the files are not "
+                f"the set meta.json describes (an interrupted or mixed prepare?): {hint}"
+            )
 
 
 def max_token_id(meta: dict[str, Any]) -> int:
@@ -126,8 +131,9 @@ def data_tokenizer(folder: Path, meta: dict[str, Any]) -> Any:
     except TokenizerFilesError as e:
         if isinstance(entry, dict):
             raise DatasetError(str(e)) from None
-        raise DatasetError(f"{folder} was tokenized with {entry!r}, which this library cannot read: "
-                           f"{rebuild_hint(folder, meta)}") from None
+        raise DatasetError(
+            f"{folder} was tokenized with {entry!r}, which this library cannot read: {rebuild_hint(folder, meta)}"
+        ) from None
 
 
 def verify_dataset(folder: str | Path, vocab_size: int | None = None) -> dict[str, Any]:
@@ -169,17 +175,20 @@ def _shown(entry: Any) -> str:
 class TokenData:
     """Both splits of ``data/<name>/``, opened once, checked against ``meta.json`` and the model's vocab."""
 
-    def __init__(self, folder: str | Path, block_size: int, vocab_size: int | None = None,
-                 tokenizer: Any = None) -> None:
+    def __init__(
+        self, folder: str | Path, block_size: int, vocab_size: int | None = None, tokenizer: Any = None
+    ) -> None:
         """``tokenizer``: the entry of the tokenizer the model was trained with (``"gpt2"``, or an own one's
         record from a checkpoint or export); None takes the data set's own, whichever it is."""
         self.folder = Path(folder)
         self.meta = load_meta(self.folder)
         self.tokenizer = data_tokenizer(self.folder, self.meta)
         if tokenizer is not None and identity(tokenizer) != identity(self.tokenizer):
-            raise DatasetError(f"{self.folder} was tokenized with {_shown(self.tokenizer)}, the model expects "
-                               f"{_shown(tokenizer)}: {rebuild_hint(self.folder, self.meta)} with the model's "
-                               "tokenizer, or use data tokenized as the model was")
+            raise DatasetError(
+                f"{self.folder} was tokenized with {_shown(self.tokenizer)}, the model expects "
+                f"{_shown(tokenizer)}: {rebuild_hint(self.folder, self.meta)} with the model's "
+                "tokenizer, or use data tokenized as the model was"
+            )
         check_files(self.folder, self.meta)
         top = max_token_id(self.meta)
         if vocab_size is not None and top >= vocab_size:
@@ -215,8 +224,10 @@ class TokenData:
             raise DatasetError(f"{path} holds token id {top}{where}, beyond the vocabulary of {self.limit}: {hint}")
         recorded = self.meta["splits"][split].get("max_id")
         if isinstance(recorded, int) and top > recorded:
-            raise DatasetError(f"{path} holds token id {top}{where} but meta.json records {recorded} as the "
-                               f"largest: the files are not the set meta.json describes: {hint}")
+            raise DatasetError(
+                f"{path} holds token id {top}{where} but meta.json records {recorded} as the "
+                f"largest: the files are not the set meta.json describes: {hint}"
+            )
 
     def verify(self) -> None:
         """Check every byte against ``meta.json`` (sha256, largest id): see :func:`verify_dataset`."""
@@ -230,8 +241,9 @@ class TokenData:
         rng = np.random.default_rng([seed, SPLIT_IDS[split], k, rank])
         return rng.integers(0, len(self.splits[split]) - self.block_size, size=batch_size)
 
-    def get_batch(self, split: str, k: int, batch_size: int, seed: int = 0, rank: int = 0,
-                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, split: str, k: int, batch_size: int, seed: int = 0, rank: int = 0, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs ``x`` and next-token targets ``y``, int64 ``(batch_size, block_size)``, on ``device``."""
         if split not in SPLIT_IDS:
             raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_IDS)}")
@@ -251,6 +263,7 @@ class TokenData:
 
 
 # ---- text statistics: bits per character and per byte ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TextStats:
@@ -323,7 +336,7 @@ def _count_text(path: Path, dtype: np.dtype, meta: dict[str, Any]) -> TextStats:
     tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
     n_bytes = n_chars = 0
     for start in range(0, len(tokens), DECODE_CHUNK):
-        ids = np.asarray(tokens[start:start + DECODE_CHUNK])
+        ids = np.asarray(tokens[start : start + DECODE_CHUNK])
         raw = np.frombuffer(enc.decode_bytes(ids[ids != eot].tolist()), dtype=np.uint8)
         n_bytes += raw.size
         n_chars += int(np.count_nonzero((raw & 0xC0) != 0x80))

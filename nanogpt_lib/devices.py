@@ -64,8 +64,10 @@ def cpu_info(cpuinfo: str | None = None) -> tuple[str, list[str]]:
 
 def describe_devices() -> str:
     """What ``nanogpt info`` prints: the devices, and the CPU's class (measured, about 0.1 s)."""
-    lines = [f"devices: {', '.join(available_devices())} (cpu threads: {torch.get_num_threads()})",
-             f"  cpu: {cpu_class()}, bf16 matmuls {cpu_bf16_speedup():.2f}x fp32 (bf16 is used above 1.25x)"]
+    lines = [
+        f"devices: {', '.join(available_devices())} (cpu threads: {torch.get_num_threads()})",
+        f"  cpu: {cpu_class()}, bf16 matmuls {cpu_bf16_speedup():.2f}x fp32 (bf16 is used above 1.25x)",
+    ]
     if torch.cuda.is_available():
         lines.append(f"  cuda: {torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()})")
     return "\n".join(lines)

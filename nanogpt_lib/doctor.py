@@ -50,12 +50,24 @@ def software() -> list[Finding]:
 
     found = [Finding("nanogpt", "ok", f"{DIST_NAME} {__version__} (nanogpt_lib in {Path(__file__).parent})")]
     py_ok = sys.version_info >= (3, 10)
-    found.append(Finding("python", "ok" if py_ok else "FIX", platform.python_version(),
-                         "" if py_ok else "Python 3.10 or later is needed"))
+    found.append(
+        Finding(
+            "python",
+            "ok" if py_ok else "FIX",
+            platform.python_version(),
+            "" if py_ok else "Python 3.10 or later is needed",
+        )
+    )
     tv = torch.__version__
     if _version_tuple(tv) < TORCH_FLOOR:
-        found.append(Finding("torch", "FIX", f"{tv}: older than {'.'.join(map(str, TORCH_FLOOR))}",
-                             "pip install --upgrade torch (CPU: add --index-url https://download.pytorch.org/whl/cpu)"))
+        found.append(
+            Finding(
+                "torch",
+                "FIX",
+                f"{tv}: older than {'.'.join(map(str, TORCH_FLOOR))}",
+                "pip install --upgrade torch (CPU: add --index-url https://download.pytorch.org/whl/cpu)",
+            )
+        )
     else:
         cuda = f", CUDA {torch.version.cuda} build" if torch.version.cuda else ""
         found.append(Finding("torch", "ok", f"{tv}{cuda} (CI tests {TORCH_TESTED})"))
@@ -73,18 +85,36 @@ def hardware() -> list[Finding]:
     extra = f" ({torch.cuda.get_device_name()})" if "cuda" in devices else ""
     found.append(Finding("device", "ok", f"{devices[0]}{extra}; available: {', '.join(devices)}"))
     model, flags = cpu_info()
-    found.append(Finding("cpu", "ok", f"{model}: class {cpu_class()} (torch: {torch.backends.cpu.get_cpu_capability()}; "
-                                      f"flags: {' '.join(flags) or 'unknown'})"))
+    found.append(
+        Finding(
+            "cpu",
+            "ok",
+            f"{model}: class {cpu_class()} (torch: {torch.backends.cpu.get_cpu_capability()}; "
+            f"flags: {' '.join(flags) or 'unknown'})",
+        )
+    )
     speedup = cpu_bf16_speedup()
     if speedup > 1.25:
         found.append(Finding("bf16", "ok", f"fast on this CPU ({speedup:.2f}x fp32): CPU training runs in bf16"))
     else:
-        found.append(Finding("bf16", "note", f"slow on this CPU ({speedup:.2f}x fp32): CPU training runs in fp32, "
-                                             "so the README's times run longer here"))
+        found.append(
+            Finding(
+                "bf16",
+                "note",
+                f"slow on this CPU ({speedup:.2f}x fp32): CPU training runs in fp32, "
+                "so the README's times run longer here",
+            )
+        )
     omp = os.environ.get("OMP_NUM_THREADS")
-    found.append(Finding("threads", "ok", f"torch uses {torch.get_num_threads()} of {os.cpu_count()} cores"
-                                          f"{f' (OMP_NUM_THREADS={omp})' if omp else ''}; one sample uses 1 "
-                                          "(nanogpt sample --threads N to change)"))
+    found.append(
+        Finding(
+            "threads",
+            "ok",
+            f"torch uses {torch.get_num_threads()} of {os.cpu_count()} cores"
+            f"{f' (OMP_NUM_THREADS={omp})' if omp else ''}; one sample uses 1 "
+            "(nanogpt sample --threads N to change)",
+        )
+    )
     return found
 
 
@@ -96,8 +126,14 @@ def project() -> list[Finding]:
     found = [Finding("project home", "ok", f"{root} ({paths.home_source()})")]
     plays = sorted(paths.shakespeare_dir().glob("*.txt"))
     if not plays:
-        found.append(Finding("corpus", "FIX", f"no plays in {paths.shakespeare_dir()}",
-                             "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to one"))
+        found.append(
+            Finding(
+                "corpus",
+                "FIX",
+                f"no plays in {paths.shakespeare_dir()}",
+                "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to one",
+            )
+        )
         return found
     found.append(Finding("corpus", "ok", f"{len(plays)} plays in {paths.shown(paths.shakespeare_dir())}"))
     prepared = paths.data_dir() / "shakespeare"
@@ -126,10 +162,14 @@ def shipped_weights() -> Finding:
 
     try:
         model = load_model(device="cpu")
-    except Exception as e:  # a damaged or missing file: say which and how to get it back, never a traceback
+    except Exception as e:  # noqa: BLE001 - a damaged or missing file, whatever it raises: a finding, not a traceback
         return Finding("weights", "FIX", f"{paths.shown(folder)}: {one_line(e, first=True)}", restore)
-    return Finding("weights", "ok", f"{paths.shown(folder)}/: sha256 verified, {model.num_params():,} parameters, "
-                                    f"step {model.meta.get('step', '?')}, val loss {model.meta.get('val_loss', float('nan')):.4f}")
+    return Finding(
+        "weights",
+        "ok",
+        f"{paths.shown(folder)}/: sha256 verified, {model.num_params():,} parameters, "
+        f"step {model.meta.get('step', '?')}, val loss {model.meta.get('val_loss', float('nan')):.4f}",
+    )
 
 
 def _installed(dist: str) -> str | None:
@@ -150,8 +190,9 @@ def parse_labextensions(listing: str) -> dict[str, tuple[bool, bool]]:
 
 def labextensions() -> dict[str, tuple[bool, bool]]:
     """The installed JupyterLab extensions, as JupyterLab itself lists them (a few seconds)."""
-    proc = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True, text=True, timeout=120
+    )
     return parse_labextensions(proc.stdout + proc.stderr)
 
 
@@ -159,23 +200,42 @@ def jupyter(check_extensions: bool = True) -> list[Finding]:
     """JupyterLab, ipywidgets and jupyterlab-rise installed; their extensions enabled and compatible."""
     versions = {dist: _installed(dist) for dist in NOTEBOOK_PACKAGES}
     missing = [d for d, v in versions.items() if v is None]
-    found = [Finding("notebooks", "FIX" if missing else "ok",
-                     ", ".join(f"{d} {v or 'MISSING'}" for d, v in versions.items()),
-                     f'pip install -e ".[notebooks]" (missing: {", ".join(missing)})' if missing else "")]
+    found = [
+        Finding(
+            "notebooks",
+            "FIX" if missing else "ok",
+            ", ".join(f"{d} {v or 'MISSING'}" for d, v in versions.items()),
+            f'pip install -e ".[notebooks]" (missing: {", ".join(missing)})' if missing else "",
+        )
+    ]
     if missing or not check_extensions:
         return found
     exts = labextensions()
     needed = [e for e in LAB_EXTENSIONS if not exts.get(e, (False, False))[0]]
     broken = sorted(e for e, (enabled, compatible) in exts.items() if enabled and not compatible)
     if needed:
-        found.append(Finding("lab extensions", "FIX", f"not enabled: {', '.join(needed)}",
-                             "jupyter labextension enable " + " ".join(needed)))
+        found.append(
+            Finding(
+                "lab extensions",
+                "FIX",
+                f"not enabled: {', '.join(needed)}",
+                "jupyter labextension enable " + " ".join(needed),
+            )
+        )
     elif broken:
-        found.append(Finding("lab extensions", "FIX", f"incompatible with this JupyterLab: {', '.join(broken)}",
-                             'pip uninstall jupyterlab-mathjax3 && pip install -e ".[notebooks]" '
-                             "(it pins a jupyterlab-rise that does not pull it in)"))
+        found.append(
+            Finding(
+                "lab extensions",
+                "FIX",
+                f"incompatible with this JupyterLab: {', '.join(broken)}",
+                'pip uninstall jupyterlab-mathjax3 && pip install -e ".[notebooks]" '
+                "(it pins a jupyterlab-rise that does not pull it in)",
+            )
+        )
     else:
-        found.append(Finding("lab extensions", "ok", f"{len(exts)} enabled and compatible, RISE and widgets among them"))
+        found.append(
+            Finding("lab extensions", "ok", f"{len(exts)} enabled and compatible, RISE and widgets among them")
+        )
     return found
 
 

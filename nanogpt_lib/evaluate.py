@@ -2,10 +2,11 @@
 
 A loss of 4.3 nats/token means little alone. Guessing uniformly over the data set's vocabulary costs its log
 (ln 50257 = 10.82 for GPT-2's tokens; ln 4096 = 8.32 for data prepared with ``--vocab 4096``); a unigram
-model (each token's frequency in the training split, nothing else) is the best any model can do without looking at context; the untrained network shows where training starts. All are
-measured on the whole validation split, cut into non-overlapping windows of the model's block size, and
-given also in bits per character and per UTF-8 byte of the split's text (``data.TextStats``), the units in
-which runs with different tokenizers compare.
+model (each token's frequency in the training split, nothing else) is the best any model can do without
+looking at context; the untrained network shows where training starts. All are measured on the whole
+validation split, cut into non-overlapping windows of the model's block size, and given also in bits per
+character and per UTF-8 byte of the split's text (``data.TextStats``), the units in which runs with
+different tokenizers compare.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ def val_loss(model: GPT, data: TokenData, batch_size: int = 64, progress: bool =
     T = model.config.block_size
     n = (len(tokens) - 1) // T
     x = tokens[: n * T].view(n, T)
-    y = tokens[1: n * T + 1].view(n, T)
+    y = tokens[1 : n * T + 1].view(n, T)
     device = next(model.parameters()).device
     model.eval()
     total = 0.0
     bar = {} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
     for s in tqdm(range(0, n, batch_size), unit="batch", desc=desc, dynamic_ncols=True, **bar):
-        xb, yb = x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)
+        xb, yb = x[s : s + batch_size].to(device), y[s : s + batch_size].to(device)
         _, loss = model(xb, yb)
         total += loss.item() * xb.size(0)
     return total / n
@@ -72,12 +73,19 @@ REFERENCES = ("uniform", "unigram", "untrained", "trained")  # the losses refere
 
 def in_bits(losses: dict[str, float], stats: TextStats) -> dict[str, dict[str, float]]:
     """Each loss in nats/token of ``losses`` also in bits/char (``"bpc"``) and bits/byte (``"bpb"``)."""
-    return {"bpc": {k: stats.bits_per_char(v) for k, v in losses.items()},
-            "bpb": {k: stats.bits_per_byte(v) for k, v in losses.items()}}
+    return {
+        "bpc": {k: stats.bits_per_char(v) for k, v in losses.items()},
+        "bpb": {k: stats.bits_per_byte(v) for k, v in losses.items()},
+    }
 
 
-def reference_losses(model: GPT, dataset: str = "shakespeare", data_dir: str | Path | None = None,
-                     seed: int = 1337, progress: bool = False) -> dict[str, Any]:
+def reference_losses(
+    model: GPT,
+    dataset: str = "shakespeare",
+    data_dir: str | Path | None = None,
+    seed: int = 1337,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Val loss of ``model`` beside uniform, unigram and the same architecture untrained (seeded init), on
     data tokenized as the model was (another tokenizer's data is a one-line ``DatasetError``);
     ``progress`` shows a bar for each pass over the split (minutes on a CPU for the shipped corpus).
@@ -89,8 +97,17 @@ def reference_losses(model: GPT, dataset: str = "shakespeare", data_dir: str | P
     stats = text_stats(folder, "val")
     torch.manual_seed(seed)
     untrained = GPT(model.config).to(next(model.parameters()).device)
-    losses = {"uniform": math.log(data_vocab(data)), "unigram": unigram_loss(data),
-              "untrained": val_loss(untrained, data, progress=progress, desc="untrained"),
-              "trained": val_loss(model, data, progress=progress, desc="trained")}
-    return {"dataset": dataset, "val_tokens": len(data.splits["val"]), "val_chars": stats.chars,
-            "val_bytes": stats.bytes, **losses, **in_bits(losses, stats)}
+    losses = {
+        "uniform": math.log(data_vocab(data)),
+        "unigram": unigram_loss(data),
+        "untrained": val_loss(untrained, data, progress=progress, desc="untrained"),
+        "trained": val_loss(model, data, progress=progress, desc="trained"),
+    }
+    return {
+        "dataset": dataset,
+        "val_tokens": len(data.splits["val"]),
+        "val_chars": stats.chars,
+        "val_bytes": stats.bytes,
+        **losses,
+        **in_bits(losses, stats),
+    }

@@ -51,7 +51,8 @@ GPT2_BASELINE: tuple[str, ...] = ("optimizer=adamw", "model.pos=learned", "model
 
 @dataclass
 class Scale:
-    """How big each stage is. ``full`` is the run experiments/README.md reports; ``tiny`` checks the machinery in seconds."""
+    """How big each stage is. ``full`` is the run experiments/README.md reports; ``tiny`` checks the machinery in
+    seconds."""
 
     base: tuple[str, ...]  # overrides under every run (model size, eval cadence, ...)
     max_steps: int
@@ -64,12 +65,32 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(base=(*GPT2_BASELINE, "eval_every=50", "eval_batches=20", "log_every=10", "ckpt_every=250", "warmup_steps=100"),
-                  max_steps=1500, lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3)),
-    "tiny": Scale(base=(*GPT2_BASELINE, "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16",
-                        "batch_size=4", "eval_every=2", "eval_batches=2", "log_every=2", "ckpt_every=4",
-                        "warmup_steps=2", "dtype=float32"),
-                  max_steps=8, lrs=(1e-3, 3e-3), combo_lr_factors=(1.0,), muon_lrs=(0.02,), range_steps=20),
+    "full": Scale(
+        base=(*GPT2_BASELINE, "eval_every=50", "eval_batches=20", "log_every=10", "ckpt_every=250", "warmup_steps=100"),
+        max_steps=1500,
+        lrs=(5e-4, 1e-3, 2e-3, 4e-3, 8e-3),
+    ),
+    "tiny": Scale(
+        base=(
+            *GPT2_BASELINE,
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=32",
+            "model.block_size=16",
+            "batch_size=4",
+            "eval_every=2",
+            "eval_batches=2",
+            "log_every=2",
+            "ckpt_every=4",
+            "warmup_steps=2",
+            "dtype=float32",
+        ),
+        max_steps=8,
+        lrs=(1e-3, 3e-3),
+        combo_lr_factors=(1.0,),
+        muon_lrs=(0.02,),
+        range_steps=20,
+    ),
 }
 
 
@@ -82,6 +103,7 @@ def specs(stage: str, label: str, overrides: tuple[str, ...], seeds: tuple[int, 
 
 
 # ---- analysis ------------------------------------------------------------------------------------------
+
 
 def by_label(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -102,15 +124,26 @@ def summarize(results: list[dict[str, Any]], target: float, baseline_steps: floa
         vals = [final_val(r) for r in runs]
         steps = [steps_to_target(r["curve"], target) for r in runs]
         mean_steps = statistics.fmean(steps) if all(map(math.isfinite, steps)) else math.inf
-        rows.append({
-            "label": label, "stage": runs[0]["stage"], "overrides": list(runs[0]["overrides"]),
-            "seeds": [r["seed"] for r in runs], "max_steps": runs[0]["step"],
-            "val": statistics.fmean(vals), "val_min": min(vals), "val_max": max(vals),
-            "steps": mean_steps, "steps_min": min(steps), "steps_max": max(steps), "steps_each": steps,
-            "speedup": baseline_steps / mean_steps if mean_steps > 0 else math.inf,
-            "speedup_min": baseline_steps / max(steps), "speedup_max": baseline_steps / max(min(steps), 1e-9),
-            "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in runs),
-        })
+        rows.append(
+            {
+                "label": label,
+                "stage": runs[0]["stage"],
+                "overrides": list(runs[0]["overrides"]),
+                "seeds": [r["seed"] for r in runs],
+                "max_steps": runs[0]["step"],
+                "val": statistics.fmean(vals),
+                "val_min": min(vals),
+                "val_max": max(vals),
+                "steps": mean_steps,
+                "steps_min": min(steps),
+                "steps_max": max(steps),
+                "steps_each": steps,
+                "speedup": baseline_steps / mean_steps if mean_steps > 0 else math.inf,
+                "speedup_min": baseline_steps / max(steps),
+                "speedup_max": baseline_steps / max(min(steps), 1e-9),
+                "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -120,6 +153,7 @@ def best_row(rows: list[dict[str, Any]], key: str = "val") -> dict[str, Any]:
 
 def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
     """Rows as a Markdown table (what experiments/README.md shows)."""
+
     def fmt_steps(row: dict[str, Any]) -> str:
         if not math.isfinite(row["steps"]):
             reached = sum(math.isfinite(x) for x in row["steps_each"])
@@ -131,21 +165,33 @@ def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
             return "—"
         return f"{row['speedup']:.2f}x ({row['speedup_min']:.2f}–{row['speedup_max']:.2f})"
 
-    lines = [f"Target: val loss {target:.4f}, the tuned baseline's mean final val loss, which it reaches in its "
-             "full step count by definition. Speed-up: baseline steps / steps to target.", "",
-             "| stage | run | steps | seeds | final val loss (min–max) | steps to target (min–max) | speed-up (min–max) |",
-             "|---|---|---:|---|---|---|---|"]
+    lines = [
+        f"Target: val loss {target:.4f}, the tuned baseline's mean final val loss, which it reaches in its "
+        "full step count by definition. Speed-up: baseline steps / steps to target.",
+        "",
+        "| stage | run | steps | seeds | final val loss (min–max) | steps to target (min–max) | speed-up (min–max) |",
+        "|---|---|---:|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['stage']} | {row['label']} | {row['max_steps']} | {','.join(map(str, row['seeds']))} | "
-                     f"{row['val']:.4f} ({row['val_min']:.4f}–{row['val_max']:.4f}) | {fmt_steps(row)} | "
-                     f"{fmt_speed(row)} |")
+        lines.append(
+            f"| {row['stage']} | {row['label']} | {row['max_steps']} | {','.join(map(str, row['seeds']))} | "
+            f"{row['val']:.4f} ({row['val_min']:.4f}–{row['val_max']:.4f}) | {fmt_steps(row)} | "
+            f"{fmt_speed(row)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ---- learning-rate range test ---------------------------------------------------------------------------
 
-def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, steps: int = 300,
-                  data_dir: str | Path | None = None, stop_factor: float = 4.0) -> dict[str, list[float]]:
+
+def lr_range_test(
+    cfg: TrainConfig,
+    lr_min: float = 1e-5,
+    lr_max: float = 1.0,
+    steps: int = 300,
+    data_dir: str | Path | None = None,
+    stop_factor: float = 4.0,
+) -> dict[str, list[float]]:
     """Train once while raising the learning rate exponentially from ``lr_min`` to ``lr_max`` (Smith 2015):
     the loss falls fastest around good rates and blows up past the largest usable one. Stops when the
     smoothed loss exceeds ``stop_factor`` times its minimum. Returns ``lr`` and smoothed ``loss`` lists."""
@@ -165,8 +211,9 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
     # Built at the config's rates, then scaled by lr / cfg.lr each step: AdamW runs at the swept rate and
     # Muon keeps its own in proportion. (Until 2026-12 they were built at lr_min, so AdamW ran at
     # lr * lr_min / cfg.lr, 200 times below the rate the test reported.)
-    opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type,
-                                      cfg.optimizer, cfg.muon_lr, cfg.muon_momentum)
+    opts = model.configure_optimizers(
+        cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type, cfg.optimizer, cfg.muon_lr, cfg.muon_momentum
+    )
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
@@ -177,8 +224,9 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
         lr = lr_min * (lr_max / lr_min) ** (k / max(steps - 1, 1))
         scale_lrs(opts, lr / cfg.lr)
         batch = data.get_batch("train", k, cfg.batch_size, cfg.seed, device=device)
-        value = train_step(model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of,
-                           grad_clip=cfg.grad_clip).item()
+        value = train_step(
+            model, opts, lambda _micro, batch=batch: batch, loss_of=loss_of, grad_clip=cfg.grad_clip
+        ).item()
         smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
         lrs.append(lr)
         losses.append(smooth)
@@ -189,6 +237,7 @@ def lr_range_test(cfg: TrainConfig, lr_min: float = 1e-5, lr_max: float = 1.0, s
 
 
 # ---- the stages -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Experiments:
@@ -211,9 +260,13 @@ class Experiments:
 
     def lr_stage(self) -> float:
         s = self.scale
-        run_specs = [spec for lr in s.lrs
-                     for spec in specs("lr", f"baseline lr={lr:g}", (f"lr={lr:g}", f"min_lr={lr / 10:g}",
-                                                                      f"max_steps={s.max_steps}"), s.seeds)]
+        run_specs = [
+            spec
+            for lr in s.lrs
+            for spec in specs(
+                "lr", f"baseline lr={lr:g}", (f"lr={lr:g}", f"min_lr={lr / 10:g}", f"max_steps={s.max_steps}"), s.seeds
+            )
+        ]
         results = self.run("lr", run_specs)
         means = {label: statistics.fmean(map(final_val, runs)) for label, runs in by_label(results).items()}
         best_label = min(means, key=means.get)
@@ -243,14 +296,24 @@ class Experiments:
         for row in rows:
             if row["label"] == self.decisions["baseline_label"]:
                 n = float(self.decisions["baseline_steps"])
-                row.update(steps=n, steps_min=n, steps_max=n, steps_each=[n] * len(row["seeds"]), speedup=1.0,
-                           speedup_min=1.0, speedup_max=1.0)
+                row.update(
+                    steps=n,
+                    steps_min=n,
+                    steps_max=n,
+                    steps_each=[n] * len(row["seeds"]),
+                    speedup=1.0,
+                    speedup_min=1.0,
+                    speedup_max=1.0,
+                )
         return rows
 
     def variant_stage(self) -> list[str]:
         """Each variant alone; returns the ones that reached the target sooner than the baseline."""
-        run_specs = [spec for name, ov in VARIANTS.items() for spec in specs("variant", name, (*self.tuned(), *ov),
-                                                                             self.scale.seeds)]
+        run_specs = [
+            spec
+            for name, ov in VARIANTS.items()
+            for spec in specs("variant", name, (*self.tuned(), *ov), self.scale.seeds)
+        ]
         rows = self.rows(self.run("variant", run_specs))
         winners = [row["label"] for row in rows if row["speedup"] > 1.0]
         self.decisions["winners"] = winners
@@ -270,7 +333,7 @@ class Experiments:
         muon = "muon" in self.decisions["winners"]
         run_specs = []
         for factor in self.scale.combo_lr_factors:
-            for muon_lr in (self.scale.muon_lrs if muon else (None,)):
+            for muon_lr in self.scale.muon_lrs if muon else (None,):
                 label = f"combo lr x{factor:g}" + (f" muon_lr={muon_lr:g}" if muon_lr else "")
                 run_specs += specs("combo", label, self.combo_overrides(factor, muon_lr), self.scale.seeds)
         if not self.decisions["winners"]:
@@ -289,8 +352,9 @@ class Experiments:
         half = self.scale.max_steps // 2
         ov = [o for o in combo["overrides"] if not o.startswith(("max_steps=", "warmup_steps="))]
         ov += [f"warmup_steps={max(1, int(self.base_value('warmup_steps', '100')) // 2)}", f"max_steps={half}"]
-        rows = self.rows(self.run("half", specs("half", f"{combo['label']}, half the steps", tuple(ov),
-                                                self.scale.seeds)))
+        rows = self.rows(
+            self.run("half", specs("half", f"{combo['label']}, half the steps", tuple(ov), self.scale.seeds))
+        )
         self.decisions["half"] = rows[0]
         return rows[0]
 
@@ -311,17 +375,29 @@ class Experiments:
         warmup = max(1, int(self.base_value("warmup_steps", "100")) // 4)
         every = max(1, int(self.base_value("eval_every", "50")) // 2)
         ov = (*self.winner_overrides(), f"max_steps={steps}", f"warmup_steps={warmup}", f"eval_every={every}")
-        changes = {f"winner (cosine, batch {batch}, dropout 0)": (),
-                   "wsd schedule": ("schedule=wsd",),
-                   f"batch {batch // 2}, {2 * steps} steps": (f"batch_size={batch // 2}", f"max_steps={2 * steps}",
-                                                            f"warmup_steps={2 * warmup}", f"eval_every={2 * every}"),
-                   "dropout 0.1": ("model.dropout=0.1",)}
-        run_specs = [spec for label, extra in changes.items()
-                     for spec in specs("recipe", label, (*ov, *extra), self.scale.seeds[:1])]
+        changes = {
+            f"winner (cosine, batch {batch}, dropout 0)": (),
+            "wsd schedule": ("schedule=wsd",),
+            f"batch {batch // 2}, {2 * steps} steps": (
+                f"batch_size={batch // 2}",
+                f"max_steps={2 * steps}",
+                f"warmup_steps={2 * warmup}",
+                f"eval_every={2 * every}",
+            ),
+            "dropout 0.1": ("model.dropout=0.1",),
+        }
+        run_specs = [
+            spec
+            for label, extra in changes.items()
+            for spec in specs("recipe", label, (*ov, *extra), self.scale.seeds[:1])
+        ]
         results = self.run("recipe", run_specs)
         best = min(results, key=lambda r: r["best_val_loss"])
-        self.decisions["recipe"] = {"label": best["label"], "overrides": list(best["overrides"]),
-                                    "best_val_loss": best["best_val_loss"]}
+        self.decisions["recipe"] = {
+            "label": best["label"],
+            "overrides": list(best["overrides"]),
+            "best_val_loss": best["best_val_loss"],
+        }
         return self.decisions["recipe"]
 
     def all_rows(self) -> list[dict[str, Any]]:
@@ -331,16 +407,29 @@ class Experiments:
         return rows
 
 
-def run_experiments(out_dir: str | Path, scale: str | Scale = "full", config: str | Path | None = None,
-                    workers: int = 1, data_dir: str | Path | None = None, extra: tuple[str, ...] = (),
-                    progress: bool = True, say: Callable[[str], None] = print) -> Experiments:
+def run_experiments(
+    out_dir: str | Path,
+    scale: str | Scale = "full",
+    config: str | Path | None = None,
+    workers: int = 1,
+    data_dir: str | Path | None = None,
+    extra: tuple[str, ...] = (),
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> Experiments:
     """All stages in order, then ``summary.json``, ``results.md`` and the figures in ``out_dir``."""
     from .plots import experiment_figures
 
     s = SCALES[scale] if isinstance(scale, str) else scale
     s = replace(s, base=(*s.base, *extra))
-    grid = Grid(Path(out_dir), config=config, base=s.base, data_dir=None if data_dir is None else Path(data_dir),
-                workers=workers, progress=progress)
+    grid = Grid(
+        Path(out_dir),
+        config=config,
+        base=s.base,
+        data_dir=None if data_dir is None else Path(data_dir),
+        workers=workers,
+        progress=progress,
+    )
     exp = Experiments(grid, s)
     started = time.perf_counter()
     range_file = Path(out_dir) / "lr_range.json"
@@ -374,12 +463,24 @@ def write_report(exp: Experiments) -> list[Path]:
     """
     out = exp.grid.out_dir
     rows = exp.all_rows()
-    summary = {"decisions": _timed_decisions(exp.decisions, _previous_decisions(out / "summary.json")),
-               "rows": rows,
-               "recipe": [{"label": r["label"], "best_val_loss": r["best_val_loss"], "final": r["final"],
-                           "step": r["step"], "seconds": r["seconds"]} for r in exp.results.get("recipe", [])]}
-    texts = {out / "summary.json": json.dumps(summary, indent=1, default=str),
-             out / "results.md": markdown_table(rows, exp.decisions["target"])}
+    summary = {
+        "decisions": _timed_decisions(exp.decisions, _previous_decisions(out / "summary.json")),
+        "rows": rows,
+        "recipe": [
+            {
+                "label": r["label"],
+                "best_val_loss": r["best_val_loss"],
+                "final": r["final"],
+                "step": r["step"],
+                "seconds": r["seconds"],
+            }
+            for r in exp.results.get("recipe", [])
+        ],
+    }
+    texts = {
+        out / "summary.json": json.dumps(summary, indent=1, default=str),
+        out / "results.md": markdown_table(rows, exp.decisions["target"]),
+    }
     return [path for path, text in texts.items() if _write_if_changed(path, text)]
 
 
@@ -414,10 +515,13 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-
-def resumable_ladder(path: str | Path, settings: dict[str, Any],
-                     rungs: list[tuple[str, Callable[[], dict[str, Any]]]], reuse: bool = True,
-                     say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def resumable_ladder(
+    path: str | Path,
+    settings: dict[str, Any],
+    rungs: list[tuple[str, Callable[[], dict[str, Any]]]],
+    reuse: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Each rung's record (``{"rung": label, **train()}``), training every rung at most once.
 
     The records are saved to ``path`` after each rung with the ``settings`` they were trained under. With
@@ -441,10 +545,15 @@ def resumable_ladder(path: str | Path, settings: dict[str, Any],
         done.append(record)
     if done:
         left = len(rungs) - len(done)
-        say(f"ladder read from {paths.shown(path)}: " + (f"{len(done)} of {len(rungs)} rungs trained by an earlier "
-            f"run; training the other {left}" if left else f"all {len(rungs)} rungs, trained by an earlier run "
-            "(delete it to train again)"))
-    for label, train in rungs[len(done):]:
+        say(
+            f"ladder read from {paths.shown(path)}: "
+            + (
+                f"{len(done)} of {len(rungs)} rungs trained by an earlier run; training the other {left}"
+                if left
+                else f"all {len(rungs)} rungs, trained by an earlier run (delete it to train again)"
+            )
+        )
+    for label, train in rungs[len(done) :]:
         done.append({"rung": label, **train()})
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"settings": settings, "ladder": done}))

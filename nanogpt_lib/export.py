@@ -72,13 +72,17 @@ def check_destination(folder: str | Path, force: bool = False, protected: Path |
     if folder.exists() and not folder.is_dir():
         raise ExportError(f"{folder} is a file, not a folder: choose a folder for the export (--out DIR)")
     if protected is not None and folder.resolve() == protected.resolve() and not force:
-        raise ExportError(f"{folder} holds the shipped model, which the notebooks and `nanogpt sample` use: "
-                          "add --force to replace it, or export elsewhere (the default is RUN/export/)")
+        raise ExportError(
+            f"{folder} holds the shipped model, which the notebooks and `nanogpt sample` use: "
+            "add --force to replace it, or export elsewhere (the default is RUN/export/)"
+        )
     if folder.is_dir():
         names = {p.name for p in folder.iterdir()}
         if names and CONFIG_FILE not in names:
-            raise ExportError(f"{folder} is not empty and holds no export (no {CONFIG_FILE}): choose a new or "
-                              "empty folder, so that nothing of yours is replaced")
+            raise ExportError(
+                f"{folder} is not empty and holds no export (no {CONFIG_FILE}): choose a new or "
+                "empty folder, so that nothing of yours is replaced"
+            )
     return folder
 
 
@@ -122,7 +126,9 @@ def _settle(folder: Path) -> Path:
     return folder
 
 
-def read_export(folder: str | Path, check: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, Path]] | None:
+def read_export(
+    folder: str | Path, check: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], dict[str, Path]] | None:
     """The record and the live files of the export in ``folder``; None for a folder whose ``config.json``
     records no files (an export from before the record, or a run folder).
 
@@ -150,8 +156,9 @@ def read_export(folder: str | Path, check: tuple[str, ...] | None = None) -> tup
             live[name] = path
             continue
         if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
-            raise ExportError(f"{path} is corrupt or truncated: its size or sha256 differs from the record in "
-                              f"{CONFIG_FILE}: {again}")
+            raise ExportError(
+                f"{path} is corrupt or truncated: its size or sha256 differs from the record in {CONFIG_FILE}: {again}"
+            )
         live[name] = path
     return record, live
 
@@ -174,4 +181,3 @@ def sign_legacy(folder: str | Path, names: tuple[str, ...] = (WEIGHTS_FILE,)) ->
         raise ExportError(f"{folder / CONFIG_FILE} is missing or not a JSON object")
     files = {n: {"file": n, "bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names}
     _write_record(folder, {**record, FILES_KEY: files})
-

@@ -58,8 +58,10 @@ class PlantedLinkError(NanoGPTError, OSError):
     """A symbolic link where the project writes or deletes; ``str()`` is the whole one-line message."""
 
     def __str__(self) -> str:
-        return (f"{self.filename} is a symbolic link: nanogpt never writes or deletes through one "
-                "(it could reach files outside the project); remove the link or choose another name")
+        return (
+            f"{self.filename} is a symbolic link: nanogpt never writes or deletes through one "
+            "(it could reach files outside the project); remove the link or choose another name"
+        )
 
 
 def refuse_symlink(*paths: str | Path) -> None:
@@ -74,13 +76,18 @@ def check_writable_file(path: str | Path, what: str) -> None:
     path = Path(path)
     refuse_symlink(path)
     if path.is_dir():
-        raise AtomicWriteError(errno.EISDIR, "is a folder", str(path),
-                               f"{what} {path} is a folder: name a file, e.g. {path / 'figures.json'}")
+        raise AtomicWriteError(
+            errno.EISDIR,
+            "is a folder",
+            str(path),
+            f"{what} {path} is a folder: name a file, e.g. {path / 'figures.json'}",
+        )
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise AtomicWriteError(errno.ENOTDIR, "not a folder", str(parent),
-                                       f"{what} {path}: {parent} is a file, not a folder")
+                raise AtomicWriteError(
+                    errno.ENOTDIR, "not a folder", str(parent), f"{what} {path}: {parent} is a file, not a folder"
+                )
             break
 
 
@@ -145,8 +152,9 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None],
-                 before_replace: Callable[[], None] | None = None) -> None:
+def atomic_write(
+    path: str | Path, write: Callable[[io.BufferedWriter], None], before_replace: Callable[[], None] | None = None
+) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
     ``before_replace`` runs once the new content is complete and durable, just before the rename (the

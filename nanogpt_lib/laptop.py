@@ -80,8 +80,14 @@ class MinutesGrid:
         return name if vocab == GPT2 else f"{name}-bpe{vocab}"
 
     def overrides(self, run: MinutesRun) -> list[str]:
-        return [*self.base, *self.shapes[run.vocab], f"dataset={self.dataset(run.vocab)}", f"name={run.name}",
-                f"seed={run.seed}", f"minutes={run.minutes!r}"]
+        return [
+            *self.base,
+            *self.shapes[run.vocab],
+            f"dataset={self.dataset(run.vocab)}",
+            f"name={run.name}",
+            f"seed={run.seed}",
+            f"minutes={run.minutes!r}",
+        ]
 
 
 def vocab_label(vocab: str) -> str:
@@ -98,15 +104,19 @@ def _vocab(value: Any, where: str) -> str:
     except (TypeError, ValueError):
         n = -1
     if isinstance(value, bool) or not MIN_VOCAB <= n <= MAX_VOCAB or str(n) != str(value).strip():
-        raise ConfigError(f"{where}: tokenizer {value!r} is neither 'gpt2' nor a vocabulary size from "
-                          f"{MIN_VOCAB} to {MAX_VOCAB:,}")
+        raise ConfigError(
+            f"{where}: tokenizer {value!r} is neither 'gpt2' nor a vocabulary size from {MIN_VOCAB} to {MAX_VOCAB:,}"
+        )
     return str(n)
 
 
 def _number_list(data: dict[str, Any], key: str, kind: type, where: str) -> tuple[Any, ...]:
     values = data.get(key)
-    ok = isinstance(values, list) and values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                      and v >= 0 for v in values)
+    ok = (
+        isinstance(values, list)
+        and values
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)
+    )
     if not ok or (kind is int and not all(isinstance(v, int) for v in values)):
         raise ConfigError(f"{where}: {key} must be a non-empty list of {'whole ' if kind is int else ''}numbers")
     if kind is float and min(values) <= 0:
@@ -117,7 +127,7 @@ def _number_list(data: dict[str, Any], key: str, kind: type, where: str) -> tupl
 def _strings(value: Any, where: str) -> tuple[str, ...]:
     """A list of ``--set`` overrides (``["model.n_layer=8", ...]``), or a ConfigError naming ``where``."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of overrides in quotes, e.g. [\"model.n_layer=8\"]")
+        raise ConfigError(f'{where} must be a list of overrides in quotes, e.g. ["model.n_layer=8"]')
     return tuple(value)
 
 
@@ -132,34 +142,47 @@ def load_grid(path: str | Path) -> MinutesGrid:
         raise ConfigError(f"{path} is not a readable TOML grid file: {e}") from None
     known = {"config", "source", "base", "vocabs", "minutes", "seeds", "shapes"}
     if set(data) - known:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(set(data) - known))}; "
-                          f"valid: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(set(data) - known))}; valid: {', '.join(sorted(known))}"
+        )
     vocabs = tuple(_vocab(v, str(path)) for v in data.get("vocabs") or [])
     shapes = {_vocab(k, str(path)): _strings(v, f"{path}: [shapes] {k}") for k, v in (data.get("shapes") or {}).items()}
     base = _strings(data.get("base", []), f"{path}: base")
     missing = [v for v in vocabs if v not in shapes]
     if not vocabs or missing:
-        raise ConfigError(f"{path}: " + ("no vocabs listed" if not vocabs else
-                                         f"no [shapes] entry for {', '.join(missing)}"))
+        raise ConfigError(
+            f"{path}: " + ("no vocabs listed" if not vocabs else f"no [shapes] entry for {', '.join(missing)}")
+        )
     config = data.get("config")
-    grid = MinutesGrid(config=None if config is None else path.parent / str(config),
-                       source=str(data.get("source", "shakespeare")), base=base,
-                       vocabs=vocabs, minutes=_number_list(data, "minutes", float, str(path)),
-                       seeds=_number_list(data, "seeds", int, str(path)), shapes=shapes)
+    grid = MinutesGrid(
+        config=None if config is None else path.parent / str(config),
+        source=str(data.get("source", "shakespeare")),
+        base=base,
+        vocabs=vocabs,
+        minutes=_number_list(data, "minutes", float, str(path)),
+        seeds=_number_list(data, "seeds", int, str(path)),
+        shapes=shapes,
+    )
     for vocab in vocabs:  # every run's config is valid before hours of training start
         load_config(grid.config, grid.overrides(MinutesRun(vocab, grid.minutes[0], grid.seeds[0])))
     return grid
 
 
-def select(grid: MinutesGrid, vocabs: Iterable[str] | None = None, minutes: Iterable[float] | None = None,
-           seeds: Iterable[int] | None = None) -> MinutesGrid:
+def select(
+    grid: MinutesGrid,
+    vocabs: Iterable[str] | None = None,
+    minutes: Iterable[float] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> MinutesGrid:
     """A part of the grid (``--vocab 4096,8192 --minutes 5 --seeds 0``); a tokenizer needs the grid's shape
     for it, while budgets and seeds may be any (``--minutes 0.5``: a trial run)."""
     chosen = grid.vocabs if vocabs is None else tuple(_vocab(v, "--vocab") for v in vocabs)
     unknown = [v for v in chosen if v not in grid.shapes]
     if unknown:
-        raise ConfigError(f"--vocab {', '.join(unknown)}: the grid has no shape for it "
-                          f"(it has {', '.join(grid.shapes)}); add one under [shapes]")
+        raise ConfigError(
+            f"--vocab {', '.join(unknown)}: the grid has no shape for it "
+            f"(it has {', '.join(grid.shapes)}); add one under [shapes]"
+        )
     budget = grid.minutes if minutes is None else tuple(minutes)
     if any(m <= 0 for m in budget):
         raise ConfigError(f"--minutes must be above 0, got {', '.join(f'{m:g}' for m in budget)}")
@@ -180,12 +203,15 @@ def plan_line(grid: MinutesGrid, out_dir: Path) -> str:
     minutes = sum(r.minutes for r in todo) + len(todo) * RUN_OVERHEAD_S / 60
     hours, mins = divmod(round(minutes), 60)
     done = len(runs) - len(todo)
-    return (f"{len(todo)} run(s) to train ({done} of {len(runs)} finished earlier): about {hours} h {mins:02d} min "
-            f"(training plus about {RUN_OVERHEAD_S} s per run to start and evaluate; preparing a tokenizer's "
-            "data set the first time adds a minute or so)")
+    return (
+        f"{len(todo)} run(s) to train ({done} of {len(runs)} finished earlier): about {hours} h {mins:02d} min "
+        f"(training plus about {RUN_OVERHEAD_S} s per run to start and evaluate; preparing a tokenizer's "
+        "data set the first time adds a minute or so)"
+    )
 
 
 # ---- one run ----------------------------------------------------------------------------------------------
+
 
 def machine() -> dict[str, Any]:
     """The CPU a figure was measured on: its class (``devices.cpu_class``), torch's capability, the model name
@@ -193,21 +219,41 @@ def machine() -> dict[str, Any]:
     from .devices import cpu_class, cpu_info
 
     emulated = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
-    return {"cpu_class": cpu_class(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_model": cpu_info()[0], "emulated": emulated, "torch": torch.__version__,
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
+    return {
+        "cpu_class": cpu_class(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_info()[0],
+        "emulated": emulated,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _prepare(grid: MinutesGrid, vocab: str, data_dir: Path | None, progress: bool) -> None:
     """The tokenizer's data set, prepared once (``prepare`` returns at once when it is current)."""
     from .prepare import PrepareConfig, prepare
 
-    prepare(PrepareConfig(source=grid.source, name=grid.dataset(vocab), data_dir=data_dir, progress=progress,
-                          vocab=None if vocab == GPT2 else int(vocab)))
+    prepare(
+        PrepareConfig(
+            source=grid.source,
+            name=grid.dataset(vocab),
+            data_dir=data_dir,
+            progress=progress,
+            vocab=None if vocab == GPT2 else int(vocab),
+        )
+    )
 
 
-def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path, data_dir: Path | None = None,
-              clock: Callable[[], float] | None = None, progress: bool = True) -> dict[str, Any] | None:
+def train_run(
+    grid: MinutesGrid,
+    run: MinutesRun,
+    out_dir: Path,
+    runs_dir: Path,
+    data_dir: Path | None = None,
+    clock: Callable[[], float] | None = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
     """Train one run to its budget (resuming its checkpoint if any), measure it on the whole val split, write
     its result; None when a signal paused it (the grid stops; the next call resumes it)."""
     from .data import text_stats
@@ -218,8 +264,15 @@ def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path,
     _prepare(grid, run.vocab, data_dir, progress)
     cfg = load_config(grid.config, grid.overrides(run))
     with cpu_threads(cfg.threads):
-        trainer = Trainer(cfg, mode="auto", runs_dir=runs_dir, data_dir=data_dir, progress=progress,
-                          artifacts=False, **({} if clock is None else {"clock": clock}))
+        trainer = Trainer(
+            cfg,
+            mode="auto",
+            runs_dir=runs_dir,
+            data_dir=data_dir,
+            progress=progress,
+            artifacts=False,
+            **({} if clock is None else {"clock": clock}),
+        )
         try:
             outcome = trainer.run()
             if outcome.status != "finished":
@@ -231,15 +284,27 @@ def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path,
     text = text_stats(trainer.data.folder, "val")
     budget = outcome.budget
     result = {
-        "run": run.name, "vocab": run.vocab, "minutes": run.minutes, "seed": run.seed,
-        "dataset": cfg.dataset, "model": trainer.cfg.model.to_dict(), "params": trainer.model.num_params(),
-        "val_loss": nats, "val_bpc": text.bits_per_char(nats), "val_bpb": text.bits_per_byte(nats),
-        "val_tokens": text.tokens, "val_chars": text.chars, "val_bytes": text.bytes,
-        "steps": outcome.step, "tokens": outcome.step * trainer.tokens_per_step,
+        "run": run.name,
+        "vocab": run.vocab,
+        "minutes": run.minutes,
+        "seed": run.seed,
+        "dataset": cfg.dataset,
+        "model": trainer.cfg.model.to_dict(),
+        "params": trainer.model.num_params(),
+        "val_loss": nats,
+        "val_bpc": text.bits_per_char(nats),
+        "val_bpb": text.bits_per_byte(nats),
+        "val_tokens": text.tokens,
+        "val_chars": text.chars,
+        "val_bytes": text.bytes,
+        "steps": outcome.step,
+        "tokens": outcome.step * trainer.tokens_per_step,
         # this process's training time (the deadline's measure; a resumed run counts only its last part)
         "train_seconds": outcome.seconds,
-        "s_per_step": None if budget is None else budget.step_s, "budget": None if budget is None else budget.line(),
-        "precision": trainer.precision.name, **where,
+        "s_per_step": None if budget is None else budget.step_s,
+        "budget": None if budget is None else budget.line(),
+        "precision": trainer.precision.name,
+        **where,
     }
     atomic_write_text(result_path(out_dir, run), json.dumps(result, indent=1) + "\n")
     # Recorded: the checkpoints are dead weight now (not before: a lost result must stay resumable).
@@ -247,9 +312,15 @@ def train_run(grid: MinutesGrid, run: MinutesRun, out_dir: Path, runs_dir: Path,
     return result
 
 
-def run_grid(grid: MinutesGrid, out_dir: str | Path | None = None, runs_dir: str | Path | None = None,
-             data_dir: str | Path | None = None, clock_factory: Callable[[], Callable[[], float]] | None = None,
-             progress: bool = True, say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_grid(
+    grid: MinutesGrid,
+    out_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    clock_factory: Callable[[], Callable[[], float]] | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Train every run of ``grid`` without a result yet, then write the table and the figure; return all
     results in the folder. ``clock_factory`` gives each run its clock (tests: one that ticks evenly)."""
     out = Path(out_dir or paths.project_root() / "experiments" / "minutes")
@@ -261,8 +332,7 @@ def run_grid(grid: MinutesGrid, out_dir: str | Path | None = None, runs_dir: str
     started = time.perf_counter()
     for i, run in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] {run.name} ({_elapsed(time.perf_counter() - started)} elapsed)")
-        result = train_run(grid, run, out, runs, data, None if clock_factory is None else clock_factory(),
-                           progress)
+        result = train_run(grid, run, out, runs, data, None if clock_factory is None else clock_factory(), progress)
         if result is None:
             say(f"paused in {run.name}: run the same command again to resume it (finished runs are kept)")
             break
@@ -278,6 +348,7 @@ def _elapsed(seconds: float) -> str:
 
 
 # ---- the table and the figure ------------------------------------------------------------------------------
+
 
 def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every run result in ``out_dir`` (its ``*.json`` files), in name order."""
@@ -301,31 +372,48 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (cpu, vocab, minutes), runs in groups.items():
         bpc = [r["val_bpc"] for r in runs]
         steps = [r["s_per_step"] for r in runs if r.get("s_per_step") is not None]
-        rows.append({"cpu": cpu, "vocab": vocab, "minutes": minutes, "seeds": sorted(r["seed"] for r in runs),
-                     "bpc": statistics.fmean(bpc), "bpc_min": min(bpc), "bpc_max": max(bpc),
-                     "s_per_step": statistics.fmean(steps) if steps else None, "params": runs[0]["params"],
-                     "steps": statistics.fmean(r["steps"] for r in runs)})
+        rows.append(
+            {
+                "cpu": cpu,
+                "vocab": vocab,
+                "minutes": minutes,
+                "seeds": sorted(r["seed"] for r in runs),
+                "bpc": statistics.fmean(bpc),
+                "bpc_min": min(bpc),
+                "bpc_max": max(bpc),
+                "s_per_step": statistics.fmean(steps) if steps else None,
+                "params": runs[0]["params"],
+                "steps": statistics.fmean(r["steps"] for r in runs),
+            }
+        )
     order = {v: i for i, v in enumerate([GPT2, *sorted({r["vocab"] for r in rows} - {GPT2}, key=int, reverse=True)])}
     return sorted(rows, key=lambda row: (row["cpu"], order[row["vocab"]], row["minutes"]))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Bits/char per tokenizer (rows) x budget (columns), one table per CPU class: mean (min–max) over seeds."""
-    lines = ["Bits per character of the shipped val text (whole split) after N minutes of `train --minutes N`; "
-             "mean over seeds (min–max). Lower is better.", ""]
+    lines = [
+        "Bits per character of the shipped val text (whole split) after N minutes of `train --minutes N`; "
+        "mean over seeds (min–max). Lower is better.",
+        "",
+    ]
     for cpu in dict.fromkeys(row["cpu"] for row in rows):
         mine = [row for row in rows if row["cpu"] == cpu]
         budgets = sorted({row["minutes"] for row in mine})
-        lines += [f"CPU class {cpu}:", "",
-                  "| tokenizer | params | s/step | " + " | ".join(f"{m:g} min" for m in budgets) + " |",
-                  "|---|---:|---:|" + "---|" * len(budgets)]
+        lines += [
+            f"CPU class {cpu}:",
+            "",
+            "| tokenizer | params | s/step | " + " | ".join(f"{m:g} min" for m in budgets) + " |",
+            "|---|---:|---:|" + "---|" * len(budgets),
+        ]
         for vocab in dict.fromkeys(row["vocab"] for row in mine):
             cells = {row["minutes"]: row for row in mine if row["vocab"] == vocab}
             first = next(iter(cells.values()))
             speed = "—" if first["s_per_step"] is None else f"{first['s_per_step']:.3g}"
             shown = [_cell(cells.get(m)) for m in budgets]
-            lines.append(f"| {vocab_label(vocab)} | {first['params'] / 1e6:.2f}M | {speed} | "
-                         + " | ".join(shown) + " |")
+            lines.append(
+                f"| {vocab_label(vocab)} | {first['params'] / 1e6:.2f}M | {speed} | " + " | ".join(shown) + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -36,7 +36,9 @@ def check_fits(nbytes: float, what: str, fix: str) -> None:
     """Raise :class:`TooLargeError` when ``nbytes`` exceeds the machine's memory."""
     total = physical_memory()
     if total is not None and nbytes > total:
-        raise TooLargeError(f"{what} needs at least {gib(nbytes)}, more than this machine's {gib(total)} of memory: {fix}")
+        raise TooLargeError(
+            f"{what} needs at least {gib(nbytes)}, more than this machine's {gib(total)} of memory: {fix}"
+        )
 
 
 def model_params(cfg: Any) -> int:
@@ -49,5 +51,8 @@ def model_params(cfg: Any) -> int:
 def check_model_fits(cfg: Any, copies: int, where: str) -> None:
     """Refuse a model whose ``copies`` fp32 copies (1 to load, 4 to train: weights, gradients, two
     optimizer moments) exceed the memory."""
-    check_fits(model_params(cfg) * FP32 * copies, f"the model of {where} ({model_params(cfg):,} parameters)",
-               "choose smaller sizes (n_embd, n_layer, vocab_size, block_size)")
+    check_fits(
+        model_params(cfg) * FP32 * copies,
+        f"the model of {where} ({model_params(cfg):,} parameters)",
+        "choose smaller sizes (n_embd, n_layer, vocab_size, block_size)",
+    )

@@ -105,8 +105,14 @@ def _capped(logits: torch.Tensor, softcap: float) -> torch.Tensor:
 Grads = tuple[torch.Tensor, torch.Tensor] | None  # (d loss / d h, d loss / d weight), float32 or wider
 
 
-def _chunk_probs(hc: torch.Tensor, w: torch.Tensor, z: torch.Tensor, low_buf: torch.Tensor | None,
-                 tanh_buf: torch.Tensor | None, softcap: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _chunk_probs(
+    hc: torch.Tensor,
+    w: torch.Tensor,
+    z: torch.Tensor,
+    low_buf: torch.Tensor | None,
+    tanh_buf: torch.Tensor | None,
+    softcap: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One chunk's probabilities, softmax of the (soft-capped) ``hc @ w.T``, in the float32 (or wider) reused
     buffer ``z``, and with a softcap tanh(u / cap) in ``tanh_buf``, kept for the chain rule. ``low_buf``: the
     matmul's output in the autocast dtype, then copied into ``z`` (the softmax and sums stay float32)."""
@@ -135,8 +141,15 @@ class _Fp32Grads:
 
     per_row_mean = True  # fp16 keeps 1/n out of its casts (see _Fp16Grads)
 
-    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
-                 compute_dtype: torch.dtype, acc: torch.dtype) -> None:
+    def __init__(
+        self,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        ok: torch.Tensor,
+        n: torch.Tensor,
+        compute_dtype: torch.dtype,
+        acc: torch.dtype,
+    ) -> None:
         self.w, self.n, self.acc = w, n, acc
         self.row_w = ok.to(acc) / n if self.per_row_mean else ok.to(acc)
         self.hw = (h.to(acc) * self.row_w[:, None]).to(compute_dtype)
@@ -162,14 +175,22 @@ class _Bf16Grads(_Fp32Grads):
     buffer the logits' matmul used, and each chunk's part of d weight is made in a reused bf16 (V, C) buffer
     and added to a float32 sum (the CPU has no bf16 x bf16 -> float32 matmul)."""
 
-    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
-                 compute_dtype: torch.dtype, acc: torch.dtype, low_buf: torch.Tensor) -> None:
+    def __init__(
+        self,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        ok: torch.Tensor,
+        n: torch.Tensor,
+        compute_dtype: torch.dtype,
+        acc: torch.dtype,
+        low_buf: torch.Tensor,
+    ) -> None:
         super().__init__(h, w, ok, n, compute_dtype, acc)
         self.low_buf = low_buf
         self.gw_low = _buffer("grad_w", w.size(0), h.size(1), compute_dtype, h.device)
 
     def add(self, s: int, e: int, d: torch.Tensor) -> None:
-        g = self.low_buf[:e - s]
+        g = self.low_buf[: e - s]
         g.copy_(d)
         self.grad_h[s:e] = torch.mm(g, self.w)
         self._add_w(torch.mm(g.t(), self.hw[s:e], out=self.gw_low))
@@ -189,15 +210,23 @@ class _Fp16Grads(_Bf16Grads):
 
     per_row_mean = False
 
-    def __init__(self, h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor,
-                 compute_dtype: torch.dtype, acc: torch.dtype, low_buf: torch.Tensor) -> None:
+    def __init__(
+        self,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        ok: torch.Tensor,
+        n: torch.Tensor,
+        compute_dtype: torch.dtype,
+        acc: torch.dtype,
+        low_buf: torch.Tensor,
+    ) -> None:
         super().__init__(h, w, ok, n, compute_dtype, acc, low_buf)
         # |d(logits)| <= 1 and each of its rows sums to <= 2 in absolute value, so row r of g @ w is at most
         # 2 max|w|: scale g by the largest power of two that keeps that below the limit
         self.scale_h = _pow2_at_most(_FP16_LIMIT / (2 * w.abs().max().float()).clamp(min=1.0))
 
     def add(self, s: int, e: int, d: torch.Tensor) -> None:
-        g, hw = self.low_buf[:e - s], self.hw[s:e]
+        g, hw = self.low_buf[: e - s], self.hw[s:e]
         torch.mul(d, self.scale_h, out=g)
         self.grad_h[s:e] = torch.mm(g, self.w).float() / self.scale_h
         # column c of g.T @ hw is at most sum_r |hw[r, c]| (|g| <= 1): the same rule for this matmul
@@ -210,8 +239,15 @@ class _Fp16Grads(_Bf16Grads):
         return grad_h.div_(self.n), grad_w.div_(self.n)
 
 
-def _chunk_grads(h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Tensor, compute_dtype: torch.dtype,
-                 acc: torch.dtype, low_buf: torch.Tensor | None) -> _Fp32Grads:
+def _chunk_grads(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    ok: torch.Tensor,
+    n: torch.Tensor,
+    compute_dtype: torch.dtype,
+    acc: torch.dtype,
+    low_buf: torch.Tensor | None,
+) -> _Fp32Grads:
     """The gradient accumulator for the matmuls' dtype: fp16, another low precision (bf16), or float32/64."""
     if low_buf is None:
         return _Fp32Grads(h, w, ok, n, compute_dtype, acc)
@@ -219,8 +255,16 @@ def _chunk_grads(h: torch.Tensor, w: torch.Tensor, ok: torch.Tensor, n: torch.Te
     return kind(h, w, ok, n, compute_dtype, acc, low_buf)
 
 
-def _mean_of_minus_log_p(p_target: torch.Tensor, ok: torch.Tensor, n: torch.Tensor, hc: torch.Tensor,
-                         w: torch.Tensor, tgt: torch.Tensor, acc: torch.dtype, softcap: float) -> torch.Tensor:
+def _mean_of_minus_log_p(
+    p_target: torch.Tensor,
+    ok: torch.Tensor,
+    n: torch.Tensor,
+    hc: torch.Tensor,
+    w: torch.Tensor,
+    tgt: torch.Tensor,
+    acc: torch.dtype,
+    softcap: float,
+) -> torch.Tensor:
     """The mean loss, -log p[target] read off the softmax: no pass over the logits for their maximum (about 5%
     of a step on one AVX2 thread). Below 2^-100 (a loss over 69 nats) p has lost digits or underflowed to 0;
     those rows, rare outside a diverged run, get log-sum-exp minus the target's logit from recomputed logits."""
@@ -232,8 +276,15 @@ def _mean_of_minus_log_p(p_target: torch.Tensor, ok: torch.Tensor, n: torch.Tens
     return losses.masked_fill_(~ok, 0.0).sum() / n
 
 
-def _chunked(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-             compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> tuple[torch.Tensor, Grads]:
+def _chunked(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    compute_dtype: torch.dtype,
+    want_grad: bool,
+    softcap: float,
+) -> tuple[torch.Tensor, Grads]:
     """The loss and (``want_grad``) both gradients, a chunk of ``chunk`` positions against the whole vocabulary
     at a time: each chunk's logits are turned into their gradient in place (softmax minus one-hot) in the
     reused buffer, and handed to the gradient path of the matmuls' dtype (:func:`_chunk_grads`). Any device,
@@ -254,7 +305,7 @@ def _chunked(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk
     for s in range(0, N, chunk):
         e = min(s + chunk, N)
         t = tgt[s:e]
-        z, th = _chunk_probs(hc[s:e], w, logits[:e - s], low_buf, tanh_buf, softcap)
+        z, th = _chunk_probs(hc[s:e], w, logits[: e - s], low_buf, tanh_buf, softcap)
         p_target[s:e] = z.gather(1, t).squeeze(1)
         if grads is None:
             continue
@@ -283,8 +334,16 @@ class _Tiles:
     """One call of :func:`_tiled`: the tiles' geometry, the store of their logits or probabilities (in the
     matmul's dtype), where each tile's targets are, and the per-row results its two sweeps fill in."""
 
-    def __init__(self, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, cols: int,
-                 compute_dtype: torch.dtype, want_grad: bool) -> None:
+    def __init__(
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        rows: int,
+        cols: int,
+        compute_dtype: torch.dtype,
+        want_grad: bool,
+    ) -> None:
         self.low, self.want_grad, self.compute_dtype = compute_dtype == torch.bfloat16, want_grad, compute_dtype
         f32, dev = torch.float32, h.device
         N, C, V = h.size(0), h.size(1), weight.size(0)
@@ -313,16 +372,16 @@ class _Tiles:
         R = min(r0 + self.rows, self.N) - r0
         for vi, v0 in enumerate(range(0, self.V, self.cols)):
             at = vi * self.rows * self.cols if self.want_grad else 0  # evaluation: one tile's room, reused
-            yield vi, first_tile + vi, v0, self.store[at:at + R * min(self.cols, self.V - v0)].view(R, -1)
+            yield vi, first_tile + vi, v0, self.store[at : at + R * min(self.cols, self.V - v0)].view(R, -1)
 
     def probabilities(self, bi: int, r0: int, r1: int) -> None:
         """The first sweep over block ``bi`` (rows r0:r1): each tile's logits, its float32 softmax stored back,
         the targets' logits, and the block's log-sum-exp combined from the tiles'."""
-        hc, lse_t, z_target = self.hc[r0:r1], self.lse_t[:, :r1 - r0], self.z_target
+        hc, lse_t, z_target = self.hc[r0:r1], self.lse_t[:, : r1 - r0], self.z_target
         for vi, k, v0, z in self.tiles(r0, bi * self.n_v):
-            w_t = self.w[v0:v0 + z.size(1)]
+            w_t = self.w[v0 : v0 + z.size(1)]
             torch.mm(hc, w_t.t(), out=z)
-            x = self.tile32[:z.numel()].view_as(z).copy_(z) if self.low else z  # float32 logits, in the cache
+            x = self.tile32[: z.numel()].view_as(z).copy_(z) if self.low else z  # float32 logits, in the cache
             if self.counts[k]:
                 z_target[self.hit_g[k]] = x[self.hit_r[k], self.hit_c[k]]
             z0 = x[:, 0].clone()
@@ -339,17 +398,18 @@ class _Tiles:
         """The second sweep over block ``bi``: each stored tile read once more into the two gradient matmuls
         (the tile's rescaling to the block's log-sum-exp applied on the small sides), then the targets' -1."""
         w, hw, grad_h, grad_w, tgt = self.w, self.hw[r0:r1], self.grad_h[r0:r1], self.grad_w, self.tgt[r0:r1]
-        f = torch.exp(self.lse_t[:, :r1 - r0] - self.lse[r0:r1])
+        f = torch.exp(self.lse_t[:, : r1 - r0] - self.lse[r0:r1])
         for vi, k, v0, p in self.tiles(r0, bi * self.n_v):
-            w_t, fr = w[v0:v0 + p.size(1)], f[vi, :, None]
+            w_t, fr = w[v0 : v0 + p.size(1)], f[vi, :, None]
             if self.counts[k]:
                 p[self.hit_r[k], self.hit_c[k]] = 0
-            grad_h.addcmul_(torch.mm(p, w_t, out=self.dh[:r1 - r0]), fr)
+            grad_h.addcmul_(torch.mm(p, w_t, out=self.dh[: r1 - r0]), fr)
             if self.low:  # no bf16 x bf16 -> float32 matmul on the CPU: a bf16 (cols, C) part, added in float32
-                grad_w[v0:v0 + p.size(1)].add_(torch.mm(p.t(), (hw * fr).to(self.compute_dtype),
-                                                        out=self.dw[:p.size(1)]))
+                grad_w[v0 : v0 + p.size(1)].add_(
+                    torch.mm(p.t(), (hw * fr).to(self.compute_dtype), out=self.dw[: p.size(1)])
+                )
             else:
-                grad_w[v0:v0 + p.size(1)].addmm_(p.t(), hw * fr)
+                grad_w[v0 : v0 + p.size(1)].addmm_(p.t(), hw * fr)
         p_minus_1 = (torch.exp(self.z_target[r0:r1] - self.lse[r0:r1]) - 1)[:, None]  # the targets' entries of g
         grad_h.addcmul_(w[tgt].float(), p_minus_1)
         grad_w.index_add_(0, tgt, hw * p_minus_1)
@@ -362,8 +422,15 @@ class _Tiles:
         return loss, (self.grad_h.mul_(self.row_w[:, None]), self.grad_w)
 
 
-def _tiled(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, cols: int,
-           compute_dtype: torch.dtype, want_grad: bool) -> tuple[torch.Tensor, Grads]:
+def _tiled(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    rows: int,
+    cols: int,
+    compute_dtype: torch.dtype,
+    want_grad: bool,
+) -> tuple[torch.Tensor, Grads]:
     """The loss and (``want_grad``) both gradients, ``rows`` positions x ``cols`` vocabulary entries at a time.
     CPU, float32 or bfloat16 matmuls, no soft-capping (those take :func:`_chunked`).
 
@@ -396,8 +463,16 @@ class _HeadLoss(torch.autograd.Function):
     GradScaler's loss scale)."""
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, plan: HeadPlan,
-                compute_dtype: torch.dtype, want_grad: bool, softcap: float) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        plan: HeadPlan,
+        compute_dtype: torch.dtype,
+        want_grad: bool,
+        softcap: float,
+    ) -> torch.Tensor:
         if plan.tiled:
             loss, grads = _tiled(h, weight, targets, plan.rows, plan.cols, compute_dtype, want_grad)
         else:
@@ -445,9 +520,14 @@ def head_plan(device: torch.device, compute_dtype: torch.dtype, vocab: int, soft
 
 
 @torch.compiler.disable  # eager under torch.compile: its buffers and in-place steps are the point, not a graph
-def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int | None = None, softcap: float = 0.0,
-                         tiles: tuple[int, int] | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int | None = None,
+    softcap: float = 0.0,
+    tiles: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without materialising the logits: the value
     and gradients of :func:`reference_cross_entropy`, to rounding.
 
@@ -475,8 +555,9 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return _HeadLoss.apply(h, weight, targets, plan, dtype, want_grad, float(softcap))
 
 
-def reference_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                            softcap: float = 0.0) -> torch.Tensor:
+def reference_cross_entropy(
+    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float = 0.0
+) -> torch.Tensor:
     """The definition :func:`linear_cross_entropy` computes, written plainly: every logit in memory, autograd
     for the gradients. The tests, notebook 04 and the benchmarks' baseline model use it as the loss the fast
     paths are checked against, so it carries their semantics: the mean over positions whose target is not -1,

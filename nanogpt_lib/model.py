@@ -8,8 +8,8 @@ Later variants are switches in :class:`GPTConfig`, all off in ``GPTConfig.gpt2()
 default recipe's ``GPTConfig.recipe()`` turns on RoPE and ReLU²): rotary
 positions (RoPE, Su et al. 2021), ReLU-squared MLP (So et al. 2021, "Primer"), QK-norm (Henry et al. 2020),
 an untied LM head, and tanh soft-capping of the logits (Gemma 2). The optimizers (AdamW, and Muon from
-``optim.py``) are set up in :meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the sampling loop (temperature,
-top-k, top-p, KV cache, sliding window) in ``sample.py``.
+``optim.py``) are set up in :meth:`GPT.configure_optimizers`. The chunked LM-head loss is in ``loss.py``; the
+sampling loop (temperature, top-k, top-p, KV cache, sliding window) in ``sample.py``.
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ class GPTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                             "each head gets n_embd // n_head dimensions")
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                "each head gets n_embd // n_head dimensions"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         choices = {"pos": ("learned", "rope"), "mlp": ("gelu", "relu2")}
@@ -149,11 +151,15 @@ class CausalSelfAttention(nn.Module):
         position at ``t0``: QK-norm and RoPE applied, what the scores are made from (the attention explorer
         recomputes the weights from them, since the fused kernel never hands them out)."""
         B, T, C = x.size()
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(x).split(self.n_embd, dim=2))
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            for t in self.c_attn(x).split(self.n_embd, dim=2)
+        )
         if hasattr(self, "q_norm"):  # gains cast to q's dtype: under autocast q is bf16, and mixed is slow
-            q, k = (F.rms_norm(t, t.shape[-1:], norm.weight.to(t.dtype), norm.eps)
-                    for t, norm in ((q, self.q_norm), (k, self.k_norm)))
+            q, k = (
+                F.rms_norm(t, t.shape[-1:], norm.weight.to(t.dtype), norm.eps)
+                for t, norm in ((q, self.q_norm), (k, self.k_norm))
+            )
         if self.rotary is not None:  # cached keys are stored rotated, at their own positions
             q, k = self.rotary(q, t0), self.rotary(k, t0)
         return q, k, v
@@ -252,12 +258,14 @@ class GPT(nn.Module):
         layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
         if config.pos == "learned":  # learned position embeddings; RoPE rotates q and k in attention instead
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
-        self.transformer = nn.ModuleDict(dict(
-            **layers,
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                **layers,
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_head:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
@@ -306,8 +314,9 @@ class GPT(nn.Module):
         """(B, T, n_embd) states before the LM head, e.g. for a loss computed in chunks of positions."""
         return self.trunk(idx)[0]
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                all_logits: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, all_logits: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(logits, loss)``: the mean next-token cross-entropy over ``targets`` (-1 is ignored).
 
         With targets, the loss comes from :func:`linear_cross_entropy`, which never holds the (B, T, vocab)
@@ -317,8 +326,9 @@ class GPT(nn.Module):
         """
         h = self.hidden(idx)
         if targets is not None and not all_logits:
-            return None, linear_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1),
-                                              softcap=self.config.logit_softcap)
+            return None, linear_cross_entropy(
+                h.view(-1, h.size(-1)), self.lm_head.weight, targets.view(-1), softcap=self.config.logit_softcap
+            )
         logits = self.logits(h if all_logits else h[:, [-1], :])
         if targets is None:
             return logits, None
@@ -356,10 +366,17 @@ class GPT(nn.Module):
         """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the device's peak."""
         return self.flops_per_token() * tokens_per_s / peak_flops
 
-    def configure_optimizers(self, weight_decay: float, lr: float, betas: tuple[float, float],
-                             device_type: str, optimizer: str = "adamw", muon_lr: float = 0.02,
-                             muon_momentum: float = 0.95,
-                             ns_dtype: torch.dtype = torch.float32) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(
+        self,
+        weight_decay: float,
+        lr: float,
+        betas: tuple[float, float],
+        device_type: str,
+        optimizer: str = "adamw",
+        muon_lr: float = 0.02,
+        muon_momentum: float = 0.95,
+        ns_dtype: torch.dtype = torch.float32,
+    ) -> list[torch.optim.Optimizer]:
         """The optimizers of one step, as a list.
 
         ``adamw``: one AdamW that decays matrices (matmul weights, embeddings), not biases or gains.
@@ -375,17 +392,27 @@ class GPT(nn.Module):
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         hidden = [p for n, p in named if optimizer == "muon" and p.dim() == 2 and n.startswith("transformer.h.")]
         rest = [p for n, p in named if not any(p is q for q in hidden)]
-        groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "base_lr": lr},
-                  {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": lr}]
+        groups = [
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "base_lr": lr},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": lr},
+        ]
         # The fused kernel on CUDA only. On a CPU it measured 8 ms a step against 29-39 ms for the per-tensor loop
         # (7.2M parameters, 1 thread, AVX2: ~1% of a step), but two torchrun ranks with fused CPU AdamW disagreed
         # on a pause and hung (tests/test_faults_train.py, torch 2.13), so the CPU keeps the default loop.
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))]
+            torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+        ]
         if optimizer == "muon":
-            opts.append(Muon([{"params": hidden, "base_lr": muon_lr}], lr=muon_lr, momentum=muon_momentum,
-                             weight_decay=0.0, ns_dtype=ns_dtype))
+            opts.append(
+                Muon(
+                    [{"params": hidden, "base_lr": muon_lr}],
+                    lr=muon_lr,
+                    momentum=muon_momentum,
+                    weight_decay=0.0,
+                    ns_dtype=ns_dtype,
+                )
+            )
         return opts
 
     def crop_block_size(self, block_size: int) -> None:
@@ -414,8 +441,13 @@ class GPT(nn.Module):
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"{path}: activation_function {hf['activation_function']!r} is not GPT-2's tanh GELU")
         try:
-            config = GPTConfig.gpt2(block_size=hf.get("n_positions", hf.get("n_ctx")), vocab_size=hf["vocab_size"],
-                                    n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"])
+            config = GPTConfig.gpt2(
+                block_size=hf.get("n_positions", hf.get("n_ctx")),
+                vocab_size=hf["vocab_size"],
+                n_layer=hf["n_layer"],
+                n_head=hf["n_head"],
+                n_embd=hf["n_embd"],
+            )
         except KeyError as e:
             raise ValueError(f"{path / 'config.json'} lacks {e.args[0]!r}; is it a GPT-2 config?") from None
         if (path / "model.safetensors").is_file():
@@ -437,8 +469,10 @@ class GPT(nn.Module):
         ours = model.state_dict()
         expected = set(ours) - {"lm_head.weight"}
         if set(sd) != expected:
-            raise ValueError(f"{path} does not hold GPT-2 weights: missing {sorted(expected - set(sd))[:5]}, "
-                             f"unexpected {sorted(set(sd) - expected)[:5]}")
+            raise ValueError(
+                f"{path} does not hold GPT-2 weights: missing {sorted(expected - set(sd))[:5]}, "
+                f"unexpected {sorted(set(sd) - expected)[:5]}"
+            )
         for k, v in sd.items():
             if v.shape != ours[k].shape:
                 raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, config.json implies {tuple(ours[k].shape)}")

@@ -24,8 +24,13 @@ import torch
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5, coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-                  eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def orthogonalize(
+    g: torch.Tensor,
+    steps: int = 5,
+    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = 1e-7,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """About ``U V^T`` for ``g = U S V^T``: each step maps X to a X + (b A + c A^2) X with A = X X^T.
 
     Computed in ``dtype``; the result is in ``dtype``. Dividing by the Frobenius norm first puts every
@@ -63,15 +68,32 @@ class Muon(torch.optim.Optimizer):
     """Muon for 2-D parameters; ``ns_dtype`` is the Newton-Schulz iteration's dtype (not saved: it is a
     property of the machine, so a run resumed elsewhere takes that machine's choice)."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
-                 ns_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        eps: float = 1e-7,
+        ns_steps: int = 5,
+        adjust_lr_fn: str | None = None,
+        ns_dtype: torch.dtype = torch.float32,
+    ) -> None:
         if not lr >= 0 or not momentum >= 0 or not weight_decay >= 0:
             raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         lr_ratio(torch.Size((1, 1)), adjust_lr_fn)  # an unknown rule fails here, not at the first step
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+        )
         super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
         for group in self.param_groups:
@@ -97,8 +119,7 @@ class Muon(torch.optim.Optimizer):
                 buf.lerp_(p.grad, 1 - mu)  # an average of past gradients: mu buf + (1 - mu) grad
                 # Nesterov: look ahead along the average, (1 - mu) grad + mu buf
                 update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["eps"],
-                                       self.ns_dtype)
+                update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["eps"], self.ns_dtype)
                 if decay != 0:  # decoupled weight decay, at the unadjusted rate
                     p.mul_(1 - lr * decay)
                 p.add_(update, alpha=-lr * lr_ratio(p.shape, group["adjust_lr_fn"]))
@@ -118,13 +139,22 @@ class OptimizerSettings(Protocol):
     muon_momentum: float
 
 
-def build_optimizers(model: torch.nn.Module, cfg: OptimizerSettings, device_type: str = "cpu",
-                     ns_dtype: torch.dtype = torch.float32) -> list[torch.optim.Optimizer]:
+def build_optimizers(
+    model: torch.nn.Module, cfg: OptimizerSettings, device_type: str = "cpu", ns_dtype: torch.dtype = torch.float32
+) -> list[torch.optim.Optimizer]:
     """The optimizers a run of ``cfg`` steps ``model`` (a GPT) with: the one place that maps a config's
     optimizer settings onto ``GPT.configure_optimizers`` (which splits the parameters into groups), for the
     trainer and for every loop that must step like it (bench, the course's short runs)."""
-    return model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device_type, cfg.optimizer,
-                                      cfg.muon_lr, cfg.muon_momentum, ns_dtype=ns_dtype)
+    return model.configure_optimizers(
+        cfg.weight_decay,
+        cfg.lr,
+        (cfg.beta1, cfg.beta2),
+        device_type,
+        cfg.optimizer,
+        cfg.muon_lr,
+        cfg.muon_momentum,
+        ns_dtype=ns_dtype,
+    )
 
 
 def scale_lrs(optimizers: Sequence[torch.optim.Optimizer], scale: float) -> None:

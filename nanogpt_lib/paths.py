@@ -23,13 +23,21 @@ def _clone_root() -> Path | None:
     """The clone holding this package, or None when the package was installed into site-packages."""
     root = Path(__file__).resolve().parents[1]
     return root if (root / "pyproject.toml").is_file() else None
+
+
 def check_plain_name(name: object, what: str) -> str:
     """``name`` if it is one plain folder name (``runs/NAME``, ``data/NAME``), else a ValueError naming ``what``.
 
     Never a path that leads elsewhere: ``--mode reset`` deletes in a run folder and ``prepare`` writes into
     ``data/NAME``, so ``..``, ``../x``, ``/home/me`` or ``a/b`` must not be one."""
-    bad = (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
-           or any(sep in name for sep in ("/", "\\", os.sep)) or Path(name).is_absolute())
+    bad = (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or "\0" in name
+        or any(sep in name for sep in ("/", "\\", os.sep))
+        or Path(name).is_absolute()
+    )
     if bad:
         raise ValueError(f"{what} must be a plain folder name (no '/', '\\', '..' or empty name), got {name!r}")
     return name
@@ -56,7 +64,8 @@ def shipped(path: Path, what: str) -> Path:
         return path
     raise ProjectFilesError(
         f"{what} not found at {path}: the project home is {project_root()} ({home_source()}); "
-        "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to the clone")
+        "run nanogpt from a clone of the project (cd into it) or set NANOGPT_HOME to the clone"
+    )
 
 
 def data_dir() -> Path:

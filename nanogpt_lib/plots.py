@@ -35,13 +35,31 @@ def loss_figure(records: list[dict[str, Any]], title: str = "loss") -> Figure:
     steps = [r for r in records if r.get("kind") == "step"]
     evals = [r for r in records if r.get("kind") == "eval"]
     if steps:
-        ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="tab:blue", alpha=0.3,
-                lw=1, label="train (batch)")
+        ax.plot(
+            [r["step"] for r in steps],
+            [r["loss"] for r in steps],
+            color="tab:blue",
+            alpha=0.3,
+            lw=1,
+            label="train (batch)",
+        )
     if evals:
-        ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", color="tab:blue",
-                ms=3, label="train (eval)")
-        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
-                ms=3, label="val (eval)")
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["train_loss"] for r in evals],
+            "o-",
+            color="tab:blue",
+            ms=3,
+            label="train (eval)",
+        )
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["val_loss"] for r in evals],
+            "o-",
+            color="tab:orange",
+            ms=3,
+            label="val (eval)",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     factor = bits_per_nat_token(records)
@@ -67,6 +85,7 @@ def save_loss_plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 # ---- experiments (see experiments.py) ------------------------------------------------------------------
 
+
 def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
     """Val-loss curve averaged over seeds (runs of one label share their eval steps)."""
     steps = [s for s, _ in runs[0]["curve"]]
@@ -75,8 +94,11 @@ def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
     return steps, [sum(c[s] for c in curves) / len(curves) for s in steps]
 
 
-def curves_figure(groups: dict[str, list[dict[str, Any]]], target: float | None = None,
-                  title: str = "validation loss (mean over seeds)") -> Figure:
+def curves_figure(
+    groups: dict[str, list[dict[str, Any]]],
+    target: float | None = None,
+    title: str = "validation loss (mean over seeds)",
+) -> Figure:
     """Val loss against step, one line per label (seeds averaged), with the target as a dashed line."""
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot()
@@ -138,8 +160,9 @@ def speedup_figure(rows: list[dict[str, Any]], title: str = "steps to the baseli
     y = list(range(len(rows)))
     means = [r["steps"] for r in rows]
     err = [[m - r["steps_min"] for m, r in zip(means, rows)], [r["steps_max"] - m for m, r in zip(means, rows)]]
-    colors = ["tab:gray" if "baseline" in r["label"] else "tab:green" if r["speedup"] >= 2 else "tab:blue"
-              for r in rows]
+    colors = [
+        "tab:gray" if "baseline" in r["label"] else "tab:green" if r["speedup"] >= 2 else "tab:blue" for r in rows
+    ]
     ax.barh(y, means, xerr=err, color=colors, capsize=3)
     for yi, r in zip(y, rows):
         ax.text(r["steps_max"], yi, f"  {r['speedup']:.2f}x", va="center", fontsize=8)
@@ -173,8 +196,9 @@ def experiment_figures(exp: Any, out_dir: str | Path) -> list[Path]:
         "steps_to_target.png": (speedup_figure, (exp.all_rows(),)),
     }
     for name, (draw, args) in figures.items():
-        save_png_if_changed(out_dir / name, lambda draw=draw, args=args: draw(*args), (name, args),
-                            code=(draw, _mean_curve))
+        save_png_if_changed(
+            out_dir / name, lambda draw=draw, args=args: draw(*args), (name, args), code=(draw, _mean_curve)
+        )
     return [out_dir / name for name in figures]
 
 
@@ -198,8 +222,9 @@ def png_text(path: str | Path) -> dict[str, str]:
         return {}
 
 
-def save_png_if_changed(path: str | Path, draw: Callable[[], Figure], data: Any,
-                        code: tuple[Callable[..., Any], ...] = ()) -> bool:
+def save_png_if_changed(
+    path: str | Path, draw: Callable[[], Figure], data: Any, code: tuple[Callable[..., Any], ...] = ()
+) -> bool:
     """Draw and write ``path`` unless it already holds a figure fingerprinted with ``data`` and ``code`` (see
     :func:`figure_fingerprint`); True if written.
 
@@ -210,6 +235,7 @@ def save_png_if_changed(path: str | Path, draw: Callable[[], Figure], data: Any,
     if png_text(path).get(FINGERPRINT_KEY) == key:
         return False
     fig = draw()
-    atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", metadata={"Software": None,
-                                                                              FINGERPRINT_KEY: key}))
+    atomic_write(
+        Path(path), lambda fh: fig.savefig(fh, format="png", metadata={"Software": None, FINGERPRINT_KEY: key})
+    )
     return True

@@ -40,9 +40,19 @@ from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
 from .errors import NanoGPTError, one_line
 from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
 from .files import tmp_path as _tmp_name
-from .tokenizer import GPT2_PAT_STR, MAX_VOCAB, MIN_VOCAB, RANKS_FILE, TokenizerFilesError, entry_for, for_data
+from .tokenizer import (
+    GPT2_PAT_STR,
+    MAX_VOCAB,
+    MIN_VOCAB,
+    RANKS_FILE,
+    TokenizerFilesError,
+    entry_for,
+    for_data,
+    get_tokenizer,
+    ranks_text,
+    train_ranks,
+)
 from .tokenizer import NAME as TOKENIZER_NAME
-from .tokenizer import get_tokenizer, ranks_text, train_ranks
 
 OPENWEBTEXT_ID = "Skylion007/openwebtext"
 # datasets >= 4 refuses script-based hub datasets; the hub's automatic parquet export still loads.
@@ -96,9 +106,7 @@ def _local_files(path: Path) -> list[Path]:
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_BUILDERS)
         if not files:
-            raise PrepareError(
-                f"{path} holds no .txt, .jsonl or .parquet files: put the corpus there or name a file"
-            )
+            raise PrepareError(f"{path} holds no .txt, .jsonl or .parquet files: put the corpus there or name a file")
     kinds = {LOCAL_BUILDERS.get(p.suffix.lower()) for p in files}
     if None in kinds:
         raise PrepareError(f"{path}: unsupported file type; use .txt, .jsonl or .parquet")
@@ -206,7 +214,7 @@ def iter_documents(source: Source, text_field: str = "text", max_docs: int | Non
             raise PrepareError(f"lost the connection to the hub while reading ({e}); rerun to start again") from None
         except PrepareError:
             raise
-        except Exception as e:  # datasets wraps decoding errors in several ways; name the culprit
+        except Exception as e:  # noqa: BLE001 - datasets wraps decoding errors in several ways; name the culprit
             if source.kind == "hub":
                 raise PrepareError(f"could not read {source.builder!r}: {type(e).__name__}: {e}") from None
             bad = _find_bad_file(source)
@@ -267,7 +275,7 @@ class _SplitWriter:
     def __init__(self, path: Path, eot_id: int) -> None:
         self.path, self.eot_id = path, eot_id
         self.chars = self.text_bytes = 0
-        self.fh = open(path, "wb")
+        self.fh = open(path, "wb")  # noqa: SIM115 - held across write() calls, closed (after fsync) by close()
         self.sha = hashlib.sha256()
         self.tokens = 0
         self.docs = 0
@@ -282,7 +290,7 @@ class _SplitWriter:
         if not docs:
             return
         arr = np.fromiter(
-            itertools.chain.from_iterable(d + [self.eot_id] for d in docs),
+            itertools.chain.from_iterable([*d, self.eot_id] for d in docs),
             dtype=np.uint16,
             count=sum(len(d) + 1 for d in docs),
         )
@@ -300,8 +308,15 @@ class _SplitWriter:
                 os.fsync(self.fh.fileno())
             finally:
                 self.fh.close()
-        return {"tokens": self.tokens, "docs": self.docs, "bytes": self.tokens * 2, "sha256": self.sha.hexdigest(),
-                "max_id": self.max_id, "chars": self.chars, "text_bytes": self.text_bytes}
+        return {
+            "tokens": self.tokens,
+            "docs": self.docs,
+            "bytes": self.tokens * 2,
+            "sha256": self.sha.hexdigest(),
+            "max_id": self.max_id,
+            "chars": self.chars,
+            "text_bytes": self.text_bytes,
+        }
 
 
 # ---- publishing a data set as one unit -----------------------------------------------------------
@@ -312,6 +327,7 @@ class _SplitWriter:
 # 4. meta.json is replaced by one naming train.bin and val.bin, and the .gen files are removed.
 # A kill before 2 leaves the old set, after it the new one; a later prepare finishes 3-4 and removes
 # what a killed run left behind.
+
 
 def _naming(meta: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     splits = {split: {**meta["splits"][split], "file": files[split]} for split in SPLITS}
@@ -379,11 +395,18 @@ def _with_max_ids(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "splits": splits}
 
 
-def _tokenize_into(docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig,
-                   total: int | None, enc: tiktoken.Encoding) -> None:
+def _tokenize_into(
+    docs: Iterable[str], writers: dict[str, _SplitWriter], cfg: PrepareConfig, total: int | None, enc: tiktoken.Encoding
+) -> None:
     # disable only when asked: an explicit disable=False would override TQDM_DISABLE
-    bar = tqdm(total=total, unit="doc", desc="tokenizing", dynamic_ncols=True, mininterval=0.5,
-               **({} if cfg.progress else {"disable": True}))
+    bar = tqdm(
+        total=total,
+        unit="doc",
+        desc="tokenizing",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        **({} if cfg.progress else {"disable": True}),
+    )
     start, n_tokens, index = time.perf_counter(), 0, 0
     batch: list[str] = []
     chars = 0
@@ -428,8 +451,14 @@ def _tokenizer(out: Path, source: Source, cfg: PrepareConfig) -> tuple[tiktoken.
         return get_tokenizer(), TOKENIZER_NAME
     docs = iter_documents(source, cfg.text_field, cfg.max_docs)
     train_docs = (text for i, text in enumerate(docs) if not is_val(i, cfg.seed, cfg.val_every))
-    bar = tqdm(train_docs, unit="doc", desc="training tokenizer", dynamic_ncols=True, mininterval=0.5,
-               **({} if cfg.progress else {"disable": True}))
+    bar = tqdm(
+        train_docs,
+        unit="doc",
+        desc="training tokenizer",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        **({} if cfg.progress else {"disable": True}),
+    )
     try:
         text = ranks_text(train_ranks(bar, cfg.vocab))
     finally:
@@ -437,8 +466,10 @@ def _tokenizer(out: Path, source: Source, cfg: PrepareConfig) -> tuple[tiktoken.
     entry = entry_for(text)
     atomic_write_text(out / entry["file"], text)
     if entry["vocab_size"] < cfg.vocab:
-        print(f"the train split has too few distinct pairs for {cfg.vocab:,} tokens: the tokenizer has "
-              f"{entry['vocab_size']:,}")
+        print(
+            f"the train split has too few distinct pairs for {cfg.vocab:,} tokens: the tokenizer has "
+            f"{entry['vocab_size']:,}"
+        )
     return for_data({"tokenizer": entry}, out), entry
 
 
@@ -454,8 +485,10 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     if cfg.val_every < 2:
         raise PrepareError(f"--val-every must be at least 2 (one document in N is validation), got {cfg.val_every}")
     if cfg.vocab is not None and not MIN_VOCAB <= cfg.vocab <= MAX_VOCAB:
-        raise PrepareError(f"--vocab {cfg.vocab} is out of range: at least {MIN_VOCAB} (256 byte tokens and "
-                           f"<|endoftext|>), at most {MAX_VOCAB:,} (the ids are stored as uint16)")
+        raise PrepareError(
+            f"--vocab {cfg.vocab} is out of range: at least {MIN_VOCAB} (256 byte tokens and "
+            f"<|endoftext|>), at most {MAX_VOCAB:,} (the ids are stored as uint16)"
+        )
     try:  # data/NAME: one plain folder, as run names are (`..` would write into the project's root)
         if cfg.name is not None:
             paths.check_plain_name(cfg.name, "--name")
@@ -475,7 +508,9 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     if not cfg.force and (meta := _is_current(out, request)):
         clean_stale_tmp(out)
         meta = _with_max_ids(out, _settle(out, meta))  # finish what a killed run left half-published
-        print(f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it")
+        print(
+            f"{paths.shown(out)} is current ({meta['splits']['train']['tokens']:,} train tokens); --force rebuilds it"
+        )
         return meta
 
     created = [d for d in (out, root) if not d.exists()]  # removed again if the run leaves them empty
@@ -529,8 +564,11 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
     except OSError as e:
         if e.errno not in USER_ERRNOS:
             raise
-        state = ("the new data set is complete; run prepare again to tidy the folder" if committed
-                 else "the previous data set, if any, is intact")
+        state = (
+            "the new data set is complete; run prepare again to tidy the folder"
+            if committed
+            else "the previous data set, if any, is intact"
+        )
         raise PrepareError(f"{os_error_line(e, e.filename or out)}; {state}") from None
     finally:
         for f in tmp.values():
@@ -560,4 +598,3 @@ def describe(meta: dict[str, Any]) -> str:
 def _tokenizer_name(entry: Any) -> str:
     """``gpt2``, or an own tokenizer's name (``bpe-N``, N its vocabulary)."""
     return str(entry.get("name")) if isinstance(entry, dict) else str(entry or TOKENIZER_NAME)
-

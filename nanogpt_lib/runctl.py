@@ -156,14 +156,21 @@ class RunLock:
             lock.acquire()
         except filelock.Timeout:
             self._remove_parent()
-            raise TrainError(f"run {self.run_name!r} is in use by another trainer (pid {self._holder()}, lock "
-                             f"{self.path}): wait for it, pause it, or train under another --name") from None
+            raise TrainError(
+                f"run {self.run_name!r} is in use by another trainer (pid {self._holder()}, lock "
+                f"{self.path}): wait for it, pause it, or train under another --name"
+            ) from None
         self._lock = lock
         if self._stale.isdigit() and self._stale != str(os.getpid()):
-            how = ("it is running but no longer holds the lock: a pid reused, or a trainer on another machine"
-                   if pid_alive(int(self._stale)) else "it ended without releasing it")
-            print(f"note: taking over the stale lock of process {self._stale} on run {self.run_name!r} ({how})",
-                  flush=True)
+            how = (
+                "it is running but no longer holds the lock: a pid reused, or a trainer on another machine"
+                if pid_alive(int(self._stale))
+                else "it ended without releasing it"
+            )
+            print(
+                f"note: taking over the stale lock of process {self._stale} on run {self.run_name!r} ({how})",
+                flush=True,
+            )
 
     def release(self) -> None:
         if self._lock is not None:

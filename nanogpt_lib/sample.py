@@ -29,8 +29,13 @@ from .tokenizer import get_tokenizer, resolve
 # ---- one token from logits ------------------------------------------------------------------------
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None,
-                gen: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
     """One token id per row of (B, vocab) float logits, shape (B, 1).
 
     ``temperature`` 0 (or below the dtype's smallest normal number) is greedy (argmax); otherwise the
@@ -64,9 +69,17 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None = No
 # ---- the sampling loop ----------------------------------------------------------------------------
 
 
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             use_cache: bool = True, vocab_limit: int | None = None) -> torch.Tensor:
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    vocab_limit: int | None = None,
+) -> torch.Tensor:
     """``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens per row; see :func:`generate_stream`.
 
     All B rows are sampled together: the LM head's weight is read once per step for the whole batch.
@@ -75,9 +88,17 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
     return torch.cat([idx, *steps], dim=1)
 
 
-def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                    top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                    use_cache: bool = True, vocab_limit: int | None = None) -> Iterator[int]:
+def generate_stream(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    vocab_limit: int | None = None,
+) -> Iterator[int]:
     """Yield each new token id of one prompt (1, T) as soon as it is sampled.
 
     ``temperature`` 0 is greedy; ``top_k`` keeps the k likeliest tokens, ``top_p`` the smallest set
@@ -92,13 +113,20 @@ def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"generate_stream takes one prompt of shape (1, T), got {tuple(idx.shape)}")
-    return (int(t) for t in _steps(model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
-                                   vocab_limit))
+    return (int(t) for t in _steps(model, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache, vocab_limit))
 
 
-def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-           top_p: float | None, seed: int | None, use_cache: bool,
-           vocab_limit: int | None = None) -> Iterator[torch.Tensor]:
+def _steps(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    use_cache: bool,
+    vocab_limit: int | None = None,
+) -> Iterator[torch.Tensor]:
     """Check the arguments now (not at the first ``next``), then return the (B, 1) token generator."""
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError(f"prompt must be a non-empty (B, T) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -111,8 +139,11 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: floa
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
     c = model.config  # a lower bound of a step's memory: the rows' logits and their KV caches, in fp32
-    check_fits(idx.size(0) * (c.vocab_size + 2 * c.n_layer * c.block_size * c.n_embd) * FP32,
-               f"sampling {idx.size(0):,} texts at once", "sample fewer at a time (--num-samples)")
+    check_fits(
+        idx.size(0) * (c.vocab_size + 2 * c.n_layer * c.block_size * c.n_embd) * FP32,
+        f"sampling {idx.size(0):,} texts at once",
+        "sample fewer at a time (--num-samples)",
+    )
     if vocab_limit is None and model.config.vocab_size > encoding_of(model).n_vocab:
         vocab_limit = encoding_of(model).n_vocab  # the padded rows (GPT-2's 50257..50303) are never real tokens
     gen = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
@@ -120,9 +151,17 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: floa
 
 
 @torch.no_grad()  # on a generator, torch re-enters no_grad around each step, not while suspended
-def _sample_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-                 top_p: float | None, gen: torch.Generator | None, use_cache: bool,
-                 vocab_limit: int | None) -> Iterator[torch.Tensor]:
+def _sample_loop(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    gen: torch.Generator | None,
+    use_cache: bool,
+    vocab_limit: int | None,
+) -> Iterator[torch.Tensor]:
     T, keep = model.config.block_size, max(1, model.config.block_size // 2)
     ctx = idx[:, -T:]  # the window the next token is predicted from
     past: list[KV] | None = None
@@ -183,8 +222,8 @@ class _Screen:
         """(exact float32 logits, their token ids), each (B, n) with n >= k, or None: use the full head."""
         approx = torch.nn.functional.linear(h.half(), self.low).float()
         if self.limit is not None:
-            approx[:, self.limit:] = float("-inf")
-        if not torch.isfinite(approx[:, :self.limit]).all():
+            approx[:, self.limit :] = float("-inf")
+        if not torch.isfinite(approx[:, : self.limit]).all():
             return None
         kth = torch.topk(approx, k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
         keep = approx >= kth - 2 * self.err_per_h * h.norm(dim=-1, keepdim=True)
@@ -222,21 +261,36 @@ def _prompt_ids(model: GPT, prompt: str) -> torch.Tensor:
     return torch.tensor([encoding_of(model).encode_ordinary(prompt)], dtype=torch.long, device=device)
 
 
-def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                top_k: int | None = 200, top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+def stream_text(
+    model: GPT,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Iterator[str]:
     """Yield pieces of generated text as they come (the prompt itself is not repeated)."""
     ids: list[int] = []
     shown = ""
     enc = encoding_of(model)
-    tokens = generate_stream(model, _prompt_ids(model, prompt), max_new_tokens, temperature=temperature,
-                             top_k=top_k, top_p=top_p, seed=seed, vocab_limit=enc.n_vocab)
+    tokens = generate_stream(
+        model,
+        _prompt_ids(model, prompt),
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        vocab_limit=enc.n_vocab,
+    )
     for token in tokens:
         ids.append(int(token))
         text = enc.decode(ids, errors="replace")
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            yield text[len(shown):]
+            yield text[len(shown) :]
             shown = text
-    rest = enc.decode(ids, errors="replace")[len(shown):]
+    rest = enc.decode(ids, errors="replace")[len(shown) :]
     if rest:
         yield rest
 
@@ -246,8 +300,16 @@ def generate_text(model: GPT, prompt: str, **kwargs: Any) -> str:
     return "".join(stream_text(model, prompt, **kwargs))
 
 
-def generate_texts(model: GPT, prompt: str, num_samples: int, max_new_tokens: int = 200, temperature: float = 0.8,
-                   top_k: int | None = 200, top_p: float | None = None, seed: int | None = None) -> list[str]:
+def generate_texts(
+    model: GPT,
+    prompt: str,
+    num_samples: int,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> list[str]:
     """``num_samples`` continuations of ``prompt``, sampled together as one batch.
 
     One batch costs about what one sample does on a CPU: each step reads the LM head's 50304 x 128 matrix
@@ -257,6 +319,14 @@ def generate_texts(model: GPT, prompt: str, num_samples: int, max_new_tokens: in
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     ids, enc = _prompt_ids(model, prompt), encoding_of(model)
-    out = generate(model, ids.expand(num_samples, -1), max_new_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, seed=seed, vocab_limit=enc.n_vocab)
-    return [enc.decode(row.tolist(), errors="replace") for row in out[:, ids.size(1):]]
+    out = generate(
+        model,
+        ids.expand(num_samples, -1),
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        vocab_limit=enc.n_vocab,
+    )
+    return [enc.decode(row.tolist(), errors="replace") for row in out[:, ids.size(1) :]]

@@ -17,10 +17,17 @@ import torch
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def train_step(model: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer], batch: Callable[[int], Batch],
-               *, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, accum: int = 1,
-               grad_clip: float = 0.0, scaler: torch.amp.GradScaler | None = None,
-               no_sync: Callable[[], contextlib.AbstractContextManager] | None = None) -> torch.Tensor:
+def train_step(
+    model: torch.nn.Module,
+    optimizers: Sequence[torch.optim.Optimizer],
+    batch: Callable[[int], Batch],
+    *,
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    accum: int = 1,
+    grad_clip: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> torch.Tensor:
     """Take one step of ``optimizers`` on ``accum`` micro-batches; return the mean of their losses (detached).
 
     ``batch(micro)`` gives micro-batch ``micro`` (0 .. accum - 1) as ``(x, y)``; ``loss_of(x, y)`` is its loss

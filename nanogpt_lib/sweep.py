@@ -65,18 +65,27 @@ def _train_one(spec: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config(grid["config"], overrides)
     started = time.perf_counter()
     with cpu_threads(cfg.threads):
-        trainer = Trainer(cfg, mode="auto", runs_dir=out_dir, data_dir=grid["data_dir"], progress=False,
-                          artifacts=False)
+        trainer = Trainer(
+            cfg, mode="auto", runs_dir=out_dir, data_dir=grid["data_dir"], progress=False, artifacts=False
+        )
         try:
             outcome = trainer.run()
         finally:
             trainer.close()
     if outcome.status != "finished":
         raise RuntimeError(f"run {spec['name']} stopped at step {outcome.step} ({outcome.status})")
-    result = {**spec, "config": trainer.cfg.to_dict(), "step": outcome.step, "final": outcome.last_eval,
-              "best_val_loss": outcome.best_val_loss, "tokens": outcome.step * trainer.tokens_per_step,
-              "tokens_per_s": outcome.tokens_per_s, "seconds": time.perf_counter() - started,
-              "device": str(trainer.device), "precision": trainer.precision.name}
+    result = {
+        **spec,
+        "config": trainer.cfg.to_dict(),
+        "step": outcome.step,
+        "final": outcome.last_eval,
+        "best_val_loss": outcome.best_val_loss,
+        "tokens": outcome.step * trainer.tokens_per_step,
+        "tokens_per_s": outcome.tokens_per_s,
+        "seconds": time.perf_counter() - started,
+        "device": str(trainer.device),
+        "precision": trainer.precision.name,
+    }
     run = RunDir(out_dir / spec["name"])
     atomic_write_text(run.result, json.dumps(result, indent=1))
     # Finished and recorded: only now is the checkpoint dead weight (deleted first, a failed write of
@@ -98,12 +107,22 @@ def run_grid(specs: Iterable[RunSpec], grid: Grid) -> list[dict[str, Any]]:
         raise ValueError(f"run names must be unique, got duplicates in {names}")
     grid.out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs if not RunDir(grid.out_dir / s.name).result.is_file()]
-    shared = {"out_dir": str(grid.out_dir), "config": None if grid.config is None else str(grid.config),
-              "base": list(grid.base), "data_dir": None if grid.data_dir is None else str(grid.data_dir),
-              "threads": _threads_per_worker(grid.workers) if grid.workers > 1 else 0}
+    shared = {
+        "out_dir": str(grid.out_dir),
+        "config": None if grid.config is None else str(grid.config),
+        "base": list(grid.base),
+        "data_dir": None if grid.data_dir is None else str(grid.data_dir),
+        "threads": _threads_per_worker(grid.workers) if grid.workers > 1 else 0,
+    }
     failures: list[str] = []
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run", disable=not grid.progress,
-               desc=grid.out_dir.name, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(specs),
+        initial=len(specs) - len(todo),
+        unit="run",
+        disable=not grid.progress,
+        desc=grid.out_dir.name,
+        dynamic_ncols=True,
+    )
     try:
         if grid.workers <= 1:
             for spec in todo:
@@ -124,8 +143,9 @@ def run_grid(specs: Iterable[RunSpec], grid: Grid) -> list[dict[str, Any]]:
         bar.close()
     grid.log.extend(failures)
     if failures:
-        raise RuntimeError(f"{len(failures)} run(s) failed (finished runs are kept; run again to retry):\n"
-                           + "\n".join(failures))
+        raise RuntimeError(
+            f"{len(failures)} run(s) failed (finished runs are kept; run again to retry):\n" + "\n".join(failures)
+        )
     return [load_result(grid.out_dir / name) for name in names]
 
 

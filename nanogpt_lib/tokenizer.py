@@ -38,9 +38,7 @@ VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 
 # GPT-2's pre-tokenisation split pattern (contractions, letters, numbers, other, whitespace).
-GPT2_PAT_STR = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
+GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
 
 class TokenizerFilesError(NanoGPTError, RuntimeError):
@@ -54,12 +52,16 @@ def bpe_files_dir() -> Path:
 
 def _verified(path: Path, expected_sha256: str) -> str:
     if not path.is_file():
-        raise TokenizerFilesError(f"GPT-2 BPE file not found: {path} (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)")
+        raise TokenizerFilesError(
+            f"GPT-2 BPE file not found: {path} "
+            "(restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected_sha256:
         raise TokenizerFilesError(
             f"GPT-2 BPE file {path} has sha256 {digest}, expected {expected_sha256}: "
-            "the file is altered or not GPT-2's (restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
+            "the file is altered or not GPT-2's "
+            "(restore it: git checkout -- nanogpt_lib/gpt2_bpe, or reinstall nanogpt-workbook)"
         )
     return str(path)
 
@@ -129,15 +131,18 @@ def train_ranks(texts: Iterable[str], vocab_size: int, pattern: str = GPT2_PAT_S
 
 def ranks_text(ranks: Mapping[bytes, int]) -> str:
     """The ranks in tiktoken's file format: ``base64(token) rank`` per line, in rank order."""
-    return "".join(f"{base64.b64encode(tok).decode('ascii')} {rank}\n"
-                   for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]))
+    return "".join(
+        f"{base64.b64encode(tok).decode('ascii')} {rank}\n" for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])
+    )
 
 
 def parse_ranks(text: str, where: str) -> dict[bytes, int]:
     """The ranks of a :func:`ranks_text` file (``where`` names it in the one-line error)."""
     try:
-        return {base64.b64decode(tok, validate=True): int(rank)
-                for tok, rank in (line.split() for line in text.splitlines() if line)}
+        return {
+            base64.b64decode(tok, validate=True): int(rank)
+            for tok, rank in (line.split() for line in text.splitlines() if line)
+        }
     except ValueError as e:
         raise TokenizerFilesError(f"{where} is not a tokenizer ranks file (base64 token, space, rank): {e}") from None
 
@@ -146,8 +151,13 @@ def entry_for(text: str, pattern: str = GPT2_PAT_STR) -> dict[str, Any]:
     """The record naming a ranks file: what meta.json, an export's config.json and a checkpoint carry."""
     sha = hashlib.sha256(text.encode()).hexdigest()
     n_vocab = text.count("\n") + 1  # one line per rank, plus <|endoftext|>
-    return {"name": f"bpe-{n_vocab}", "file": f"tokenizer-{sha[:12]}.tiktoken", "sha256": sha,
-            "vocab_size": n_vocab, "pattern": pattern}
+    return {
+        "name": f"bpe-{n_vocab}",
+        "file": f"tokenizer-{sha[:12]}.tiktoken",
+        "sha256": sha,
+        "vocab_size": n_vocab,
+        "pattern": pattern,
+    }
 
 
 def identity(entry: Any) -> str:
@@ -163,30 +173,39 @@ def _ranks_of(entry: dict[str, Any], folder: str | Path | None) -> str:
         file = entry.get("file")
         if folder is None or not isinstance(file, str) or not RANKS_FILE.match(file):
             raise TokenizerFilesError(
-                f"tokenizer entry {entry.get('name')!r} names no ranks file ({file!r}): {_REBUILD}")
+                f"tokenizer entry {entry.get('name')!r} names no ranks file ({file!r}): {_REBUILD}"
+            )
         path = Path(folder) / file
         try:
             text = path.read_bytes().decode()
         except FileNotFoundError:
-            raise TokenizerFilesError(f"tokenizer file {path} is missing: the ids cannot be read without it; "
-                                      f"{_REBUILD}") from None
+            raise TokenizerFilesError(
+                f"tokenizer file {path} is missing: the ids cannot be read without it; {_REBUILD}"
+            ) from None
         except (OSError, UnicodeDecodeError) as e:
             raise TokenizerFilesError(f"tokenizer file {path} is unreadable ({e}): {_REBUILD}") from None
         where = str(path)
     digest = hashlib.sha256(text.encode()).hexdigest()
     if digest != entry.get("sha256"):
         recorded = str(entry.get("sha256"))[:12]
-        raise TokenizerFilesError(f"{where} has sha256 {digest[:12]}..., its record says {recorded}...: "
-                                  "it is not the tokenizer these ids were made with (altered or replaced): "
-                                  f"restore it, or {_REBUILD}")
+        raise TokenizerFilesError(
+            f"{where} has sha256 {digest[:12]}..., its record says {recorded}...: "
+            "it is not the tokenizer these ids were made with (altered or replaced): "
+            f"restore it, or {_REBUILD}"
+        )
     return text
 
 
 @functools.lru_cache(maxsize=8)
 def _own_encoding(text: str, name: str, pattern: str) -> tiktoken.Encoding:
     ranks = parse_ranks(text, name)
-    return tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
-                             special_tokens={EOT_TOKEN: len(ranks)}, explicit_n_vocab=len(ranks) + 1)
+    return tiktoken.Encoding(
+        name=name,
+        pat_str=pattern,
+        mergeable_ranks=ranks,
+        special_tokens={EOT_TOKEN: len(ranks)},
+        explicit_n_vocab=len(ranks) + 1,
+    )
 
 
 def resolve(entry: Any, folder: str | Path | None = None) -> tiktoken.Encoding:
@@ -199,8 +218,10 @@ def resolve(entry: Any, folder: str | Path | None = None) -> tiktoken.Encoding:
     text = _ranks_of(entry, folder)
     enc = _own_encoding(text, str(entry.get("name")), str(entry.get("pattern", GPT2_PAT_STR)))
     if entry.get("vocab_size") not in (None, enc.n_vocab):
-        raise TokenizerFilesError(f"tokenizer {entry.get('name')!r} has {enc.n_vocab} tokens, its record says "
-                                  f"{entry.get('vocab_size')}: {_REBUILD}")
+        raise TokenizerFilesError(
+            f"tokenizer {entry.get('name')!r} has {enc.n_vocab} tokens, its record says "
+            f"{entry.get('vocab_size')}: {_REBUILD}"
+        )
     return enc
 
 

@@ -73,8 +73,20 @@ DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that cha
 
 # CKPT, PREV_CKPT, RUN_FILES (their home is rundir) and lr_at (schedule) are re-exported: code that imported
 # them from here keeps working.
-__all__ = ["CKPT", "EXIT_PAUSED", "PREV_CKPT", "RUN_FILES", "Budget", "TrainError", "TrainResult", "Trainer",
-           "decide_budget", "lr_at", "train", "train_step"]
+__all__ = [
+    "CKPT",
+    "EXIT_PAUSED",
+    "PREV_CKPT",
+    "RUN_FILES",
+    "Budget",
+    "TrainError",
+    "TrainResult",
+    "Trainer",
+    "decide_budget",
+    "lr_at",
+    "train",
+    "train_step",
+]
 
 
 @dataclass(frozen=True)
@@ -91,15 +103,18 @@ class Budget:
     def line(self) -> str:
         """``minutes 10: 742 steps at 0.79 s/step (+0.012 s/step for evaluations and checkpoints), decay from
         step 594``: what the trainer prints when it decides, and the summary line repeats."""
-        return (f"minutes {self.minutes:g}: {self.max_steps:,} steps at {self.step_s:.3g} s/step "
-                f"(+{self.overhead_s:.2g} s/step for evaluations and checkpoints), decay from step {self.decay_from:,}")
+        return (
+            f"minutes {self.minutes:g}: {self.max_steps:,} steps at {self.step_s:.3g} s/step "
+            f"(+{self.overhead_s:.2g} s/step for evaluations and checkpoints), decay from step {self.decay_from:,}"
+        )
 
     def seconds_left(self, step: int) -> float:
         return max(self.max_steps - step, 0) * (self.step_s + self.overhead_s)
 
 
-def decide_budget(cfg: TrainConfig, step: int, elapsed_s: float, step_times: list[float], eval_s: float,
-                  ckpt_s: float) -> Budget:
+def decide_budget(
+    cfg: TrainConfig, step: int, elapsed_s: float, step_times: list[float], eval_s: float, ckpt_s: float
+) -> Budget:
     """The steps that fit in ``cfg.minutes`` (rank 0 decides; the other ranks receive its budget).
 
     ``elapsed_s`` is the time the run has taken up to ``step``; each later step costs the median of
@@ -113,9 +128,11 @@ def decide_budget(cfg: TrainConfig, step: int, elapsed_s: float, step_times: lis
     left = cfg.minutes * 60 - elapsed_s - eval_s - ckpt_s
     max_steps = step + max(math.floor(left / (step_s + overhead)), 0)
     if max_steps <= max(cfg.warmup_steps, step):
-        raise TrainError(f"minutes {cfg.minutes:g} fit only {max_steps} steps at {step_s:.3g} s/step (evaluations "
-                         f"and checkpoints included), no more than the warmup ({cfg.warmup_steps} steps) or the "
-                         f"{step} steps that measured the speed: give the run more minutes or fewer warmup steps")
+        raise TrainError(
+            f"minutes {cfg.minutes:g} fit only {max_steps} steps at {step_s:.3g} s/step (evaluations "
+            f"and checkpoints included), no more than the warmup ({cfg.warmup_steps} steps) or the "
+            f"{step} steps that measured the speed: give the run more minutes or fewer warmup steps"
+        )
     decided = dataclasses.replace(cfg, max_steps=max_steps)
     decay_from = wsd_decay_start(decided) if cfg.schedule == "wsd" else cfg.warmup_steps
     return Budget(cfg.minutes, max_steps, step_s, overhead, step, decay_from)
@@ -145,11 +162,16 @@ class TrainResult:
         best = "none yet" if self.best_val_loss is None else f"{self.best_val_loss:.4f}"
         if self.best_val_bpc is not None:
             best += f" ({self.best_val_bpc:.4f} bits/char)"
-        speed = (f"{self.steps_run:,} steps at {self.tokens_per_s:,.0f} tokens/s" if self.steps_run
-                 else "no step left to train")
+        speed = (
+            f"{self.steps_run:,} steps at {self.tokens_per_s:,.0f} tokens/s"
+            if self.steps_run
+            else "no step left to train"
+        )
         budget = f"; {self.budget.line()}" if self.budget else ""
-        return (f"{self.status} at step {self.step}: best val loss {best}; this call: {speed}, "
-                f"{self.seconds:,.0f}s{budget}; run folder {paths.shown(self.run_dir)}")
+        return (
+            f"{self.status} at step {self.step}: best val loss {best}; this call: {speed}, "
+            f"{self.seconds:,.0f}s{budget}; run folder {paths.shown(self.run_dir)}"
+        )
 
 
 def _prepare_run_dir(run: RunDir, mode: str) -> bool:
@@ -171,8 +193,10 @@ def _prepare_run_dir(run: RunDir, mode: str) -> bool:
     if not resume:
         stale = [target for target in run.run_files() if target.exists()]
         if stale and mode == "auto":
-            print(f"removing {', '.join(t.name for t in stale)} of an earlier attempt that wrote no checkpoint",
-                  flush=True)
+            print(
+                f"removing {', '.join(t.name for t in stale)} of an earlier attempt that wrote no checkpoint",
+                flush=True,
+            )
         for target in stale:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     return resume
@@ -190,8 +214,11 @@ def _check_runs_dir(run_dir: Path) -> None:
 
 def _data_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """The settings that choose the batches (seed, batch size, ...) that differ from the checkpoint's."""
-    return [f"{key} {saved[key]} -> {getattr(cfg, key)}" for key in DATA_KEYS
-            if key in saved and saved[key] != getattr(cfg, key)]
+    return [
+        f"{key} {saved[key]} -> {getattr(cfg, key)}"
+        for key in DATA_KEYS
+        if key in saved and saved[key] != getattr(cfg, key)
+    ]
 
 
 def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict[str, Any]]]) -> list[str]:
@@ -210,10 +237,17 @@ def _reapply(optimizers: list[torch.optim.Optimizer], configured: list[list[dict
 class Trainer:
     """One run: ``Trainer(cfg).run()``. Notebooks may call :meth:`run` again after a pause to resume."""
 
-    def __init__(self, cfg: TrainConfig, mode: str = "auto", runs_dir: str | Path | None = None,
-                 data_dir: str | Path | None = None, progress: bool = True,
-                 on_eval: Callable[[dict[str, Any]], None] | None = None, artifacts: bool = True,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        mode: str = "auto",
+        runs_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        progress: bool = True,
+        on_eval: Callable[[dict[str, Any]], None] | None = None,
+        artifacts: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         """``artifacts=False`` skips the best-weights export and the loss plot at each evaluation (for
         sweeps of many short runs, where only metrics.jsonl matters). ``clock`` (seconds) times the steps,
         evaluations and checkpoints from which a minutes run decides its budget: tests pass one that ticks
@@ -276,7 +310,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         if cfg.compile:
             self.ddp_model = torch.compile(self.ddp_model)
         self.peak_flops: float | None = None  # the datasheet peak MFU is measured against (devices.peak_flops)
@@ -285,8 +320,11 @@ class Trainer:
         """The config with the model's vocabulary fitted to the data set's tokenizer (``config.fit_vocab``)."""
         fitted = fit_vocab(cfg, meta["vocab_size"])
         if fitted.model.vocab_size != cfg.model.vocab_size and self.dist.main:
-            print(f"model.vocab_size {fitted.model.vocab_size:,}: the data set's {meta['vocab_size']:,} tokens padded "
-                  f"to a multiple of {VOCAB_MULTIPLE}", flush=True)
+            print(
+                f"model.vocab_size {fitted.model.vocab_size:,}: the data set's {meta['vocab_size']:,} tokens padded "
+                f"to a multiple of {VOCAB_MULTIPLE}",
+                flush=True,
+            )
         return fitted
 
     @property
@@ -332,8 +370,10 @@ class Trainer:
     def _check_unchanged(self) -> None:
         """Refuse to go on if another trainer wrote this run while this one held no lock (between calls)."""
         if self.dist.main and self._ckpt_stamp() != self._stamp:
-            raise TrainError(f"run {self.cfg.name!r} was changed by another trainer since this one last saved it: "
-                             "make a new Trainer (mode resume) to continue from its checkpoint")
+            raise TrainError(
+                f"run {self.cfg.name!r} was changed by another trainer since this one last saved it: "
+                "make a new Trainer (mode resume) to continue from its checkpoint"
+            )
 
     def _open(self, mode: str) -> dict[str, Any] | None:
         """Rank 0: apply ``mode`` to the run folder; return the checkpoint to resume from, or None."""
@@ -374,8 +414,10 @@ class Trainer:
         path = self.rundir.ckpt
         missing = [k for k in RESUME_KEYS if k not in ckpt]
         if missing or not isinstance(ckpt.get("rng"), dict) or "torch" not in ckpt.get("rng", {}):
-            raise TrainError(f"{path} lacks {', '.join(missing) or 'rng.torch'}: it was not written by `nanogpt train`, "
-                             "so the run cannot resume from it; start over with --mode reset")
+            raise TrainError(
+                f"{path} lacks {', '.join(missing) or 'rng.torch'}: it was not written by `nanogpt train`, "
+                "so the run cannot resume from it; start over with --mode reset"
+            )
         saved = GPTConfig.from_dict(ckpt["config"]["model"])
         if saved != self.cfg.model:
             raise TrainError(
@@ -383,15 +425,20 @@ class Trainer:
                 "use --mode reset to start over, or another run name"
             )
         if tokenizer_identity(ckpt.get("tokenizer")) != tokenizer_identity(self.data.tokenizer):  # issue 23
-            raise TrainError(f"{path} was trained on ids of another tokenizer than data set {self.cfg.dataset!r} "
-                             "has now (prepared again with another --vocab?): use --mode reset or another run name")
+            raise TrainError(
+                f"{path} was trained on ids of another tokenizer than data set {self.cfg.dataset!r} "
+                "has now (prepared again with another --vocab?): use --mode reset or another run name"
+            )
         load_model_state(self.model, ckpt["model"], path)
         saved_opts = ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]
         if len(saved_opts) != len(self.optimizers):
-            raise TrainError(f"{path} was trained with {len(saved_opts)} optimizer(s), this config uses "
-                             f"{len(self.optimizers)} (optimizer = {self.cfg.optimizer!r}): use --mode reset")
-        configured = [[{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-                      for opt in self.optimizers]
+            raise TrainError(
+                f"{path} was trained with {len(saved_opts)} optimizer(s), this config uses "
+                f"{len(self.optimizers)} (optimizer = {self.cfg.optimizer!r}): use --mode reset"
+            )
+        configured = [
+            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] for opt in self.optimizers
+        ]
         for opt, saved_state in zip(self.optimizers, saved_opts):
             opt.load_state_dict(saved_state)
         changes = _reapply(self.optimizers, configured) + _data_changes(ckpt["config"], self.cfg)
@@ -410,8 +457,11 @@ class Trainer:
         if self.dist.main:
             print(f"resumed {self.run_dir.name} at step {self.step}", flush=True)
             if changes:
-                print(f"the config's settings replace the checkpoint's (hyperparameters; a changed seed, batch size "
-                      f"or data set changes the batches from here on): {', '.join(changes)}", flush=True)
+                print(
+                    f"the config's settings replace the checkpoint's (hyperparameters; a changed seed, batch size "
+                    f"or data set changes the batches from here on): {', '.join(changes)}",
+                    flush=True,
+                )
             if self.budget is not None:
                 print(f"the budget this run decided stands: {self.budget.line()}", flush=True)
 
@@ -437,7 +487,6 @@ class Trainer:
             kept = "" if self._saved_step is None else f"; the checkpoint of step {self._saved_step} is intact"
             raise AtomicWriteError(e.errno, e.strerror, str(path), f"{os_error_line(e, path)}{kept}") from None
 
-
     # ---- the loop ---------------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -453,8 +502,9 @@ class Trainer:
         for split in ("train", "val"):
             total = 0.0
             for k in range(self.cfg.eval_batches):
-                x, y = self.data.get_batch(split, k, self.cfg.batch_size, self.cfg.seed + EVAL_SEED_OFFSET,
-                                           device=self.device)
+                x, y = self.data.get_batch(
+                    split, k, self.cfg.batch_size, self.cfg.seed + EVAL_SEED_OFFSET, device=self.device
+                )
                 with self._autocast():
                     _, loss = self.model(x, y)
                 total += loss.item()
@@ -485,9 +535,16 @@ class Trainer:
             with self._autocast():
                 return self.ddp_model(x, y)[1]
 
-        mean = train_step(self.model, self.optimizers, batch, loss_of=loss_of, accum=cfg.grad_accum,
-                          grad_clip=cfg.grad_clip, scaler=self.scaler,
-                          no_sync=self.ddp_model.no_sync if world > 1 else None)
+        mean = train_step(
+            self.model,
+            self.optimizers,
+            batch,
+            loss_of=loss_of,
+            accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip,
+            scaler=self.scaler,
+            no_sync=self.ddp_model.no_sync if world > 1 else None,
+        )
         self.step += 1
         if world > 1:
             import torch.distributed as dist
@@ -511,9 +568,13 @@ class Trainer:
         if improved:
             self.best_val = result["val_loss"]
             if self.dist.main and self.artifacts:
-                export_weights(self.model, cfg.model, self.rundir.best,
-                               {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name},
-                               tokenizer=self.data.tokenizer)  # issue 23: the export decodes with it
+                export_weights(
+                    self.model,
+                    cfg.model,
+                    self.rundir.best,
+                    {"step": self.step, "val_loss": result["val_loss"], "run": cfg.name},
+                    tokenizer=self.data.tokenizer,
+                )  # issue 23: the export decodes with it
         if self.dist.main and self.artifacts:
             save_loss_plot(self.run_dir)
         if self.on_eval:
@@ -521,11 +582,16 @@ class Trainer:
         return result
 
     def _diverged(self, loss_value: float) -> TrainError:
-        kept = ("no checkpoint was written yet, so start again" if self._saved_step is None else
-                f"the last good checkpoint ({paths.shown(self.rundir.ckpt)}, step {self._saved_step}) is "
-                "kept; resume from it")
-        return TrainError(f"loss is {loss_value} at step {self.step}: training stopped; {kept} "
-                          "after lowering lr or raising warmup_steps")
+        kept = (
+            "no checkpoint was written yet, so start again"
+            if self._saved_step is None
+            else f"the last good checkpoint ({paths.shown(self.rundir.ckpt)}, step {self._saved_step}) is "
+            "kept; resume from it"
+        )
+        return TrainError(
+            f"loss is {loss_value} at step {self.step}: training stopped; {kept} "
+            "after lowering lr or raising warmup_steps"
+        )
 
     def run(self) -> TrainResult:
         """Train to ``max_steps`` (or until paused); return where it stopped."""
@@ -543,10 +609,19 @@ class Trainer:
         status = "finished"
         if self.dist.main:
             end = self.max_steps if self.max_steps is not None else f"the steps that fit in {cfg.minutes:g} minutes"
-            print(f"device {self.device}, precision {self.precision.name}, {self.model.num_params():,} params, "
-                  f"{self.tokens_per_step:,} tokens/step, steps {self.step}->{end}", flush=True)
-        bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True, desc=cfg.name)
+            print(
+                f"device {self.device}, precision {self.precision.name}, {self.model.num_params():,} params, "
+                f"{self.tokens_per_step:,} tokens/step, steps {self.step}->{end}",
+                flush=True,
+            )
+        bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=cfg.name,
+        )
         self.model.train()
         self._window = [0.0, 0]  # seconds and steps since the last logged step (tokens/s)
         prefix = f"rank {self.dist.rank}: " if self.dist.world > 1 else ""
@@ -578,9 +653,12 @@ class Trainer:
                         status = "paused"
                         minutes = f" --minutes {cfg.minutes:g}" if cfg.minutes is not None else ""
                         if self.dist.main:
-                            print(f"paused at step {self.step}; checkpoint {paths.shown(self.rundir.ckpt)}. "
-                                  f"Resume with: nanogpt train --name {cfg.name} --mode resume{minutes} "
-                                  "(plus the same --config/--set)", flush=True)
+                            print(
+                                f"paused at step {self.step}; checkpoint {paths.shown(self.rundir.ckpt)}. "
+                                f"Resume with: nanogpt train --name {cfg.name} --mode resume{minutes} "
+                                "(plus the same --config/--set)",
+                                flush=True,
+                            )
                         break
         finally:
             bar.close()
@@ -589,8 +667,18 @@ class Trainer:
         elapsed = time.perf_counter() - started
         tps = self.tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
         best_bpc = None if self.best_val is None else self.text_stats().bits_per_char(self.best_val)
-        return TrainResult(self.run_dir, self.step, status, self.best_val, last_eval, tps, elapsed,
-                           self.step - start_step, best_bpc, self.budget)
+        return TrainResult(
+            self.run_dir,
+            self.step,
+            status,
+            self.best_val,
+            last_eval,
+            tps,
+            elapsed,
+            self.step - start_step,
+            best_bpc,
+            self.budget,
+        )
 
     def _log_step(self, loss_value: float, bar: tqdm) -> None:
         """Log the step's loss, rates and speed; show them (and a minutes run's time left) on the bar."""
@@ -614,8 +702,10 @@ class Trainer:
         if meter is not None:
             meter.eval_s = self.clock() - start
         if self.dist.main:
-            bar.write(f"step {self.step}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f} "
-                      f"({result['val_bpc']:.4f} bits/char)")
+            bar.write(
+                f"step {self.step}: train {result['train_loss']:.4f}, val {result['val_loss']:.4f} "
+                f"({result['val_bpc']:.4f} bits/char)"
+            )
         return result
 
     def _timed_save(self, signals: PauseSignals, meter: _Meter | None) -> None:
@@ -632,9 +722,17 @@ class Trainer:
         if meter.ckpt_s is None:
             self._timed_save(signals, meter)
         elapsed = self.clock() - meter.start
-        self.budget = self.dist.broadcast(self.dist.agree(lambda: decide_budget(
-            self.cfg, self.step, elapsed, meter.step_times, meter.eval_s or 0.0, meter.ckpt_s or 0.0)
-            if self.dist.main else None))
+        self.budget = self.dist.broadcast(
+            self.dist.agree(
+                lambda: (
+                    decide_budget(
+                        self.cfg, self.step, elapsed, meter.step_times, meter.eval_s or 0.0, meter.ckpt_s or 0.0
+                    )
+                    if self.dist.main
+                    else None
+                )
+            )
+        )
         self._log({"kind": "budget", "step": self.step, **dataclasses.asdict(self.budget)})
         bar.total = self.budget.max_steps
         bar.refresh()

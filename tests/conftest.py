@@ -22,8 +22,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # and papermill's kernels, which inherit it, all start on one thread. A count the caller set stays.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from nanogpt_lib.devices import cpu_threads  # noqa: E402
-from tiny import DOCS, prepared_home, write_docs  # noqa: E402
+from nanogpt_lib.devices import cpu_threads
+
+from tiny import DOCS, prepared_home, write_docs
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -35,11 +35,13 @@ class Crash(Exception):
 
 def counting(real, calls: dict[str, int], at: int):
     """``real`` (os.replace, os.link), raising :class:`Crash` instead at the ``at``-th call of any wrapped one."""
+
     def op(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == at:
             raise Crash(f"crash before file-system step {at}")
         return real(*args, **kwargs)
+
     return op
 
 

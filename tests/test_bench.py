@@ -9,9 +9,14 @@ from nanogpt_lib import bench
 
 def test_phases_add_up_to_the_step(capsys):
     out = bench.bench_phases(steps=1, batch_size=2, size=64, tiles=((64, 4096),))
-    assert set(out["seconds"]) == {"trunk forward", "LM head + loss (forward and its gradients)",
-                                   "backward (the trunk)", "clip_grad_norm_", "AdamW.step + zero_grad",
-                                   "Muon.step + zero_grad"}
+    assert set(out["seconds"]) == {
+        "trunk forward",
+        "LM head + loss (forward and its gradients)",
+        "backward (the trunk)",
+        "clip_grad_norm_",
+        "AdamW.step + zero_grad",
+        "Muon.step + zero_grad",
+    }
     assert all(t > 0 for t in out["seconds"].values())
     assert out["step_seconds"] == pytest.approx(sum(out["seconds"].values()))
     assert out["head_gflops"] > 0 and out["square_matmul_gflops"] > 0

@@ -20,6 +20,7 @@ from nanogpt_lib.model import GPT
 from nanogpt_lib.plots import loss_figure, read_metrics
 from nanogpt_lib.tokenizer import EOT_ID, N_VOCAB, get_tokenizer
 from nanogpt_lib.train import train
+
 from tiny import TINY_MODEL, TINY_RUN
 
 # Two documents with characters of 1, 2 and 3 UTF-8 bytes, so characters, bytes and tokens all differ.
@@ -78,14 +79,16 @@ def decoded_val(home: Path) -> tuple[int, str]:
 
 
 def test_the_trainer_logs_plots_and_sums_up_bits_per_character(home):
-    result = train(load_config(None, [*TINY_RUN, "warmup_steps=1", "max_steps=2", "eval_every=2", "name=b"]),
-                   progress=False)
+    result = train(
+        load_config(None, [*TINY_RUN, "warmup_steps=1", "max_steps=2", "eval_every=2", "name=b"]), progress=False
+    )
     n_tokens, text = decoded_val(home)
     [record] = [r for r in read_metrics(home / "runs" / "b") if r["kind"] == "eval"]
     # the definition, computed here apart from the library (its order of operations: 1e-12 relative)
     assert record["val_bpc"] == pytest.approx(record["val_loss"] / math.log(2) * n_tokens / len(text), rel=1e-12)
-    assert record["val_bpb"] == pytest.approx(record["val_loss"] / math.log(2) * n_tokens / len(text.encode()),
-                                              rel=1e-12)
+    assert record["val_bpb"] == pytest.approx(
+        record["val_loss"] / math.log(2) * n_tokens / len(text.encode()), rel=1e-12
+    )
     assert result.best_val_bpc == record["val_bpc"] and f"({record['val_bpc']:.4f} bits/char)" in result.summary()
     fig = loss_figure(read_metrics(home / "runs" / "b"))
     fig.canvas.draw()  # a secondary axis takes its limits from its parent's when drawn
@@ -101,8 +104,23 @@ def test_the_trainer_logs_plots_and_sums_up_bits_per_character(home):
 def test_eval_gives_every_reference_in_bits_per_character_and_byte(home, tmp_path, capsys):
     torch.manual_seed(0)
     export_weights(GPT(TINY_MODEL), TINY_MODEL, tmp_path / "w")
-    assert cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--device", "cpu",
-                     "--json", str(tmp_path / "ref.json"), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--weights",
+                str(tmp_path / "w"),
+                "--dataset",
+                "txt",
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "ref.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     ref = json.loads((tmp_path / "ref.json").read_text())
     n_tokens, text = decoded_val(home)

@@ -23,6 +23,7 @@ from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, save_checkpoint
 from nanogpt_lib.data import DatasetError
 from nanogpt_lib.model import GPT
+
 from tiny import TINY_MODEL
 
 HEAVY = ("torch", "datasets", "numpy", "tiktoken", "tqdm", "safetensors", "nanogpt_lib.train")
@@ -71,33 +72,45 @@ def exported(tmp_path):
 def test_empty_checkpoint(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
-    assert_one_line(*run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
-                    "ckpt.pt is corrupt or truncated (the file is empty)")
+    assert_one_line(
+        *run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
+        "ckpt.pt is corrupt or truncated (the file is empty)",
+    )
 
 
 def test_checkpoint_without_config(tmp_path, capsys):
     save_checkpoint(tmp_path / "run" / "ckpt.pt", {"model": {"w": torch.zeros(2)}, "step": 3})
-    assert_one_line(*run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
-                    "ckpt.pt has no 'config' entry")
+    assert_one_line(
+        *run_cli(capsys, "sample", "--weights", str(tmp_path / "run"), "--device", "cpu"),
+        "ckpt.pt has no 'config' entry",
+    )
 
 
 def test_config_json_that_is_a_list(exported, capsys):
     (exported / "config.json").write_text(json.dumps([1, 2, 3]))
-    assert_one_line(*run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
-                    "config.json holds a list, not an object")
+    assert_one_line(
+        *run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
+        "config.json holds a list, not an object",
+    )
 
 
 def test_config_json_with_bad_settings(exported, capsys):
     (exported / "config.json").write_text(json.dumps({"model": {**TINY_MODEL.to_dict(), "n_layers": 2}}))
-    assert_one_line(*run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
-                    "config.json: bad model settings: unknown GPTConfig key(s) n_layers")
+    assert_one_line(
+        *run_cli(capsys, "sample", "--weights", str(exported), "--device", "cpu"),
+        "config.json: bad model settings: unknown GPTConfig key(s) n_layers",
+    )
 
 
 def test_odd_byte_count_in_train_bin(home, exported, capsys):
     with open(home / "data" / "txt" / "train.bin", "ab") as fh:
         fh.write(b"\x01")
-    assert_one_line(*run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
-                    "train.bin has", "an odd count", "--force")
+    assert_one_line(
+        *run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
+        "train.bin has",
+        "an odd count",
+        "--force",
+    )
 
 
 def test_meta_json_without_splits(home, exported, capsys):
@@ -105,13 +118,21 @@ def test_meta_json_without_splits(home, exported, capsys):
     meta = json.loads(meta_file.read_text())
     del meta["splits"]
     meta_file.write_text(json.dumps(meta))
-    assert_one_line(*run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
-                    "meta.json has no 'splits' entry", "--force")
+    assert_one_line(
+        *run_cli(capsys, "eval", "--weights", str(exported), "--dataset", "txt", "--device", "cpu"),
+        "meta.json has no 'splits' entry",
+        "--force",
+    )
 
 
-@pytest.mark.parametrize("code, fix", [
-    (errno.ENOSPC, "free some space"), (errno.EACCES, "check the permissions"), (errno.EROFS, "the file system is read-only"),
-])
+@pytest.mark.parametrize(
+    "code, fix",
+    [
+        (errno.ENOSPC, "free some space"),
+        (errno.EACCES, "check the permissions"),
+        (errno.EROFS, "the file system is read-only"),
+    ],
+)
 def test_os_errors_the_user_can_fix_name_the_path(monkeypatch, capsys, code, fix):
     def fail(args):
         raise OSError(code, os.strerror(code), "/data/x/train.bin")
@@ -222,11 +243,43 @@ def test_one_sample_runs_on_one_thread_by_default(exported, capsys):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert cli.main(["sample", "--weights", str(exported), "--device", "cpu", "--max-new-tokens", "2",
-                         "--prompt", "a", "--seed", "0"]) == 0
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    "--weights",
+                    str(exported),
+                    "--device",
+                    "cpu",
+                    "--max-new-tokens",
+                    "2",
+                    "--prompt",
+                    "a",
+                    "--seed",
+                    "0",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == cli.SAMPLE_THREADS == 1
-        assert cli.main(["sample", "--weights", str(exported), "--device", "cpu", "--max-new-tokens", "2",
-                         "--prompt", "a", "--threads", "2"]) == 0
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    "--weights",
+                    str(exported),
+                    "--device",
+                    "cpu",
+                    "--max-new-tokens",
+                    "2",
+                    "--prompt",
+                    "a",
+                    "--threads",
+                    "2",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

@@ -25,8 +25,8 @@ def test_batch_shapes_and_targets(prepared):
     tokens = np.fromfile(prepared / "train.bin", dtype=np.uint16)
     starts = data.batch_starts("train", 0, 8)
     for row, s in enumerate(starts):
-        assert x[row].tolist() == tokens[s:s + 16].tolist()
-        assert y[row].tolist() == tokens[s + 1:s + 17].tolist()
+        assert x[row].tolist() == tokens[s : s + 16].tolist()
+        assert y[row].tolist() == tokens[s + 1 : s + 17].tolist()
 
 
 def test_batches_are_a_function_of_seed_k_rank(prepared):
@@ -56,13 +56,13 @@ def test_naive_loader_draws_the_same_kind_of_windows(prepared):
 
 
 def test_missing_dataset_names_prepare(tmp_path):
-    with pytest.raises(DatasetError, match="no prepared dataset.*nanogpt prepare"):
+    with pytest.raises(DatasetError, match=r"no prepared dataset.*nanogpt prepare"):
         TokenData(tmp_path / "nothing", 16)
 
 
 def test_missing_split(prepared):
     (prepared / "val.bin").unlink()
-    with pytest.raises(DatasetError, match="missing split .*val.bin.*nanogpt prepare"):
+    with pytest.raises(DatasetError, match=r"missing split .*val\.bin.*nanogpt prepare"):
         TokenData(prepared, 16)
 
 
@@ -78,7 +78,7 @@ def test_wrong_tokenizer_or_vocab(prepared):
 
 def test_split_shorter_than_a_block(prepared):
     n_val = len(np.fromfile(prepared / "val.bin", dtype=np.uint16))
-    with pytest.raises(DatasetError, match="split 'val'.*fewer than one block"):
+    with pytest.raises(DatasetError, match=r"split 'val'.*fewer than one block"):
         TokenData(prepared, block_size=n_val)
     TokenData(prepared, block_size=n_val - 1)  # exactly one block + 1 token is enough
 

@@ -26,13 +26,21 @@ def test_the_bf16_measurement_works_when_first_asked_under_no_grad():
     assert fp32 > 0 and bf16 > 0
 
 
-@pytest.mark.parametrize("capability, speedup, amx, expected", [
-    ("AVX2", 0.05, False, "AVX2"), ("AVX2", 3.0, True, "AVX2"), ("DEFAULT", 1.0, False, "DEFAULT"),
-    ("AVX512", 0.9, False, "AVX512"), ("AVX512", 2.5, False, "AVX512-BF16"), ("AVX512", 6.0, True, "AMX"),
-    ("AVX512", 1.1, True, "AVX512"),  # AMX on the chip but oneDNN capped below it: bf16 measured slow
-])
-def test_cpu_class_combines_torch_capability_and_the_measured_bf16_speed(monkeypatch, capability, speedup, amx,
-                                                                         expected):
+@pytest.mark.parametrize(
+    "capability, speedup, amx, expected",
+    [
+        ("AVX2", 0.05, False, "AVX2"),
+        ("AVX2", 3.0, True, "AVX2"),
+        ("DEFAULT", 1.0, False, "DEFAULT"),
+        ("AVX512", 0.9, False, "AVX512"),
+        ("AVX512", 2.5, False, "AVX512-BF16"),
+        ("AVX512", 6.0, True, "AMX"),
+        ("AVX512", 1.1, True, "AVX512"),  # AMX on the chip but oneDNN capped below it: bf16 measured slow
+    ],
+)
+def test_cpu_class_combines_torch_capability_and_the_measured_bf16_speed(
+    monkeypatch, capability, speedup, amx, expected
+):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(devices, "cpu_bf16_speedup", lambda: speedup)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)

@@ -38,12 +38,15 @@ def _box_colours(fig) -> list:
 def test_rows_group_seeds_and_count_tokens() -> None:
     rows = stage_rows(_results()["recipe"] + [_run("recipe", "winner", 2, 25)])
     assert [(r["label"], r["seeds"], r["steps"], r["tokens"]) for r in rows] == [
-        ("winner", [1, 2], 25, 25 * 8 * 16), ("batch 4", [1], 50, 50 * 4 * 16)]
+        ("winner", [1, 2], 25, 25 * 8 * 16),
+        ("batch 4", [1], 50, 50 * 4 * 16),
+    ]
 
 
 def test_figure_shows_the_runs_it_was_given() -> None:
-    fig = experiment_grid_figure(_results(), {"baseline_label": "baseline lr=0.002", "winners": ["rope", "muon"],
-                                              "recipe": {"label": "batch 4"}})
+    fig = experiment_grid_figure(
+        _results(), {"baseline_label": "baseline lr=0.002", "winners": ["rope", "muon"], "recipe": {"label": "batch 4"}}
+    )
     texts = _box_texts(fig)
     assert texts["baseline lr=0.001"] == "baseline lr=0.001\n2 seeds x 100 steps\n0.01M tokens a run"
     assert texts["batch 4"] == "batch 4\n1 seed x 50 steps\n0.00M tokens a run"
@@ -55,7 +58,9 @@ def test_figure_shows_the_runs_it_was_given() -> None:
 
 
 def test_figure_changes_with_the_runs() -> None:
-    assert _box_texts(experiment_grid_figure(_results(1500)))["rope"] == "rope\n2 seeds x 1,500 steps\n0.19M tokens a run"
+    assert (
+        _box_texts(experiment_grid_figure(_results(1500)))["rope"] == "rope\n2 seeds x 1,500 steps\n0.19M tokens a run"
+    )
     assert _box_texts(experiment_grid_figure(_results(100)))["rope"] == "rope\n2 seeds x 100 steps\n0.01M tokens a run"
 
 

@@ -18,8 +18,18 @@ def texts(fig) -> str:
 
 def tiny(n_embd: int = 32, vocab: int = 96) -> TrainConfig:
     model = GPTConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=16, vocab_size=vocab)
-    return TrainConfig(name="t", batch_size=3, max_steps=40, warmup_steps=4, eval_every=10, ckpt_every=20,
-                       optimizer="muon", schedule="wsd", decay_frac=0.25, model=model)
+    return TrainConfig(
+        name="t",
+        batch_size=3,
+        max_steps=40,
+        warmup_steps=4,
+        eval_every=10,
+        ckpt_every=20,
+        optimizer="muon",
+        schedule="wsd",
+        decay_frac=0.25,
+        model=model,
+    )
 
 
 def test_step_diagram_shows_the_real_shapes_and_follows_them() -> None:

@@ -13,9 +13,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The front page and the pages it sends readers to.
-PAGES = sorted({ROOT / "README.md", ROOT / "experiments" / "README.md", ROOT / "notebooks" / "README.md",
-                ROOT / "notebooks" / "GLOSSARY.md",
-                ROOT / "trained_model" / "README.md", *(ROOT / "docs").glob("*.md")})
+PAGES = sorted(
+    {
+        ROOT / "README.md",
+        ROOT / "experiments" / "README.md",
+        ROOT / "notebooks" / "README.md",
+        ROOT / "notebooks" / "GLOSSARY.md",
+        ROOT / "trained_model" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+    }
+)
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")

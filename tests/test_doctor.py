@@ -11,8 +11,20 @@ from nanogpt_lib import doctor
 from nanogpt_lib.prepare import PrepareConfig, prepare
 
 REPO = Path(__file__).resolve().parents[1]
-TOPICS = ("nanogpt", "python", "torch", "device", "cpu", "bf16", "threads", "project home", "corpus", "data",
-          "weights", "notebooks")
+TOPICS = (
+    "nanogpt",
+    "python",
+    "torch",
+    "device",
+    "cpu",
+    "bf16",
+    "threads",
+    "project home",
+    "corpus",
+    "data",
+    "weights",
+    "notebooks",
+)
 
 
 @pytest.fixture
@@ -66,16 +78,22 @@ def test_what_needs_doing_is_a_fix_with_its_command(home, capsys):
     assert out.rstrip().endswith("2 thing(s) to fix, each with its command above")
 
 
-LISTING = """JupyterLab v4.6.6
-/venv/share/jupyter/labextensions
-        jupyterlab_pygments v0.3.0 \x1b[32menabled\x1b[0m \x1b[32mOK\x1b[0m (python, jupyterlab_pygments)
-        jupyterlab-rise v0.43.1 \x1b[32menabled\x1b[0m \x1b[32mOK\x1b[0m (python, jupyterlab_rise)
-        @jupyterlab/mathjax3-extension v4.3.0 \x1b[32menabled\x1b[0m \x1b[31m X\x1b[0m (python, jupyterlab-mathjax3)
-        @jupyter-widgets/jupyterlab-manager v5.0.16 \x1b[31mdisabled\x1b[0m \x1b[32mOK\x1b[0m (python, jupyterlab_widgets)
-"""
+LISTING = (
+    "JupyterLab v4.6.6\n"
+    "/venv/share/jupyter/labextensions\n"
+    "        jupyterlab_pygments v0.3.0 \x1b[32menabled\x1b[0m \x1b[32mOK\x1b[0m (python, jupyterlab_pygments)\n"
+    "        jupyterlab-rise v0.43.1 \x1b[32menabled\x1b[0m \x1b[32mOK\x1b[0m (python, jupyterlab_rise)\n"
+    "        @jupyterlab/mathjax3-extension v4.3.0 \x1b[32menabled\x1b[0m \x1b[31m X\x1b[0m "
+    "(python, jupyterlab-mathjax3)\n"
+    "        @jupyter-widgets/jupyterlab-manager v5.0.16 \x1b[31mdisabled\x1b[0m \x1b[32mOK\x1b[0m "
+    "(python, jupyterlab_widgets)\n"
+)
 
 
 def test_the_extension_listing_is_read_as_jupyterlab_prints_it():
     assert doctor.parse_labextensions(LISTING) == {
-        "jupyterlab_pygments": (True, True), "jupyterlab-rise": (True, True),
-        "@jupyterlab/mathjax3-extension": (True, False), "@jupyter-widgets/jupyterlab-manager": (False, True)}
+        "jupyterlab_pygments": (True, True),
+        "jupyterlab-rise": (True, True),
+        "@jupyterlab/mathjax3-extension": (True, False),
+        "@jupyter-widgets/jupyterlab-manager": (False, True),
+    }

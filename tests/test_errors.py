@@ -52,11 +52,18 @@ def test_every_error_a_user_can_fix_is_a_nanogpt_error():
     assert not wrongly, f"listed as not a user's error but the CLI would print them as one: {wrongly}"
 
 
-@pytest.mark.parametrize("cls, builtin", [
-    (ConfigError, ValueError), (TooLargeError, ValueError), (DeviceError, ValueError),
-    (AtomicWriteError, OSError), (PlantedLinkError, OSError),
-    (ProjectFilesError, RuntimeError), (TokenizerFilesError, RuntimeError),
-])
+@pytest.mark.parametrize(
+    "cls, builtin",
+    [
+        (ConfigError, ValueError),
+        (TooLargeError, ValueError),
+        (DeviceError, ValueError),
+        (AtomicWriteError, OSError),
+        (PlantedLinkError, OSError),
+        (ProjectFilesError, RuntimeError),
+        (TokenizerFilesError, RuntimeError),
+    ],
+)
 def test_the_builtin_bases_stay_for_callers_that_catch_them(cls, builtin):
     assert issubclass(cls, NanoGPTError) and issubclass(cls, builtin)
 
@@ -86,12 +93,15 @@ def test_a_plain_exception_is_still_a_traceback(monkeypatch):
         cli.main(["prepare"])
 
 
-@pytest.mark.parametrize("message, whole, first", [
-    ("one reason", "one reason", "one reason"),
-    ("  a reason\n\n   and its fix  \n", "a reason and its fix", "a reason"),
-    ("", "RuntimeError", "RuntimeError"),
-    ("\n \n", "RuntimeError", "RuntimeError"),
-])
+@pytest.mark.parametrize(
+    "message, whole, first",
+    [
+        ("one reason", "one reason", "one reason"),
+        ("  a reason\n\n   and its fix  \n", "a reason and its fix", "a reason"),
+        ("", "RuntimeError", "RuntimeError"),
+        ("\n \n", "RuntimeError", "RuntimeError"),
+    ],
+)
 def test_one_line(message, whole, first):
     e = RuntimeError(message)
     assert (one_line(e), one_line(e, first=True)) == (whole, first)

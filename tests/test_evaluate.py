@@ -15,7 +15,9 @@ from nanogpt_lib.data import TokenData
 from nanogpt_lib.evaluate import reference_losses, unigram_loss, val_loss
 from nanogpt_lib.model import GPT
 from nanogpt_lib.tokenizer import N_VOCAB
+
 from tiny import TINY_MODEL
+
 
 @pytest.fixture
 def data(home) -> TokenData:
@@ -36,7 +38,7 @@ def test_val_loss_covers_the_whole_split_in_windows(data):
     tokens = torch.from_numpy(np.asarray(data.splits["val"]).astype(np.int64))
     n = (len(tokens) - 1) // 8
     logits, _ = model(tokens[: n * 8].view(n, 8), all_logits=True)
-    expected = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[1: n * 8 + 1])
+    expected = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens[1 : n * 8 + 1])
     assert val_loss(model, data, batch_size=7) == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -46,8 +48,10 @@ def test_eval_command_prints_and_writes_the_references(data, home, tmp_path, cap
     torch.manual_seed(0)
     model = GPT(TINY_MODEL)
     export_weights(model, model.config, tmp_path / "w")
-    assert cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--json",
-                     str(tmp_path / "ref.json")]) == 0
+    assert (
+        cli.main(["eval", "--weights", str(tmp_path / "w"), "--dataset", "txt", "--json", str(tmp_path / "ref.json")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "unigram" in out and "untrained" in out
     ref = json.loads((tmp_path / "ref.json").read_text())

@@ -31,19 +31,23 @@ def right_seen_fraction(train, val, n):
 def right_split_tokens(docs, seed, val_every):
     out = {"train": [], "val": []}
     for i, doc in enumerate(docs):
-        out["val" if is_val(i, seed, val_every) else "train"] += encode(doc) + [EOT_ID]
+        out["val" if is_val(i, seed, val_every) else "train"] += [*encode(doc), EOT_ID]
     return out["train"], out["val"]
 
 
 def right_get_batch(data, k, batch_size, block_size, seed):
     rng = np.random.default_rng([seed, k])  # a generator of its own, from (seed, k) alone
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
-    rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
+    rows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
     return rows[:, :-1], rows[:, 1:]
 
 
-RIGHT = {"01.1": right_count_split, "01.2": right_seen_fraction, "01.3": lambda *a: right_split_tokens(*a),
-         "01.4": right_get_batch}
+RIGHT = {
+    "01.1": right_count_split,
+    "01.2": right_seen_fraction,
+    "01.3": lambda *a: right_split_tokens(*a),
+    "01.4": right_get_batch,
+}
 
 
 def test_chapter_has_four_exercises_in_order():
@@ -60,8 +64,8 @@ def test_01_1_count_split():
     why = wrong("01.1", lambda p: (right_count_split(p)[0], right_count_split(p)[1] + 1))
     assert "ENDS with <|endoftext|>" in why
     wrong("01.1", lambda p: right_count_split(p)[0])  # not a pair
-    for why in (why, wrong("01.1", lambda p: (right_count_split(p)[0] - 1, right_count_split(p)[1]))):
-        assert not re.search(r"\d{3,}", why)  # no token count in the reason
+    for reason in (why, wrong("01.1", lambda p: (right_count_split(p)[0] - 1, right_count_split(p)[1]))):
+        assert not re.search(r"\d{3,}", reason)  # no token count in the reason
 
 
 def test_01_1_alternatives():
@@ -82,14 +86,16 @@ def test_01_2_leakage():
     assert ok is True and "random cut" in remark
 
     def with_numpy(train, val, n):  # windows as bytes keys
-        key = lambda a: [w.tobytes() for w in np.lib.stride_tricks.sliding_window_view(a.astype(np.int64), n)]
+        def key(a):
+            return [w.tobytes() for w in np.lib.stride_tricks.sliding_window_view(a.astype(np.int64), n)]
+
         seen = set(key(train))
         return float(np.mean([w in seen for w in key(val)]))
 
     def with_torch(train, val, n):  # unfold, then a sorted search
         t, v = torch.as_tensor(train).long().unfold(0, n, 1), torch.as_tensor(val).long().unfold(0, n, 1)
         both = torch.cat([t, v]).unique(dim=0, return_inverse=True)[1]
-        return torch.isin(both[len(t):], both[:len(t)]).float().mean().item()
+        return torch.isin(both[len(t) :], both[: len(t)]).float().mean().item()
 
     assert verdict("01.2", with_numpy)[0] is True
     assert verdict("01.2", with_torch)[0] is True
@@ -100,8 +106,8 @@ def test_01_2_leakage():
         return len(windows & seen) / len(windows)
 
     def short_scan(train, val, n):  # stops one window early in both arrays
-        seen = {tuple(train[i:i + n]) for i in range(len(train) - n)}
-        windows = [tuple(val[i:i + n]) for i in range(len(val) - n)]
+        seen = {tuple(train[i : i + n]) for i in range(len(train) - n)}
+        windows = [tuple(val[i : i + n]) for i in range(len(val) - n)]
         return sum(w in seen for w in windows) / len(windows)
 
     truths = {int(100 * right_seen_fraction(t, v, n)) for _, t, v, n in ch01._leak_cases()}
@@ -128,7 +134,7 @@ def test_01_3_split_tokens():
     def every_tenth(docs, seed, val_every):  # a plausible but different rule
         out = {"train": [], "val": []}
         for i, doc in enumerate(docs):
-            out["val" if i % val_every == 0 else "train"] += encode(doc) + [EOT_ID]
+            out["val" if i % val_every == 0 else "train"] += [*encode(doc), EOT_ID]
         return out["train"], out["val"]
 
     assert "first differ" in wrong("01.3", every_tenth)
@@ -137,19 +143,22 @@ def test_01_3_split_tokens():
 def test_01_3_alternatives():
     def own_rule(docs, seed, val_every):  # the split rule rewritten from meta.json's description, numpy arrays
         import hashlib
+
         def picked(i):
             digest = hashlib.blake2b(f"{seed}:{i // val_every}".encode(), digest_size=8).digest()
             return i % val_every == int.from_bytes(digest, "little") % val_every
+
         parts = {True: [], False: []}
         for i, doc in enumerate(docs):
-            parts[picked(i)].append(np.array(encode(doc) + [EOT_ID], dtype=np.uint16))
+            parts[picked(i)].append(np.array([*encode(doc), EOT_ID], dtype=np.uint16))
         return np.concatenate(parts[False]), np.concatenate(parts[True])
 
     def batch_encoded(docs, seed, val_every):  # tiktoken's batch encoder, then the routing
         from nanogpt_lib.tokenizer import get_tokenizer
+
         ids = get_tokenizer().encode_ordinary_batch(list(docs))
-        train = [t for i, d in enumerate(ids) if not is_val(i, seed, val_every) for t in d + [EOT_ID]]
-        val = [t for i, d in enumerate(ids) if is_val(i, seed, val_every) for t in d + [EOT_ID]]
+        train = [t for i, d in enumerate(ids) if not is_val(i, seed, val_every) for t in [*d, EOT_ID]]
+        val = [t for i, d in enumerate(ids) if is_val(i, seed, val_every) for t in [*d, EOT_ID]]
         return train, val
 
     assert verdict("01.3", own_rule)[0] is True
@@ -169,9 +178,10 @@ def test_01_4_stateless_loader():
 
     def with_hash(data, k, batch_size, block_size, seed):  # Python's random, seeded by a string of (seed, k)
         import random
+
         rng = random.Random(f"{seed}/{k}")
         starts = [rng.randrange(len(data) - block_size) for _ in range(batch_size)]
-        rows = torch.tensor(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
+        rows = torch.tensor(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
     assert verdict("01.4", with_torch)[0] is True
@@ -179,20 +189,21 @@ def test_01_4_stateless_loader():
 
     def global_rng(data, k, batch_size, block_size, seed):
         starts = np.random.randint(0, len(data) - block_size, size=batch_size)
-        rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
+        rows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
     def one_short(data, k, batch_size, block_size, seed):  # the last window can never be drawn
         starts = np.random.default_rng([seed, k]).integers(0, len(data) - block_size - 1, size=batch_size)
-        rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
+        rows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
     def first_half_twice(data, k, batch_size, block_size, seed):  # starts in the first half twice as likely
         rng = np.random.default_rng([seed, k])
         n = len(data) - block_size
-        starts = np.where(rng.random(batch_size) < 0.5, rng.integers(0, max(n // 2, 1), batch_size),
-                          rng.integers(0, n, batch_size))
-        rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
+        starts = np.where(
+            rng.random(batch_size) < 0.5, rng.integers(0, max(n // 2, 1), batch_size), rng.integers(0, n, batch_size)
+        )
+        rows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
     def ignores_k(data, k, batch_size, block_size, seed):
@@ -209,6 +220,7 @@ def test_01_4_stateless_loader():
 
 def test_01_4_leaves_the_global_rngs_as_they_were():
     import random
+
     torch.manual_seed(3)
     np.random.seed(3)
     random.seed(3)

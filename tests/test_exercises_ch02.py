@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 
 from nanogpt_lib.course.exercises import exercises, verdict
@@ -26,11 +27,11 @@ def library_release(ids):
     """nanogpt_lib.sample.stream_text's rule: show all new text once the tokens so far decode cleanly."""
     out, shown = [], ""
     for t in range(len(ids)):
-        text = decode(ids[:t + 1])
+        text = decode(ids[: t + 1])
         if text.endswith("\ufffd"):
             out.append("")
         else:
-            out.append(text[len(shown):])
+            out.append(text[len(shown) :])
             shown = text
     return out
 
@@ -39,11 +40,11 @@ def right_bpe(chunk):
     ranks = mergeable_ranks()
     parts = [bytes([b]) for b in chunk.encode("utf-8")]
     while True:
-        pairs = [(ranks.get(a + b), i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks]
+        pairs = [(ranks.get(a + b), i) for i, (a, b) in enumerate(itertools.pairwise(parts)) if a + b in ranks]
         if not pairs:
             return [ranks[p] for p in parts]
         _, i = min(pairs)
-        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
 
 
 def greedy_longest(chunk):
@@ -72,8 +73,12 @@ def test_02_1_bytes_per_token():
     assert "other way up" in wrong("02.1", lambda t: len(encode(t)) / len(t.encode("utf-8")))
     assert "not bytes / tokens" in wrong("02.1", lambda t: len(t.encode("utf-8")) / len(t.split()))
     # alternatives: tiktoken's decode of each token's bytes, and the explorer's token pieces' byte lengths
-    assert verdict("02.1", lambda t: sum(len(get_tokenizer().decode_single_token_bytes(i)) for i in encode(t))
-                   / len(encode(t)))[0] is True
+    assert (
+        verdict(
+            "02.1", lambda t: sum(len(get_tokenizer().decode_single_token_bytes(i)) for i in encode(t)) / len(encode(t))
+        )[0]
+        is True
+    )
     assert verdict("02.1", lambda t: len(bytearray(t, "utf-8")) / float(len(encode(t))))[0] is True
 
 
@@ -125,8 +130,11 @@ def test_02_4_bpe():
         ranks = mergeable_ranks()
         parts = [bytes([b]) for b in chunk.encode("utf-8")]
         while len(parts) > 1:
-            best = min((ranks[a + b], a + b) for a, b in zip(parts, parts[1:]) if a + b in ranks) if any(
-                a + b in ranks for a, b in zip(parts, parts[1:])) else None
+            best = (
+                min((ranks[a + b], a + b) for a, b in itertools.pairwise(parts) if a + b in ranks)
+                if any(a + b in ranks for a, b in itertools.pairwise(parts))
+                else None
+            )
             if best is None:
                 break
             merged, i = [], 0
@@ -144,11 +152,11 @@ def test_02_4_bpe():
         ranks = mergeable_ranks()
 
         def merge(parts):
-            pairs = [(ranks[a + b], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in ranks]
+            pairs = [(ranks[a + b], i) for i, (a, b) in enumerate(itertools.pairwise(parts)) if a + b in ranks]
             if not pairs:
                 return parts
             i = min(pairs)[1]
-            return merge(parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:])
+            return merge([*parts[:i], parts[i] + parts[i + 1], *parts[i + 2 :]])
 
         return [ranks[p] for p in merge([bytes([b]) for b in chunk.encode("utf-8")])]
 

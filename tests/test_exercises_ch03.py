@@ -22,6 +22,7 @@ def test_chapter_03_has_four_exercises_in_order():
 
 # ---- 03.1 the causal mask --------------------------------------------------------------------------------------
 
+
 def causal_mask(T):
     pos = torch.arange(T)
     return pos[None, :] <= pos[:, None]  # key j <= query i
@@ -49,6 +50,7 @@ def test_causal_mask_wrong_answers_name_what_is_off():
 
 # ---- 03.2 one head by hand -------------------------------------------------------------------------------------
 
+
 def one_head(x, w_attn, b_attn, w_proj, b_proj, scale=None, mask=True):
     T, C = x.size(1), x.size(2)
     q, k, v = (x @ w_attn.T + b_attn).split(C, dim=-1)
@@ -59,15 +61,17 @@ def one_head(x, w_attn, b_attn, w_proj, b_proj, scale=None, mask=True):
 
 
 def test_one_head_right():
-    assert verdict("03.2", one_head) == (True, "It matches CausalSelfAttention(n_head=1) to float32 rounding, and "
-                                               "the future cannot reach the past.")
+    assert verdict("03.2", one_head) == (
+        True,
+        "It matches CausalSelfAttention(n_head=1) to float32 rounding, and the future cannot reach the past.",
+    )
 
 
 def test_one_head_alternatives():
     def with_einsum(x, w_attn, b_attn, w_proj, b_proj):
         C = x.size(-1)
         q, k, v = F.linear(x, w_attn, b_attn).chunk(3, dim=-1)
-        scores = torch.einsum("btc,bsc->bts", q, k) / C ** 0.5
+        scores = torch.einsum("btc,bsc->bts", q, k) / C**0.5
         later = torch.arange(x.size(1))[None, :] > torch.arange(x.size(1))[:, None]
         scores = scores.masked_fill(later, -1e30)  # a large negative number instead of -inf
         return F.linear(torch.einsum("bts,bsc->btc", scores.softmax(-1), v), w_proj, b_proj)
@@ -75,8 +79,10 @@ def test_one_head_alternatives():
     def row_by_row(x, w_attn, b_attn, w_proj, b_proj):  # each query attends to its past, one at a time
         C, T = x.size(-1), x.size(1)
         q, k, v = (x @ w_attn.T + b_attn).split(C, dim=-1)
-        rows = [(q[:, t:t + 1] @ k[:, :t + 1].transpose(1, 2) / math.sqrt(C)).softmax(-1) @ v[:, :t + 1]
-                for t in range(T)]
+        rows = [
+            (q[:, t : t + 1] @ k[:, : t + 1].transpose(1, 2) / math.sqrt(C)).softmax(-1) @ v[:, : t + 1]
+            for t in range(T)
+        ]
         return torch.cat(rows, dim=1) @ w_proj.T + b_proj
 
     assert verdict("03.2", with_einsum)[0] is True
@@ -88,12 +94,16 @@ def test_one_head_wrong_answers_name_the_mistake():
     wrong("03.2", lambda *a: one_head(*a, mask=False), "sees the future")
     wrong("03.2", lambda x, wa, ba, wp, bp: one_head(x, wa.T.reshape(wa.shape), ba, wp, bp), "single token (T = 1)")
     wrong("03.2", lambda *a: one_head(*a)[:, -1], "gave shape (2, 8)")
-    wrong("03.2", lambda x, *a: F.scaled_dot_product_attention(x, x, x, is_causal=True),
-          "calls torch's scaled_dot_product_attention")
+    wrong(
+        "03.2",
+        lambda x, *a: F.scaled_dot_product_attention(x, x, x, is_causal=True),
+        "calls torch's scaled_dot_product_attention",
+    )
     assert F.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"  # restored
 
 
 # ---- 03.3 ALiBi's bias -----------------------------------------------------------------------------------------
+
 
 def alibi_bias(n_head, T, sign=1.0, slope_base=8.0, mask=True):
     slopes = 2.0 ** (-slope_base * torch.arange(1, n_head + 1) / n_head)
@@ -131,8 +141,11 @@ def test_alibi_bias_wrong_answers_name_the_property():
     wrong("03.3", lambda H, T: alibi_bias(H, T, slope_base=4.0), "head 0's slope")
     wrong("03.3", lambda H, T: alibi_bias(H, T).flip(0), "head 0's slope")
     wrong("03.3", lambda H, T: alibi_bias(H, T) * (1 + 0.1 * torch.arange(T))[:, None], "changes with i")
-    wrong("03.3", lambda H, T: alibi_bias(H, T) - 0.5 * (causal_mask(T) & ~torch.eye(T, dtype=torch.bool)),
-          "not 2 times the bias at distance 1")
+    wrong(
+        "03.3",
+        lambda H, T: alibi_bias(H, T) - 0.5 * (causal_mask(T) & ~torch.eye(T, dtype=torch.bool)),
+        "not 2 times the bias at distance 1",
+    )
     wrong("03.3", lambda H, T: alibi_bias(H, T)[0], "has shape")
     wrong("03.3", lambda H, T: alibi_bias(H, T).isfinite(), "dtype torch.bool")
 
@@ -149,6 +162,7 @@ def test_alibi_bias_is_linear_in_distance_per_head():
 
 
 # ---- 03.4 ALiBi attention, trained -----------------------------------------------------------------------------
+
 
 def alibi_attention(q, k, v, sign=1.0, scale=None, bias=True):
     H, T, d = q.size(1), q.size(2), q.size(3)
@@ -183,8 +197,13 @@ def test_alibi_attention_wrong_answers_name_the_mistake():
     wrong("03.4", lambda q, k, v: alibi_attention(q, k, v, scale=1.0), "not divided by sqrt(d)")
     wrong("03.4", lambda q, k, v: alibi_attention(q, k, v)[..., :1], "gave shape")
     # slopes fixed for 4 heads whatever n_head is
-    wrong("03.4", lambda q, k, v: ((q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-                                   + alibi_bias(4, q.size(2))[: q.size(1)]).softmax(-1) @ v, "n_head = 1")
+    wrong(
+        "03.4",
+        lambda q, k, v: (
+            ((q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1)) + alibi_bias(4, q.size(2))[: q.size(1)]).softmax(-1) @ v
+        ),
+        "n_head = 1",
+    )
 
 
 def test_train_tiny_learns_with_alibi_and_reports_the_bar():

@@ -4,7 +4,6 @@ notebooks/solutions/04_gpt_model_solutions.ipynb."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,6 +29,7 @@ def test_chapter_04_has_four_exercises_and_placeholders_are_unanswered():
 
 
 # ---- 04.1 LayerNorm without bias -------------------------------------------------------------------------------
+
 
 class LayerNormNoBias(nn.Module):
     def __init__(self, ndim, eps=1e-5, unbiased=False, naive=False, eps_in_sqrt=True):
@@ -133,6 +133,7 @@ def test_layer_norm_without_eps_gives_nan_on_a_constant_row():
 
 # ---- 04.2 parameter count --------------------------------------------------------------------------------------
 
+
 def count_params(c, forget=None):
     C, V, L = c.n_embd, c.vocab_size, c.n_layer
     b = 1 if c.bias else 0
@@ -173,16 +174,30 @@ def test_count_params_alternatives():
 
 def test_count_params_wrong_answers_name_the_switch():
     truths = {ch04._count(c) for c, _ in ch04._PARAM_CASES}
-    wrong("04.2", lambda c: count_params(c, forget="wpe"), "count_params(GPTConfig()) is not", "wpe",
-          hidden=truths)
-    wrong("04.2", lambda c: count_params(c, forget="head"), "GPTConfig(tie_head=False)) is not", "untied",
-          hidden=truths)
-    wrong("04.2", lambda c: count_params(c) + (c.vocab_size * c.n_embd if c.tie_head else 0),
-          "GPTConfig()) is not", "tied head adds nothing", hidden=truths)
-    wrong("04.2", lambda c: count_params(c) - (c.qk_norm and 2 * (c.n_embd // c.n_head) * c.n_layer),
-          "GPTConfig(qk_norm=True)) is not", hidden=truths)
-    wrong("04.2", lambda c: count_params(c) + (c.block_size * c.n_embd if c.pos == "rope" else 0),
-          "GPTConfig(pos='rope')) is not", "no position table", hidden=truths)
+    wrong("04.2", lambda c: count_params(c, forget="wpe"), "count_params(GPTConfig()) is not", "wpe", hidden=truths)
+    wrong(
+        "04.2", lambda c: count_params(c, forget="head"), "GPTConfig(tie_head=False)) is not", "untied", hidden=truths
+    )
+    wrong(
+        "04.2",
+        lambda c: count_params(c) + (c.vocab_size * c.n_embd if c.tie_head else 0),
+        "GPTConfig()) is not",
+        "tied head adds nothing",
+        hidden=truths,
+    )
+    wrong(
+        "04.2",
+        lambda c: count_params(c) - (c.qk_norm and 2 * (c.n_embd // c.n_head) * c.n_layer),
+        "GPTConfig(qk_norm=True)) is not",
+        hidden=truths,
+    )
+    wrong(
+        "04.2",
+        lambda c: count_params(c) + (c.block_size * c.n_embd if c.pos == "rope" else 0),
+        "GPTConfig(pos='rope')) is not",
+        "no position table",
+        hidden=truths,
+    )
     wrong("04.2", lambda c: count_params(c) + 0.5, "not a whole number")
     wrong("04.2", lambda c: str(count_params(c)), "not a number")
     for why in (wrong("04.2", lambda c: count_params(c) + 1), wrong("04.2", lambda c: count_params(c) - 1)):
@@ -191,12 +206,14 @@ def test_count_params_wrong_answers_name_the_switch():
 
 # ---- 04.3 Adafactor's factored second moment -------------------------------------------------------------------
 
+
 def adafactor_bytes(c, factored=True, steps=False, unit=4, state_dict=False):
     with torch.device("meta"):  # shapes only
         model = GPT(c)
     tensors = list(model.state_dict().values()) if state_dict else list(model.parameters())
-    numbers = sum((p.shape[0] + p.shape[1] if factored and p.dim() == 2 else p.numel()) + (1 if steps else 0)
-                  for p in tensors)
+    numbers = sum(
+        (p.shape[0] + p.shape[1] if factored and p.dim() == 2 else p.numel()) + (1 if steps else 0) for p in tensors
+    )
     return unit * numbers
 
 
@@ -222,6 +239,7 @@ def test_adafactor_bytes_alternatives():
 
     def named(c):  # named parameters, with numpy for the shapes
         import numpy as np
+
         with torch.device("meta"):
             shapes = [tuple(p.shape) for _, p in GPT(c).named_parameters()]
         return int(sum(4 * (sum(s) if len(s) == 2 else np.prod(s)) for s in shapes))
@@ -240,6 +258,7 @@ def test_adafactor_bytes_wrong_answers_say_why_without_the_number():
 
 
 # ---- 04.4 memory of the loss -----------------------------------------------------------------------------------
+
 
 def loss_memory(n_tokens, vocab_size, chunk, rows=None, tensors=3, unit=4):
     full = tensors * n_tokens * vocab_size * unit  # log-softmax kept for backward, its incoming and outgoing gradients
@@ -273,8 +292,12 @@ def test_loss_memory_wrong_answers_name_the_mistake():
     wrong("04.4", lambda n, v, c: loss_memory(n, v, c, tensors=1), "more than its logits", hidden=truths)
     wrong("04.4", lambda n, v, c: loss_memory(n, v, c, unit=1), "numbers, not bytes", hidden=truths)
     wrong("04.4", lambda n, v, c: loss_memory(n, v, c, tensors=2), "not what it holds at its peak", hidden=truths)
-    wrong("04.4", lambda n, v, c: loss_memory(n, v, c, rows=c), "loss_memory(50, 2048, 128)",
-          "fewer tokens (50) than a chunk (128)")
+    wrong(
+        "04.4",
+        lambda n, v, c: loss_memory(n, v, c, rows=c),
+        "loss_memory(50, 2048, 128)",
+        "fewer tokens (50) than a chunk (128)",
+    )
     wrong("04.4", lambda n, v, c: loss_memory(n, v, c, rows=n), "only one chunk's", hidden=truths)
     wrong("04.4", lambda n, v, c: loss_memory(n, v, c)[0], "not a pair")
 

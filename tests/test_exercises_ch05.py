@@ -23,6 +23,7 @@ def test_placeholders_are_not_answered(id):
 
 # ---- 05.1 -------------------------------------------------------------------------------------------------
 
+
 def accumulate(model, x, y, k):
     for xs, ys in zip(x.chunk(k), y.chunk(k)):
         _, loss = model(xs, ys)
@@ -47,7 +48,7 @@ def test_accumulate():
     def half_the_batch(model, x, y, k):
         for xs, ys in list(zip(x.chunk(k), y.chunk(k)))[:-1]:
             (model(xs, ys)[1] / k).backward()
-        model(x[:x.size(0) // k], y[:y.size(0) // k])  # the right number of calls, one batch twice, one lost
+        model(x[: x.size(0) // k], y[: y.size(0) // k])  # the right number of calls, one batch twice, one lost
 
     assert "times too large" in wrong("05.1", unscaled)
     assert "only the last micro-batch" in wrong("05.1", zeroing)
@@ -72,8 +73,8 @@ def test_accumulate():
     assert verdict("05.1", by_autograd)[0] is True
 
 
-
 # ---- 05.2 -------------------------------------------------------------------------------------------------
+
 
 def lr_1sqrt(step, warmup_steps, max_steps, decay_frac, lr, min_lr):
     if step < warmup_steps:
@@ -95,7 +96,7 @@ def test_cooldown():
         if step < start:
             return rate
         t = min((step - start) / max(max_steps - start, 1), 1.0)
-        return min_lr + (lr - min_lr) * (1 - t ** 0.5)
+        return min_lr + (lr - min_lr) * (1 - t**0.5)
 
     def as_tensor(*args):  # a 0-d float64 tensor is a number too
         return torch.tensor(lr_1sqrt(*args), dtype=torch.float64)
@@ -132,6 +133,7 @@ def test_cooldown():
 
 
 # ---- 05.3 -------------------------------------------------------------------------------------------------
+
 
 def muon_step(W, grad, buf, lr, momentum, nesterov):
     buf = momentum * buf + (1 - momentum) * grad

@@ -21,6 +21,7 @@ def test_placeholders_are_not_answered(id):
 
 # ---- 06.1 -------------------------------------------------------------------------------------------------
 
+
 def divergence_edge(run, lo=1e-5, hi=10.0):
     """Bisection in log space: lo trains, hi diverges, until they are a factor 1.5 apart."""
     while hi / lo > 1.5:
@@ -96,6 +97,7 @@ def test_short_run_is_seeded_and_leaves_the_global_rng():
 
 # ---- 06.2 -------------------------------------------------------------------------------------------------
 
+
 def early_stop(evals, patience):
     """Walk the curve: a strictly lower val loss is a new best; stop at the patience-th evaluation without one."""
     best_step, best = evals[0]
@@ -162,6 +164,7 @@ def test_early_stop():
 
 
 # ---- 06.3 -------------------------------------------------------------------------------------------------
+
 
 def dropout(x, p, training, gen):
     """Keep each entry with probability 1 - p (a uniform draw from gen), scale the kept ones by 1 / (1 - p)."""

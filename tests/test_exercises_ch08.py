@@ -3,6 +3,7 @@ that keeps the answer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -100,6 +101,7 @@ def test_tokens_per_param():
 
     def with_load_result(run_dir):
         from nanogpt_lib.sweep import load_result
+
         r = load_result(run_dir)
         with torch.device("meta"):
             return r["tokens"] / GPT(GPTConfig.from_dict(r["config"]["model"])).num_params(non_embedding=True)
@@ -120,6 +122,7 @@ def test_decay_dividend():
 
     def by_interpolation(long_runs, half_runs):  # numpy's interp at the half runs' step (an evaluation)
         import numpy as np
+
         step = half_runs[0]["step"]
         at = [np.interp(step, *zip(*r["curve"])) for r in long_runs]
         return float(np.mean(at) - np.mean([r["final"]["val_loss"] for r in half_runs]))
@@ -133,13 +136,14 @@ def test_decay_dividend():
     assert verdict("08.3", per_seed_then_mean)[0] is True
 
     def final_of_long(long_runs, half_runs):
-        return (sum(r["final"]["val_loss"] for r in long_runs) / len(long_runs)
-                - sum(r["final"]["val_loss"] for r in half_runs) / len(half_runs))
+        return sum(r["final"]["val_loss"] for r in long_runs) / len(long_runs) - sum(
+            r["final"]["val_loss"] for r in half_runs
+        ) / len(half_runs)
 
     def first_seed(long_runs, half_runs):
         return decay_dividend(long_runs[:1], half_runs[:1])
 
-    assert "the sign" in wrong("08.3", lambda l, h: -decay_dividend(l, h))
+    assert "the sign" in wrong("08.3", lambda long_runs, half_runs: -decay_dividend(long_runs, half_runs))
     assert "final loss" in wrong("08.3", final_of_long)
     assert "first seed" in wrong("08.3", first_seed)
     assert "give a function" in wrong("08.3", 0.0053)
@@ -181,24 +185,30 @@ def test_steps_to_target():
     def with_pairs(curve, target):  # zip of neighbours, the first evaluation handled before
         if curve and curve[0][1] <= target:
             return float(curve[0][0])
-        for (s0, l0), (s1, l1) in zip(curve, curve[1:]):
+        for (s0, l0), (s1, l1) in itertools.pairwise(curve):
             if l1 <= target:
                 return s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
         return math.inf
 
     def with_numpy(curve, target):
         import numpy as np
+
         steps, losses = (np.array(v, dtype=float) for v in zip(*curve))
         hit = np.flatnonzero(losses <= target)
         if not len(hit):
             return math.inf
         i = int(hit[0])
-        return float(steps[0]) if i == 0 else float(np.interp(target, [losses[i], losses[i - 1]],
-                                                              [steps[i], steps[i - 1]]))
+        return (
+            float(steps[0])
+            if i == 0
+            else float(np.interp(target, [losses[i], losses[i - 1]], [steps[i], steps[i - 1]]))
+        )
 
     assert verdict("08.4", with_pairs)[0] is True
     assert verdict("08.4", with_numpy)[0] is True
-    assert "never" in wrong("08.4", lambda curve, target: 0.0 if curve[-1][1] > target else steps_to_target(curve, target))
+    assert "never" in wrong(
+        "08.4", lambda curve, target: 0.0 if curve[-1][1] > target else steps_to_target(curve, target)
+    )
 
 
 # ---- 08.5: tiny minutes runs on a fake clock ---------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from nanogpt_lib.course import exercises as ex
 from nanogpt_lib import sample
+from nanogpt_lib.course import exercises as ex
 from nanogpt_lib.course.exercises import guard, verdict
 from nanogpt_lib.prepare import is_val
 from nanogpt_lib.sample import sample_next
@@ -25,14 +25,19 @@ ALL = [e.id for chapter in range(1, 8) for e in ex.exercises(chapter)]
 def test_a_switched_off_function_is_refused_through_any_reference():
     held = sample_next  # imported before the guard: a module attribute swap would miss it
     twins = [guard.fn(sample_next), guard.ops("tril", label="torch's tril")]
-    with pytest.raises(guard.Off, match="sample_next, which this check switches off: because"):
-        with guard.switched_off(twins, "because"):
-            held(torch.zeros(1, 3), 1.0)
-    for call in (lambda: torch.ones(2, 2).tril(), lambda: torch.tril(torch.ones(2, 2)),
-                 lambda: torch.ops.aten.tril(torch.ones(2, 2)), lambda: torch.ops.aten.tril.default(torch.ones(2, 2))):
-        with pytest.raises(guard.Off, match="torch's tril"):
-            with guard.switched_off(twins, "because"):
-                call()
+    with (
+        pytest.raises(guard.Off, match="sample_next, which this check switches off: because"),
+        guard.switched_off(twins, "because"),
+    ):
+        held(torch.zeros(1, 3), 1.0)
+    for call in (
+        lambda: torch.ones(2, 2).tril(),
+        lambda: torch.tril(torch.ones(2, 2)),
+        lambda: torch.ops.aten.tril(torch.ones(2, 2)),
+        lambda: torch.ops.aten.tril.default(torch.ones(2, 2)),
+    ):
+        with pytest.raises(guard.Off, match="torch's tril"), guard.switched_off(twins, "because"):
+            call()
 
 
 def test_everything_is_restored_when_the_answer_raises_or_is_refused():
@@ -43,8 +48,11 @@ def test_everything_is_restored_when_the_answer_raises_or_is_refused():
     def raises(*args, **kwargs):
         raise ValueError("the answer's own bug")
 
-    refused = {"02.4": lambda chunk: encode(chunk), "03.1": lambda T: torch.ones(T, T).tril().bool(),
-               "07.1": lambda logits, t, gen: sample_next(logits, t, gen=gen)}
+    refused = {
+        "02.4": lambda chunk: encode(chunk),
+        "03.1": lambda T: torch.ones(T, T).tril().bool(),
+        "07.1": lambda logits, t, gen: sample_next(logits, t, gen=gen),
+    }
     for id, answer in refused.items():
         ok, why = verdict(id, raises)
         assert ok is False and "ValueError: the answer's own bug" in why, why
@@ -61,7 +69,7 @@ def test_a_swallowed_or_wrapped_refusal_is_still_refused():
     def swallows(logits, temperature, gen):
         try:
             return sample_next(logits, temperature, gen=gen)
-        except Exception:  # the learner's fallback hides the refusal
+        except Exception:  # noqa: BLE001 - the learner's fallback that hides the refusal, as the test needs
             return logits.argmax(-1, keepdim=True)
 
     def rewraps(logits, temperature, gen):
@@ -82,13 +90,15 @@ def test_the_reason_is_one_line_naming_the_function_and_why():
 
 
 def test_the_guard_is_reentrant_and_class_answers_are_guarded_in_every_method():
-    with guard.switched_off([guard.fn(is_val)], "outer"):
-        with guard.switched_off([guard.fn(encode)], "inner"):  # inside an active guard: nothing more
-            assert encode("a") == [64]
-    with pytest.raises(guard.Off, match="outer"):  # caught inside, still refused when the guard ends
-        with guard.switched_off([guard.fn(is_val)], "outer"):
-            with pytest.raises(guard.Off):
-                is_val(0, 0, 2)
+    # inside an active guard, a second one adds nothing
+    with guard.switched_off([guard.fn(is_val)], "outer"), guard.switched_off([guard.fn(encode)], "inner"):
+        assert encode("a") == [64]
+    with (
+        pytest.raises(guard.Off, match="outer"),  # caught inside, still refused when the guard ends
+        guard.switched_off([guard.fn(is_val)], "outer"),
+        pytest.raises(guard.Off),
+    ):
+        is_val(0, 0, 2)
     assert is_val(0, 0, 1) is True
 
     class Answer(torch.nn.Module):
@@ -113,8 +123,15 @@ def test_every_check_switches_off_its_own_helpers(id):
     module = inspect.getmodule(ex.get(id).checker)
     public = set(getattr(module, "PUBLIC", ()))
     checkers = {e.checker.__name__ for e in ex._REGISTRY.values()}
-    helpers = [f for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
-               and n.startswith("_") and n not in public and n not in checkers]
+    helpers = [
+        f
+        for n, f in vars(module).items()
+        if inspect.isfunction(f)
+        and f.__module__ == module.__name__
+        and n.startswith("_")
+        and n not in public
+        and n not in checkers
+    ]
     assert helpers, module.__name__
     helper = helpers[0]
     ok, why = verdict(id, lambda *args, **kwargs: helper())
@@ -169,10 +186,9 @@ def test_other_threads_are_not_refused():
         results["encode"] = get_tokenizer()._core_bpe.encode_ordinary("to be")
 
     twins = [guard.fn(sample_next), guard.ops("tril"), guard.attr(get_tokenizer(), "_core_bpe", only=("encode",))]
-    with pytest.raises(guard.Off, match="sample_next"):  # the answer's own thread still is
-        with guard.switched_off(twins, "because"):
-            worker = threading.Thread(target=background)
-            worker.start()
-            worker.join()
-            sample_next(torch.eye(3), 0)
+    with pytest.raises(guard.Off, match="sample_next"), guard.switched_off(twins, "because"):
+        worker = threading.Thread(target=background)
+        worker.start()
+        worker.join()
+        sample_next(torch.eye(3), 0)  # the answer's own thread still is refused
     assert results == {"sample": [[0], [1], [2]], "tril": [[1.0, 0.0], [1.0, 1.0]], "encode": encode("to be")}

@@ -15,18 +15,18 @@ from torch.nn import functional as F
 
 from nanogpt_lib import sweep
 from nanogpt_lib.bench.baseline import naive_get_batch
-from nanogpt_lib.data import TokenData
+from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.course.exercises import ch01, ch04, ch05, ch06, ch07, ch08
 from nanogpt_lib.course.explorers import schedule
 from nanogpt_lib.course.explorers.tokens import bpe_encode, merge_steps, mergeable_ranks
+from nanogpt_lib.data import TokenData
 from nanogpt_lib.model import GPT, CausalSelfAttention, GPTConfig
 from nanogpt_lib.optim import Muon, lr_ratio
 from nanogpt_lib.prepare import is_val, prepare
 from nanogpt_lib.sample import sample_next
-from nanogpt_lib.tokenizer import encode, get_tokenizer
 from nanogpt_lib.schedule import lr_at
 from nanogpt_lib.step import train_step
-from nanogpt_lib.config import TrainConfig
+from nanogpt_lib.tokenizer import encode, get_tokenizer
 
 from exercise_helpers import wrong
 
@@ -55,6 +55,7 @@ def sdpa_head(attend):
     def one_head(x, w_attn, b_attn, w_proj, b_proj):
         q, k, v = (x @ w_attn.T + b_attn).split(x.size(-1), dim=-1)
         return attend(q, k, v) @ w_proj.T + b_proj
+
     return one_head
 
 
@@ -72,6 +73,7 @@ def muon_via_optimizer(cls):
         p.grad = grad
         opt.step()
         return p.detach(), opt.state[p]["momentum_buffer"]
+
     return muon_step
 
 
@@ -101,18 +103,40 @@ ROUTES = [
     ("01.2", "a wrapper around prepare.is_val", lambda t, v, n: float(is_val(0, 0, 10)), "nanogpt_lib.prepare.is_val"),
     ("01.2", "the check's own measure", lambda t, v, n: ch01._seen(t, v, n), "ch01._seen"),
     ("01.3", "prepare() into a folder of one's own", lambda docs, s, v: prepare(source="x"), "prepare.prepare"),
-    ("01.4", "a wrapper around TokenData.get_batch",
-     lambda f: lambda d, k, b, t, s: TokenData(f, t).get_batch("train", k, b, seed=s), "TokenData.get_batch"),
-    ("01.4", "TokenData.batch_starts", lambda f: lambda d, k, b, t, s: TokenData(f, t).batch_starts("train", k, b, s),
-     "TokenData.batch_starts"),
+    (
+        "01.4",
+        "a wrapper around TokenData.get_batch",
+        lambda f: lambda d, k, b, t, s: TokenData(f, t).get_batch("train", k, b, seed=s),
+        "TokenData.get_batch",
+    ),
+    (
+        "01.4",
+        "TokenData.batch_starts",
+        lambda f: lambda d, k, b, t, s: TokenData(f, t).batch_starts("train", k, b, s),
+        "TokenData.batch_starts",
+    ),
     ("01.4", "naive_get_batch", lambda f: lambda d, k, b, t, s: naive_get_batch(f, "train", b, t), "naive_get_batch"),
-    ("02.1", "the explorer's count line", lambda text: float(__import__(
-        "nanogpt_lib.course.explorers.tokens", fromlist=["x"]).count_line(text).split()[0]), "count_line"),
-    ("02.3", "the sampler's streaming", lambda ids: __import__("nanogpt_lib.sample", fromlist=["x"]).stream_text(
-        None, ""), "stream_text"),
+    (
+        "02.1",
+        "the explorer's count line",
+        lambda text: float(
+            __import__("nanogpt_lib.course.explorers.tokens", fromlist=["x"]).count_line(text).split()[0]
+        ),
+        "count_line",
+    ),
+    (
+        "02.3",
+        "the sampler's streaming",
+        lambda ids: __import__("nanogpt_lib.sample", fromlist=["x"]).stream_text(None, ""),
+        "stream_text",
+    ),
     ("02.4", "lambda c: encode(c)", lambda c: encode(c), "nanogpt_lib.tokenizer.encode"),
-    ("02.4", "tiktoken's Encoding.encode_ordinary", lambda c: get_tokenizer().encode_ordinary(c),
-     "tiktoken.Encoding.encode_ordinary"),
+    (
+        "02.4",
+        "tiktoken's Encoding.encode_ordinary",
+        lambda c: get_tokenizer().encode_ordinary(c),
+        "tiktoken.Encoding.encode_ordinary",
+    ),
     ("02.4", "tiktoken's Encoding.encode", lambda c: get_tokenizer().encode(c), "tiktoken.Encoding.encode"),
     ("02.4", "the compiled CoreBPE behind it", lambda c: get_tokenizer()._core_bpe.encode_ordinary(c), "_core_bpe"),
     ("02.4", "a new tiktoken Encoding from the ranks", new_encoding, "CoreBPE"),
@@ -120,79 +144,172 @@ ROUTES = [
     ("02.4", "the explorer's merge_steps", lambda c: merge_steps(c)[-1].ids, "merge_steps"),
     ("03.1", "torch.ops.aten.tril", lambda T: torch.ops.aten.tril(torch.ones(T, T)).bool(), "torch's tril"),
     ("03.1", "numpy.tril", lambda T: torch.from_numpy(np.tril(np.ones((T, T), dtype=bool))), "numpy.tril"),
-    ("03.1", "nn.Transformer's mask", lambda T: torch.nn.Transformer.generate_square_subsequent_mask(T) == 0,
-     "generate_square_subsequent_mask"),
-    ("03.2", "F.scaled_dot_product_attention", sdpa_head(lambda q, k, v: F.scaled_dot_product_attention(
-        q, k, v, is_causal=True)), "scaled_dot_product_attention"),
-    ("03.2", "torch.ops.aten.scaled_dot_product_attention", sdpa_head(
-        lambda q, k, v: torch.ops.aten.scaled_dot_product_attention(q, k, v, is_causal=True)),
-     "scaled_dot_product_attention"),
-    ("03.2", "torch.ops.aten.scaled_dot_product_attention.default", sdpa_head(
-        lambda q, k, v: torch.ops.aten.scaled_dot_product_attention.default(q, k, v, is_causal=True)),
-     "scaled_dot_product_attention"),
-    ("03.2", "torch._C._nn.scaled_dot_product_attention", sdpa_head(
-        lambda q, k, v: torch._C._nn.scaled_dot_product_attention(q, k, v, is_causal=True)),
-     "scaled_dot_product_attention"),
-    ("03.2", "aten's math kernel", sdpa_head(lambda q, k, v: torch.ops.aten._scaled_dot_product_attention_math(
-        q, k, v, is_causal=True)[0]), "scaled_dot_product_attention"),
+    (
+        "03.1",
+        "nn.Transformer's mask",
+        lambda T: torch.nn.Transformer.generate_square_subsequent_mask(T) == 0,
+        "generate_square_subsequent_mask",
+    ),
+    (
+        "03.2",
+        "F.scaled_dot_product_attention",
+        sdpa_head(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        "scaled_dot_product_attention",
+    ),
+    (
+        "03.2",
+        "torch.ops.aten.scaled_dot_product_attention",
+        sdpa_head(lambda q, k, v: torch.ops.aten.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        "scaled_dot_product_attention",
+    ),
+    (
+        "03.2",
+        "torch.ops.aten.scaled_dot_product_attention.default",
+        sdpa_head(lambda q, k, v: torch.ops.aten.scaled_dot_product_attention.default(q, k, v, is_causal=True)),
+        "scaled_dot_product_attention",
+    ),
+    (
+        "03.2",
+        "torch._C._nn.scaled_dot_product_attention",
+        sdpa_head(lambda q, k, v: torch._C._nn.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        "scaled_dot_product_attention",
+    ),
+    (
+        "03.2",
+        "aten's math kernel",
+        sdpa_head(lambda q, k, v: torch.ops.aten._scaled_dot_product_attention_math(q, k, v, is_causal=True)[0]),
+        "scaled_dot_product_attention",
+    ),
     ("03.2", "the library's layer with the weights copied in", one_head_via_layer, "CausalSelfAttention"),
     ("03.2", "nn.MultiheadAttention", one_head_via_mha, "MultiheadAttention"),
     ("04.1", "torch.ops.aten.native_layer_norm", None, "layer_norm"),
     ("04.2", "GPT(c).num_params(False)", lambda c: GPT(c).num_params(False), "nanogpt_lib.model.GPT"),
-    ("04.2", "counting a built model's parameters", lambda c: sum(p.numel() for p in GPT(c).parameters()),
-     "nanogpt_lib.model.GPT"),
-    ("04.2", "a built block's parameters", lambda c: __import__("nanogpt_lib.model", fromlist=["x"]).Block(c),
-     "nanogpt_lib.model.Block"),
-    ("04.3", "the check's own helper", lambda c: ch04.second_moment_bytes(ch04.adafactor_after_one_step(c)[0]),
-     "ch04.adafactor_after_one_step"),
+    (
+        "04.2",
+        "counting a built model's parameters",
+        lambda c: sum(p.numel() for p in GPT(c).parameters()),
+        "nanogpt_lib.model.GPT",
+    ),
+    (
+        "04.2",
+        "a built block's parameters",
+        lambda c: __import__("nanogpt_lib.model", fromlist=["x"]).Block(c),
+        "nanogpt_lib.model.Block",
+    ),
+    (
+        "04.3",
+        "the check's own helper",
+        lambda c: ch04.second_moment_bytes(ch04.adafactor_after_one_step(c)[0]),
+        "ch04.adafactor_after_one_step",
+    ),
     ("04.3", "stepping torch's Adafactor", adafactor_by_stepping, "torch.optim.Adafactor"),
     ("04.4", "the check's own measurement", lambda n, v, c: ch04.loss_peaks(n, v, c), "ch04.loss_peaks"),
     ("04.4", "the check's byte counter", lambda n, v, c: (ch04.peak_bytes(lambda: None, bool), 0), "ch04.peak_bytes"),
     ("04.4", "a dispatch-mode tracker of one's own", memory_by_tracking, "TorchDispatchMode"),
-    ("05.1", "the trainer's own step", lambda m, x, y, k: __import__("nanogpt_lib.train", fromlist=["x"]).Trainer
-     ._train_step(None), "Trainer._train_step"),
+    (
+        "05.1",
+        "the trainer's own step",
+        lambda m, x, y, k: __import__("nanogpt_lib.train", fromlist=["x"]).Trainer._train_step(None),
+        "Trainer._train_step",
+    ),
     # no optimizer: the public step's backward leaves the accumulated gradient in p.grad, the exercise's answer
-    ("05.1", "the library's public step", lambda m, x, y, k: train_step(
-        m, [], lambda i: (x.chunk(k)[i], y.chunk(k)[i]), accum=k), "nanogpt_lib.step.train_step"),
-    ("05.2", "a wrapper around lr_at", lambda s, w, m, d, lr, mn: lr_at(s, TrainConfig(
-        schedule="wsd", warmup_steps=w, max_steps=m, decay_frac=d, lr=lr, min_lr=mn)), "nanogpt_lib.schedule.lr_at"),
-    ("05.2", "the schedule explorer's curve", lambda s, w, m, d, lr, mn: schedule.lr_curve(
-        "wsd", w, d, lr, mn, m)[s], "lr_curve"),
+    (
+        "05.1",
+        "the library's public step",
+        lambda m, x, y, k: train_step(m, [], lambda i: (x.chunk(k)[i], y.chunk(k)[i]), accum=k),
+        "nanogpt_lib.step.train_step",
+    ),
+    (
+        "05.2",
+        "a wrapper around lr_at",
+        lambda s, w, m, d, lr, mn: lr_at(
+            s, TrainConfig(schedule="wsd", warmup_steps=w, max_steps=m, decay_frac=d, lr=lr, min_lr=mn)
+        ),
+        "nanogpt_lib.schedule.lr_at",
+    ),
+    (
+        "05.2",
+        "the schedule explorer's curve",
+        lambda s, w, m, d, lr, mn: schedule.lr_curve("wsd", w, d, lr, mn, m)[s],
+        "lr_curve",
+    ),
     ("05.2", "the check's own reference", lambda *a: ch05._one_sqrt(*a), "ch05._one_sqrt"),
     ("05.3", "a wrapper around the library's Muon", muon_via_optimizer(Muon), "nanogpt_lib.optim.Muon"),
     ("05.3", "torch's own Muon", muon_via_optimizer(torch.optim.Muon), "torch.optim.Muon"),
     ("05.3", "the library's shape scaling", lambda W, g, b, lr, mu, n: (W * lr_ratio(W.shape, None), b), "lr_ratio"),
-    ("05.3", "the check's own reference", lambda W, g, b, lr, mu, n: ch05._muon_truth(W, [g], lr, mu, n)[0],
-     "ch05._muon_truth"),
+    (
+        "05.3",
+        "the check's own reference",
+        lambda W, g, b, lr, mu, n: ch05._muon_truth(W, [g], lr, mu, n)[0],
+        "ch05._muon_truth",
+    ),
     ("06.1", "a number found by trial (bisection on the check's replies)", 0.05, "give a function"),
     ("06.1", "a fixed rate behind a function", lambda run: 0.05, "hidden run"),
-    ("06.2", "the check's own rule", lambda evals, patience: ch06._stop_truth(tuple(evals), patience),
-     "ch06._stop_truth"),
+    (
+        "06.2",
+        "the check's own rule",
+        lambda evals, patience: ch06._stop_truth(tuple(evals), patience),
+        "ch06._stop_truth",
+    ),
     ("06.2", "the pair read off the shipped run", lambda evals, patience: (2000, 3500), "hidden curve"),
     ("06.3", "torch's dropout", lambda x, p, training, gen: F.dropout(x, p, training), "dropout"),
     ("06.3", "the model's nn.Dropout", lambda x, p, training, gen: torch.nn.Dropout(p).train(training)(x), "dropout"),
-    ("06.3", "aten's native_dropout", lambda x, p, training, gen: torch.ops.aten.native_dropout(x, p, training)[0]
-     if training else x, "dropout"),
-    ("07.1", "a wrapper around sample_next", lambda l, t, g: sample_next(l, t, gen=g), "sample_next"),
-    ("07.2", "the check's own probability", lambda l, tok, t, k: ch07.draw_probability(l, tok, t, k),
-     "ch07.draw_probability"),
-    ("07.2", "sample_next's frequencies", lambda l, tok, t, k: float((sample_next(
-        l.expand(1000, -1), t, top_k=k) == tok).float().mean()), "sample_next"),
-    ("07.3", "a wrapper around sample_next", lambda l, m, g: sample_next(l, 1.0, top_p=1 - m, gen=g), "sample_next"),
-    ("07.3", "the check's own rule", lambda l, m, g: torch.multinomial(torch.stack(
-        [ch07.min_p_probs(m)(r) for r in l]).float(), 1, generator=g), "ch07.min_p_probs"),
-    ("07.4", "the check's own penalty", lambda l, p, x: ch07._penalized(l, p, x), "ch07._penalized"),
+    (
+        "06.3",
+        "aten's native_dropout",
+        lambda x, p, training, gen: torch.ops.aten.native_dropout(x, p, training)[0] if training else x,
+        "dropout",
+    ),
+    ("07.1", "a wrapper around sample_next", lambda logits, t, g: sample_next(logits, t, gen=g), "sample_next"),
+    (
+        "07.2",
+        "the check's own probability",
+        lambda logits, tok, t, k: ch07.draw_probability(logits, tok, t, k),
+        "ch07.draw_probability",
+    ),
+    (
+        "07.2",
+        "sample_next's frequencies",
+        lambda logits, tok, t, k: float((sample_next(logits.expand(1000, -1), t, top_k=k) == tok).float().mean()),
+        "sample_next",
+    ),
+    (
+        "07.3",
+        "a wrapper around sample_next",
+        lambda logits, m, g: sample_next(logits, 1.0, top_p=1 - m, gen=g),
+        "sample_next",
+    ),
+    (
+        "07.3",
+        "the check's own rule",
+        lambda logits, m, g: torch.multinomial(
+            torch.stack([ch07.min_p_probs(m)(r) for r in logits]).float(), 1, generator=g
+        ),
+        "ch07.min_p_probs",
+    ),
+    ("07.4", "the check's own penalty", lambda logits, p, x: ch07._penalized(logits, p, x), "ch07._penalized"),
     ("08.1", "a number (trying the sweep's rates)", 0.004, "give a function"),
     ("08.1", "the check's own ranking", lambda runs, seed: ch08._winner(runs, seed), "ch08._winner"),
     ("08.2", "the check's own count", lambda d: ch08._n_params({}), "ch08._n_params"),
     ("08.3", "a number narrowed down by too high / too low", 0.0053, "give a function"),
-    ("08.3", "the check's own difference", lambda l, h: ch08._dividend(l, h), "ch08._dividend"),
-    ("08.4", "sweep.steps_to_target", lambda curve, target: sweep.steps_to_target(curve, target),
-     "sweep.steps_to_target"),
+    (
+        "08.3",
+        "the check's own difference",
+        lambda long_runs, half_runs: ch08._dividend(long_runs, half_runs),
+        "ch08._dividend",
+    ),
+    (
+        "08.4",
+        "sweep.steps_to_target",
+        lambda curve, target: sweep.steps_to_target(curve, target),
+        "sweep.steps_to_target",
+    ),
 ]
 # Each of the lr sweep's rates as the answer to 08.1: with a function asked for, none passes.
-ROUTES += [("08.1", f"the sweep's rate {lr:g}, always", lambda runs, seed, lr=lr: lr, "")
-           for lr in (5e-4, 1e-3, 2e-3, 4e-3, 8e-3)]
+ROUTES += [
+    ("08.1", f"the sweep's rate {lr:g}, always", lambda runs, seed, lr=lr: lr, "")
+    for lr in (5e-4, 1e-3, 2e-3, 4e-3, 8e-3)
+]
 
 
 class NativeLayerNorm(torch.nn.Module):
@@ -219,5 +336,6 @@ def test_route_is_refused(id, route, answer, named, folder):
 def test_route_count_matches_the_readme():
     # notebooks/README.md quotes the number of routes tried
     from pathlib import Path
+
     readme = (Path(__file__).resolve().parents[1] / "notebooks" / "README.md").read_text()
     assert f"{len(ROUTES)} routes" in readme

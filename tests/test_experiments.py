@@ -23,8 +23,9 @@ def data_dir(home):
 
 
 def grid(tmp_path, data_dir, **kw) -> Grid:
-    return Grid(tmp_path / "grid", base=(*TINY.base, "dataset=txt", "max_steps=4"), data_dir=data_dir,
-                progress=False, **kw)
+    return Grid(
+        tmp_path / "grid", base=(*TINY.base, "dataset=txt", "max_steps=4"), data_dir=data_dir, progress=False, **kw
+    )
 
 
 def test_steps_to_target_interpolates_between_evaluations():
@@ -100,8 +101,12 @@ def test_all_stages_and_the_report(tmp_path, data_dir):
     assert lr in TINY.lrs and len(exp.results["lr"]) == len(TINY.lrs) * 2
     base = exp.baseline_results()
     assert exp.decisions["target"] == pytest.approx(sum(r["final"]["val_loss"] for r in base) / 2)
-    assert all(r["config"]["optimizer"] == "adamw" and r["config"]["model"]["pos"] == "learned"
-               and r["config"]["model"]["mlp"] == "gelu" for r in exp.results["lr"])  # GPT-2, whatever the defaults
+    assert all(
+        r["config"]["optimizer"] == "adamw"
+        and r["config"]["model"]["pos"] == "learned"
+        and r["config"]["model"]["mlp"] == "gelu"
+        for r in exp.results["lr"]
+    )  # GPT-2, whatever the defaults
     exp.variant_stage()
     rope = next(r for r in exp.results["variant"] if r["label"] == "rope")
     assert rope["config"]["model"]["pos"] == "rope" and rope["config"]["optimizer"] == "adamw"
@@ -113,9 +118,12 @@ def test_all_stages_and_the_report(tmp_path, data_dir):
     assert half["max_steps"] == TINY.max_steps // 2
     recipe = exp.recipe_stage()
     assert [r["label"] for r in exp.results["recipe"]] == [
-        "winner (cosine, batch 4, dropout 0)", "wsd schedule", "batch 2, 4 steps", "dropout 0.1"]
-    assert recipe["best_val_loss"] == min(
-        r["best_val_loss"] for r in exp.results["recipe"])
+        "winner (cosine, batch 4, dropout 0)",
+        "wsd schedule",
+        "batch 2, 4 steps",
+        "dropout 0.1",
+    ]
+    assert recipe["best_val_loss"] == min(r["best_val_loss"] for r in exp.results["recipe"])
     tokens = {r["tokens"] for r in exp.results["recipe"]}
     assert len(tokens) == 1  # every recipe run sees the same number of tokens
     write_report(exp)
@@ -128,11 +136,33 @@ def test_all_stages_and_the_report(tmp_path, data_dir):
 
 
 def test_markdown_table_marks_targets_not_reached():
-    row = dict(stage="variant", label="x", max_steps=10, seeds=[1, 2], val=3.0, val_min=2.9, val_max=3.1,
-               steps=math.inf, steps_min=4.0, steps_max=math.inf, steps_each=[4.0, math.inf], speedup=0.0,
-               speedup_min=0.0, speedup_max=2.5)
-    fast = dict(row, label="y", steps=5.0, steps_min=4.0, steps_max=6.0, steps_each=[4.0, 6.0], speedup=2.0,
-                speedup_min=10 / 6, speedup_max=2.5)
+    row = dict(
+        stage="variant",
+        label="x",
+        max_steps=10,
+        seeds=[1, 2],
+        val=3.0,
+        val_min=2.9,
+        val_max=3.1,
+        steps=math.inf,
+        steps_min=4.0,
+        steps_max=math.inf,
+        steps_each=[4.0, math.inf],
+        speedup=0.0,
+        speedup_min=0.0,
+        speedup_max=2.5,
+    )
+    fast = dict(
+        row,
+        label="y",
+        steps=5.0,
+        steps_min=4.0,
+        steps_max=6.0,
+        steps_each=[4.0, 6.0],
+        speedup=2.0,
+        speedup_min=10 / 6,
+        speedup_max=2.5,
+    )
     table = markdown_table([row, fast], 3.05)
     assert "not reached (1/2 seeds did)" in table and "| 5 (4–6) | 2.00x (1.67–2.50) |" in table
     assert "val loss 3.0500" in table
@@ -177,7 +207,7 @@ def test_run_experiments_is_resumable(tmp_path, data_dir):
     timings = json.loads((out / "summary.json").read_text())["decisions"]
     assert timings["stage_seconds"] == {**first.decisions["stage_seconds"], **third.decisions["stage_seconds"]}
     assert timings["seconds"] == third.decisions["seconds"]
-    assert list(timings)[0] == "stage_seconds" and list(timings)[-1] == "seconds"  # the order a fresh run writes
+    assert next(iter(timings)) == "stage_seconds" and list(timings)[-1] == "seconds"  # the order a fresh run writes
 
 
 def test_figures_are_redrawn_only_when_their_data_changes(tmp_path):
@@ -213,7 +243,10 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# T\nbefore\n<!-- experiments:start -->\nold\n<!-- experiments:end -->\nafter\n")
     assert update_readme("| new | table |", readme)
-    assert readme.read_text() == "# T\nbefore\n<!-- experiments:start -->\n| new | table |\n<!-- experiments:end -->\nafter\n"
+    assert (
+        readme.read_text()
+        == "# T\nbefore\n<!-- experiments:start -->\n| new | table |\n<!-- experiments:end -->\nafter\n"
+    )
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert not update_readme("x", plain) and plain.read_text() == "no markers\n"
@@ -232,6 +265,7 @@ def test_the_ablation_ladder_trains_each_rung_once_and_resumes(tmp_path):
                 raise KeyboardInterrupt  # the kernel interrupted during this rung
             trained.append(label)
             return {"val": float(len(label))}
+
         return label, train
 
     path, settings = tmp_path / "overnight-ladder.json", {"steps": 400}

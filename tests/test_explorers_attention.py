@@ -8,10 +8,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nanogpt_lib.course.explorers.attention import (attention_weights, figure_png, layer_attention, plot_head, plot_heads,
-                                             token_labels)
+from nanogpt_lib.course.explorers.attention import (
+    attention_weights,
+    figure_png,
+    layer_attention,
+    plot_head,
+    plot_heads,
+    token_labels,
+)
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.tokenizer import decode, encode, get_tokenizer
+
 from tiny import SMALL_MODEL
 
 TINY = replace(SMALL_MODEL, n_head=4, block_size=24)  # four heads to tell apart, a context longer than a line
@@ -73,8 +80,10 @@ def test_attention_weights_are_the_models_own(variant):
     maps = attention_weights(model, ids)
     assert maps.shape == (2, 4, len(ids), len(ids)) and maps.dtype == torch.float32
     with torch.no_grad():
-        by_walk = [layer_attention(b.attn, x)[0][0] for b, x in zip(model.transformer.h,
-                                                                    layer_inputs(model, torch.tensor([ids])))]
+        by_walk = [
+            layer_attention(b.attn, x)[0][0]
+            for b, x in zip(model.transformer.h, layer_inputs(model, torch.tensor([ids])))
+        ]
     for layer, w in enumerate(by_walk):
         assert torch.equal(maps[layer], w)  # the same inputs and the same operations: bitwise
     assert torch.equal(attention_weights(model, torch.tensor(ids)), maps)  # a tensor of ids works the same
@@ -141,6 +150,7 @@ def test_plot_heads_shows_every_head_of_the_layer():
 
 
 # ---- the widget, headless --------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def explorer_and_model():

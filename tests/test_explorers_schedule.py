@@ -27,7 +27,7 @@ def test_wsd_is_flat_then_linear():
     curve = schedule.lr_curve("wsd", **SETTINGS)
     start = 200 - round(0.25 * 200)
     assert set(curve[30:start]) == {3e-3}  # the stable phase
-    drops = [a - b for a, b in zip(curve[start:], curve[start + 1:])]
+    drops = [a - b for a, b in zip(curve[start:], curve[start + 1 :])]
     assert all(d == pytest.approx(drops[0], rel=1e-9) for d in drops)  # one straight line down
 
 
@@ -63,8 +63,16 @@ def test_widget_redraws_on_change(monkeypatch):
     real = schedule.schedule_figure
     monkeypatch.setattr(schedule, "schedule_figure", lambda *a: seen.append(a) or real(*a))
     w = schedule.explorer(max_steps=300)
-    classes = {part: getattr(w, attr)._dom_classes for part, attr in
-               (("warmup", "warmup"), ("decay", "decay"), ("peak", "peak"), ("min", "minimum"), ("plot", "plot"))}
+    classes = {
+        part: getattr(w, attr)._dom_classes
+        for part, attr in (
+            ("warmup", "warmup"),
+            ("decay", "decay"),
+            ("peak", "peak"),
+            ("min", "minimum"),
+            ("plot", "plot"),
+        )
+    }
     assert classes == {part: (f"nanogpt-schedule-{part}",) for part in classes}
     assert seen[-1] == (100, 0.2, 2e-3, 2e-4, 300)  # drawn once at start, with the recipe's values
     first = png_of(w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import random
 import re
 
@@ -38,8 +39,9 @@ def test_pieces_are_the_library_tokens():
         assert [p.id for p in pieces] == encode(text)
         assert b"".join(p.bytes for p in pieces) == text.encode("utf-8")  # the pieces cover the text, in order
         for p in pieces:
-            assert (p.text is None) == (decode([p.id]) != p.bytes.decode("utf-8", errors="replace")
-                                        or "\ufffd" in decode([p.id]))
+            assert (p.text is None) == (
+                decode([p.id]) != p.bytes.decode("utf-8", errors="replace") or "\ufffd" in decode([p.id])
+            )
             assert p.text is None or p.text == decode([p.id])
     # a CJK character split across tokens: no piece of it is text on its own, and its label shows the bytes
     split = [p for p in tx.token_pieces(" 東") if p.text is None]
@@ -49,7 +51,7 @@ def test_pieces_are_the_library_tokens():
 
 
 def test_count_line_is_the_library_count():
-    for text in TRICKY + ["", "a"]:
+    for text in [*TRICKY, "", "a"]:
         n = len(encode(text))
         assert tx.count_line(text) == (f"{n} token" if n == 1 else f"{n} tokens")
     assert tx.count_line("a") == "1 token" and tx.count_line("") == "0 tokens"
@@ -66,7 +68,7 @@ def test_html_shows_every_token_with_its_id():
     assert labels == [html.escape(p.label) for p in tx.token_pieces(text)]
     assert "␣&lt;" in labels and not any("<" in label for label in labels)  # escaped, never rendered as markup
     colours = re.findall(r"background:(#[0-9a-f]{6})", page)
-    assert all(a != b for a, b in zip(colours, colours[1:]))  # neighbours always differ
+    assert all(a != b for a, b in itertools.pairwise(colours))  # neighbours always differ
 
 
 def test_ranks_are_tiktoken_gpt2():
@@ -89,7 +91,7 @@ def test_merge_steps_are_single_lowest_rank_merges():
     steps = tx.merge_steps(" Rosencrantz")
     assert steps[0].pieces == tuple(bytes([b]) for b in b" Rosencrantz") and steps[0].merged is None
     ranks = tx.mergeable_ranks()
-    for before, after in zip(steps, steps[1:]):
+    for before, after in itertools.pairwise(steps):
         assert len(after.pieces) == len(before.pieces) - 1
         assert b"".join(after.pieces) == b" Rosencrantz"
         a, b = after.merged
@@ -139,8 +141,11 @@ def test_widget_follows_its_controls():
     box = tx.explorer("To be, or not to be", word=" not")
     assert isinstance(box, widgets.VBox)
     for part in ("text", "view", "count", "word", "merge-step", "merges"):
-        found = [w for w in (box.text, box.tokens, box.count, box.word, box.step, box.merges)
-                 if f"nanogpt-tokens-{part}" in w._dom_classes]
+        found = [
+            w
+            for w in (box.text, box.tokens, box.count, box.word, box.step, box.merges)
+            if f"nanogpt-tokens-{part}" in w._dom_classes
+        ]
         assert len(found) == 1, part
     assert box.count.value == tx.count_line("To be, or not to be")
     assert box.word.value == " not" and box.step.value == box.step.max == len(tx.merge_steps(" not")) - 1
@@ -167,6 +172,8 @@ def test_plain_functions_need_no_widgets():
     import subprocess
     import sys
 
-    code = ("import sys, nanogpt_lib.course.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
-            "assert 'ipywidgets' not in sys.modules")
+    code = (
+        "import sys, nanogpt_lib.course.explorers.tokens as t; t.tokens_html('To be'); t.merge_steps(' be'); "
+        "assert 'ipywidgets' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

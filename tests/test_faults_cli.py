@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import TINY_MODEL, TINY_RUN, prepared_home
 
 from nanogpt_lib import cli, limits
 from nanogpt_lib.checkpoint import export_weights, model_state, save_checkpoint
 from nanogpt_lib.config import load_config
 from nanogpt_lib.model import GPT
+
+from tiny import TINY_MODEL, TINY_RUN, prepared_home
 
 SETS = [*TINY_RUN, "max_steps=2"]
 SMALL = [x for kv in SETS for x in ("--set", kv)]
@@ -74,8 +75,13 @@ def fake_run(root: Path) -> Path:
 
 def train_ckpt_without_rng(root: Path) -> list[str]:
     cfg = load_config(None, [*SETS, "name=norng"])
-    state = {"model": model_state(GPT(cfg.model)), "optimizer": [], "step": 1, "best_val": None,
-             "config": cfg.to_dict()}  # everything but "rng"
+    state = {
+        "model": model_state(GPT(cfg.model)),
+        "optimizer": [],
+        "step": 1,
+        "best_val": None,
+        "config": cfg.to_dict(),
+    }  # everything but "rng"
     save_checkpoint(root / "home" / "runs" / "norng" / "ckpt.pt", state)
     return ["train", *SMALL, "--name", "norng"]
 
@@ -114,64 +120,155 @@ def shape_mismatch(command: str) -> Callable[[Path], list[str]]:
         option = "--ckpt" if command == "sample" else "--weights"
         extra = ["--max-new-tokens", "2"] if command == "sample" else ["--dataset", "txt"]
         return [command, option, str(root / "weights"), "--device", "cpu", *extra]
+
     return setup
 
 
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("train --device bogus", lambda r: ["train", *SMALL, "--device", "bogus"], "device 'bogus' is not available"),
-    ("sample --device bogus", lambda r: ["sample", "--ckpt", str(r / "weights"), "--device", "bogus"],
-     "device 'bogus' is not available"),
-    ("eval --device bogus", lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt", "--device", "bogus"],
-     "device 'bogus' is not available"),
-    ("eval --device cuda", lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt", "--device", "cuda"],
-     "device 'cuda' is not available"),
-    ("sweep --set device=cuda", lambda r: ["sweep", "--scale", "tiny", "--out", str(r / "sweep"), "--set", "device=cuda",
-                                           "--no-progress"], "device 'cuda' is not available"),
+    (
+        "sample --device bogus",
+        lambda r: ["sample", "--ckpt", str(r / "weights"), "--device", "bogus"],
+        "device 'bogus' is not available",
+    ),
+    (
+        "eval --device bogus",
+        lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt", "--device", "bogus"],
+        "device 'bogus' is not available",
+    ),
+    (
+        "eval --device cuda",
+        lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt", "--device", "cuda"],
+        "device 'cuda' is not available",
+    ),
+    (
+        "sweep --set device=cuda",
+        lambda r: ["sweep", "--scale", "tiny", "--out", str(r / "sweep"), "--set", "device=cuda", "--no-progress"],
+        "device 'cuda' is not available",
+    ),
     ("sample: weights of another shape", shape_mismatch("sample"), "does not fit the model its config describes"),
     ("eval: weights of another shape", shape_mismatch("eval"), "does not fit the model its config describes"),
     ("--config naming a folder", lambda r: ["train", "--config", str(r / "txt")], "is a folder"),
-    ("TOML model = 5", lambda r: ["train", "--config", str(write(r / "m.toml", "model = 5\n"))],
-     "model must be a table"),
-    ("TOML n_embd = 10**12", lambda r: ["train", "--config", str(write(r / "big.toml", "[model]\nn_embd = 1000000000000\n")),
-                                        "--set", "dataset=txt", "--set", "device=cpu"], "needs at least"),
-    ("config.json n_embd = 10**7", lambda r: (edit_json(r / "weights" / "config.json", lambda c: c["model"].update(n_embd=10**7)),
-                                              ["sample", "--ckpt", str(r / "weights"), "--device", "cpu"])[1],
-     "needs at least"),
-    ("sample --num-samples 100000", lambda r: ["sample", "--ckpt", str(r / "weights"), "--device", "cpu",
-                                               "--num-samples", "100000", "--max-new-tokens", "2"],
-     "sampling 100,000 texts at once needs at least"),
-    ("export --out naming a file", lambda r: ["export", str(fake_run(r)), "--out", str(write(r / "f", "x"))],
-     "is a file, not a folder"),
-    ("train --export naming a file", lambda r: ["train", *SMALL, "--name", "t", "--export", str(write(r / "f", "x"))],
-     "is a file, not a folder"),
-    ("eval --json naming a folder", lambda r: ["eval", "--weights", str(r / "weights"), "--dataset", "txt",
-                                               "--device", "cpu", "--json", str(r / "txt")], "--json"),
-    ("prepare --data-dir naming a file", lambda r: ["prepare", str(r / "txt"), "--data-dir", str(write(r / "f", "x"))],
-     "--data-dir"),
-    ("runs is a file", lambda r: (write(r / "home" / "runs", "x"), ["train", *SMALL])[1], "is a file, not the folder of runs"),
-    ("the lock path is a folder", lambda r: ((r / "home" / "runs" / ".default.lock").mkdir(parents=True),
-                                             ["train", *SMALL])[1], "is a folder"),
-    ("a fake .parquet", lambda r: ["prepare", str(write(r / "fake.parquet", "not parquet at all\n")),
-                                   "--data-dir", str(r / "d")], "fake.parquet"),
+    (
+        "TOML model = 5",
+        lambda r: ["train", "--config", str(write(r / "m.toml", "model = 5\n"))],
+        "model must be a table",
+    ),
+    (
+        "TOML n_embd = 10**12",
+        lambda r: [
+            "train",
+            "--config",
+            str(write(r / "big.toml", "[model]\nn_embd = 1000000000000\n")),
+            "--set",
+            "dataset=txt",
+            "--set",
+            "device=cpu",
+        ],
+        "needs at least",
+    ),
+    (
+        "config.json n_embd = 10**7",
+        lambda r: (
+            edit_json(r / "weights" / "config.json", lambda c: c["model"].update(n_embd=10**7)),
+            ["sample", "--ckpt", str(r / "weights"), "--device", "cpu"],
+        )[1],
+        "needs at least",
+    ),
+    (
+        "sample --num-samples 100000",
+        lambda r: [
+            "sample",
+            "--ckpt",
+            str(r / "weights"),
+            "--device",
+            "cpu",
+            "--num-samples",
+            "100000",
+            "--max-new-tokens",
+            "2",
+        ],
+        "sampling 100,000 texts at once needs at least",
+    ),
+    (
+        "export --out naming a file",
+        lambda r: ["export", str(fake_run(r)), "--out", str(write(r / "f", "x"))],
+        "is a file, not a folder",
+    ),
+    (
+        "train --export naming a file",
+        lambda r: ["train", *SMALL, "--name", "t", "--export", str(write(r / "f", "x"))],
+        "is a file, not a folder",
+    ),
+    (
+        "eval --json naming a folder",
+        lambda r: [
+            "eval",
+            "--weights",
+            str(r / "weights"),
+            "--dataset",
+            "txt",
+            "--device",
+            "cpu",
+            "--json",
+            str(r / "txt"),
+        ],
+        "--json",
+    ),
+    (
+        "prepare --data-dir naming a file",
+        lambda r: ["prepare", str(r / "txt"), "--data-dir", str(write(r / "f", "x"))],
+        "--data-dir",
+    ),
+    (
+        "runs is a file",
+        lambda r: (write(r / "home" / "runs", "x"), ["train", *SMALL])[1],
+        "is a file, not the folder of runs",
+    ),
+    (
+        "the lock path is a folder",
+        lambda r: ((r / "home" / "runs" / ".default.lock").mkdir(parents=True), ["train", *SMALL])[1],
+        "is a folder",
+    ),
+    (
+        "a fake .parquet",
+        lambda r: ["prepare", str(write(r / "fake.parquet", "not parquet at all\n")), "--data-dir", str(r / "d")],
+        "fake.parquet",
+    ),
     ("sampling from NaN weights", nan_weights, "NaN or infinite weights"),
     ("token id >= vocab in train.bin", token_beyond_vocab, "holds token id 60000"),
     ("understated max_id in meta.json", understated_max_id, "meta.json records"),
     ("checkpoint without rng", train_ckpt_without_rng, "lacks rng"),
     ("--set seed=-1", lambda r: ["train", *SMALL, "--set", "seed=-1"], "seed must be a whole number from 0"),
     ("--set seed=2**70", lambda r: ["train", *SMALL, "--set", f"seed={2**70}"], "seed must be a whole number from 0"),
-    ("non-UTF-8 TOML", lambda r: ["train", "--config", str(write(r / "latin.toml", b"lr = 1e-3 # \xe9t\xe9\n"))],
-     "latin.toml is not UTF-8"),
-    ('TOML string "4" for an int', lambda r: ["train", "--config", str(write(r / "s.toml", 'batch_size = "4"\n'))],
-     "batch_size expects int, got the string '4'"),
-    ("model.logit_softcap=inf", lambda r: ["train", *SMALL, "--set", "model.logit_softcap=inf"],
-     "model.logit_softcap must be a finite number"),
+    (
+        "non-UTF-8 TOML",
+        lambda r: ["train", "--config", str(write(r / "latin.toml", b"lr = 1e-3 # \xe9t\xe9\n"))],
+        "latin.toml is not UTF-8",
+    ),
+    (
+        'TOML string "4" for an int',
+        lambda r: ["train", "--config", str(write(r / "s.toml", 'batch_size = "4"\n'))],
+        "batch_size expects int, got the string '4'",
+    ),
+    (
+        "model.logit_softcap=inf",
+        lambda r: ["train", *SMALL, "--set", "model.logit_softcap=inf"],
+        "model.logit_softcap must be a finite number",
+    ),
     ("--mode resume with nothing to resume", lambda r: ["train", *SMALL, "--mode", "resume"], "nothing to resume"),
     ("export runs/nope", lambda r: ["export", str(r / "home" / "runs" / "nope")], "no run folder"),
-    ("export --out trained_model/ without --force", lambda r: ["export", str(fake_run(r)), "--out",
-                                                               str(r / "home" / "trained_model")], "--force"),
+    (
+        "export --out trained_model/ without --force",
+        lambda r: ["export", str(fake_run(r)), "--out", str(r / "home" / "trained_model")],
+        "--force",
+    ),
     ("prepare --name ..", lambda r: ["prepare", str(r / "txt"), "--name", ".."], "plain folder name"),
-    ("--set dataset=/abs/path", lambda r: ["train", *SMALL, "--set", f"dataset={r / 'home' / 'data' / 'txt'}"],
-     "dataset must be a plain folder name"),
+    (
+        "--set dataset=/abs/path",
+        lambda r: ["train", *SMALL, "--set", f"dataset={r / 'home' / 'data' / 'txt'}"],
+        "dataset must be a plain folder name",
+    ),
 ]
 
 
@@ -224,7 +321,13 @@ def test_no_library_log_line_comes_before_the_error_line(root):
 
     fake = write(root / "fake.parquet", "not parquet at all\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "nanogpt_lib.cli", "prepare", str(fake), "--data-dir", str(root / "d")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: could not read ") and proc.stderr.count("\n") == 1, \
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanogpt_lib.cli", "prepare", str(fake), "--data-dir", str(root / "d")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: could not read ") and proc.stderr.count("\n") == 1, (
         proc.stderr
+    )

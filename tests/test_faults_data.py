@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 import torch
 
-from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
 from nanogpt_lib import files
 from nanogpt_lib import prepare as prep
-from nanogpt_lib.checkpoint import (CheckpointError, checkpoint_problem, load_checkpoint, previous_path,
-                                    save_checkpoint)
+from nanogpt_lib.checkpoint import CheckpointError, checkpoint_problem, load_checkpoint, previous_path, save_checkpoint
 from nanogpt_lib.cli import main
 from nanogpt_lib.data import DatasetError, TokenData, verify_dataset
 from nanogpt_lib.files import AtomicWriteError, atomic_write_text
 from nanogpt_lib.prepare import PrepareConfig, PrepareError, prepare
+
+from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
 
 DATA_FILES = ["meta.json", "train.bin", "val.bin"]
 
@@ -60,6 +60,7 @@ def two_sets(txt_dir, tmp_path) -> dict[int, dict[str, np.ndarray]]:
 
 # ---- prepare publishes a data set as one unit ------------------------------------------------------
 
+
 def test_crash_at_every_step_of_a_rebuild_leaves_the_old_or_the_new_set(txt_dir, tmp_path, monkeypatch, two_sets):
     data_dir, out = tmp_path / "d", tmp_path / "d" / "txt"
     outcomes = []
@@ -86,10 +87,13 @@ def test_crash_at_every_step_of_a_rebuild_leaves_the_old_or_the_new_set(txt_dir,
     assert outcomes[:-1] == sorted(outcomes[:-1]) and outcomes.count(0) >= 3 and outcomes.count(1) >= 3
 
 
-KILL_SCRIPT = KILL_AT_NTH_REPLACE + """
+KILL_SCRIPT = (
+    KILL_AT_NTH_REPLACE
+    + """
 from nanogpt_lib.prepare import PrepareConfig, prepare
 prepare(PrepareConfig(source=sys.argv[1], data_dir=sys.argv[2], seed=1, force=True))
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
@@ -99,8 +103,9 @@ def test_sigkill_between_writes(txt_dir, tmp_path, two_sets, at, expected):
     after train.bin got the new content and before val.bin did."""
     data_dir, out = tmp_path / "d", tmp_path / "d" / "txt"
     prepare(PrepareConfig(source=str(txt_dir), data_dir=data_dir, seed=0))
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(at), str(txt_dir), str(data_dir)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(at), str(txt_dir), str(data_dir)], capture_output=True, text=True
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert sorted(p.name for p in out.iterdir()) != DATA_FILES  # the killed run left its files behind
     assert which_set(splits_of(out), two_sets) == [expected]
@@ -116,8 +121,11 @@ def test_tokendata_refuses_a_mixed_set(txt_dir, tmp_path, two_sets):
     """What an unsafe prepare leaves (new train.bin beside the old val.bin and meta.json) is refused."""
     old, new = tmp_path / "ref0" / "txt", tmp_path / "ref1" / "txt"
     shutil.copy(new / "train.bin", old / "train.bin")
-    with pytest.raises(DatasetError, match=r"train\.bin has [\d,]+ bytes but meta.json records .*"
-                                           r"interrupted or mixed prepare.*nanogpt prepare .* --name txt --force"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train\.bin has [\d,]+ bytes but meta.json records .*"
+        r"interrupted or mixed prepare.*nanogpt prepare .* --name txt --force",
+    ):
         TokenData(old, 4)
 
 
@@ -129,13 +137,16 @@ def test_odd_byte_count_names_the_file(tmp_path, txt_dir):
         TokenData(tmp_path / "d" / "txt", 4)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.pop("splits"), "has no 'splits' entry"),
-    (lambda m: m.pop("vocab_size"), "has no 'vocab_size' entry"),
-    (lambda m: m["splits"].pop("val"), "split 'val' is missing"),
-    (lambda m: m["splits"]["train"].update(file="../elsewhere.bin"), "not a file in"),
-    (lambda m: m.update(dtype="float32"), "unknown dtype 'float32'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("splits"), "has no 'splits' entry"),
+        (lambda m: m.pop("vocab_size"), "has no 'vocab_size' entry"),
+        (lambda m: m["splits"].pop("val"), "split 'val' is missing"),
+        (lambda m: m["splits"]["train"].update(file="../elsewhere.bin"), "not a file in"),
+        (lambda m: m.update(dtype="float32"), "unknown dtype 'float32'"),
+    ],
+)
 def test_incomplete_meta_is_a_one_line_error(tmp_path, txt_dir, edit, message):
     prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
     path = tmp_path / "d" / "txt" / "meta.json"
@@ -153,7 +164,9 @@ def test_incomplete_meta_is_a_one_line_error(tmp_path, txt_dir, edit, message):
 def test_token_ids_beyond_the_model_vocab(tmp_path, txt_dir):
     meta = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
     top = max(meta["splits"][s]["max_id"] for s in ("train", "val"))
-    assert top == max(int(np.fromfile(tmp_path / "d" / "txt" / f"{s}.bin", dtype=np.uint16).max()) for s in ("train", "val"))
+    assert top == max(
+        int(np.fromfile(tmp_path / "d" / "txt" / f"{s}.bin", dtype=np.uint16).max()) for s in ("train", "val")
+    )
     TokenData(tmp_path / "d" / "txt", 4, vocab_size=top + 1)  # the largest id just fits
     with pytest.raises(DatasetError, match=f"token ids up to {top}, beyond the model's vocab_size {top}"):
         TokenData(tmp_path / "d" / "txt", 4, vocab_size=top)
@@ -196,8 +209,9 @@ def test_disk_full_during_prepare_keeps_the_previous_set(txt_dir, tmp_path, monk
         real_write(self, docs)
 
     monkeypatch.setattr(prep._SplitWriter, "write", write)
-    with pytest.raises(PrepareError, match=f"{os.strerror(errno.ENOSPC)}: {out}: free some space.*"
-                                           "previous data set, if any, is intact"):
+    with pytest.raises(
+        PrepareError, match=f"{os.strerror(errno.ENOSPC)}: {out}: free some space.*previous data set, if any, is intact"
+    ):
         prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d", chunk_chars=200, force=True))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     calls["n"] = 2  # the next write fails: the command line says the same in one line
@@ -207,6 +221,7 @@ def test_disk_full_during_prepare_keeps_the_previous_set(txt_dir, tmp_path, monk
 
 
 # ---- stale temporary files ----------------------------------------------------------------------
+
 
 def dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -218,8 +233,14 @@ def test_stale_tmp_files_of_dead_writers_are_removed(tmp_path):
     is gone: another program's temporary files in the same folder survive (issue 25)."""
     dead, alive = dead_pid(), os.getppid()
     ours_dead = f".config.json.nanogpt-tmp-{dead}"
-    kept = [f".config.json.nanogpt-tmp-{alive}", f".other.json.nanogpt-tmp-{dead}", f".draft.txt.tmp-{dead}",
-            ".draft.txt.tmp-999999", f".config.json.tmp-{dead}", "notes.tmp-1"]
+    kept = [
+        f".config.json.nanogpt-tmp-{alive}",
+        f".other.json.nanogpt-tmp-{dead}",
+        f".draft.txt.tmp-{dead}",
+        ".draft.txt.tmp-999999",
+        f".config.json.tmp-{dead}",
+        "notes.tmp-1",
+    ]
     for name in [ours_dead, *kept]:
         (tmp_path / name).write_bytes(b"partial")
     atomic_write_text(tmp_path / "config.json", "{}")
@@ -229,6 +250,7 @@ def test_stale_tmp_files_of_dead_writers_are_removed(tmp_path):
 
 
 # ---- checkpoints: verified, rotated, fallen back on ----------------------------------------------
+
 
 def state(step: int) -> dict:
     """A small training-checkpoint-shaped state; the tensor fills the middle of the file."""
@@ -243,7 +265,7 @@ def damage(path: Path, how: str) -> None:
     elif how == "flip-pickle":  # damaged bytes inside data.pkl: unpickling them fails like a refused object
         with zipfile.ZipFile(path) as zf:
             info = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
-        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
         start = info.header_offset + 30 + name_len + extra_len  # torch pads the local header for alignment
         data[start + 2] = ord("~")  # an opcode pickle does not know
     elif how == "truncated":
@@ -276,7 +298,7 @@ def test_damaged_without_a_previous_is_a_clear_error(tmp_path, how):
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(ckpt, state(1))
     damage(ckpt, how)
-    with pytest.raises(CheckpointError, match="corrupt or truncated .*no previous checkpoint ckpt.prev.pt") as info:
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated .*no previous checkpoint ckpt\.prev\.pt") as info:
         load_checkpoint(ckpt)
     assert "pickled" not in str(info.value) and "\n" not in str(info.value)
 
@@ -351,8 +373,9 @@ def test_disk_full_during_a_checkpoint_write(tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(ckpt, state(1))
     monkeypatch.setattr(files, "open", lambda path, mode: FullDisk(path, "w"), raising=False)
-    with pytest.raises(AtomicWriteError, match=f"{os.strerror(errno.ENOSPC)}: {ckpt}: free some space.*"
-                                               "the previous ckpt.pt is intact") as info:
+    with pytest.raises(
+        AtomicWriteError, match=f"{os.strerror(errno.ENOSPC)}: {ckpt}: free some space.*the previous ckpt.pt is intact"
+    ) as info:
         save_checkpoint(ckpt, state(2))
     assert info.value.errno == errno.ENOSPC and "\n" not in str(info.value)
     monkeypatch.undo()
@@ -365,8 +388,10 @@ def small_disk(tmp_path):
     """A 64 KiB tmpfs, where mounting is allowed (root on Linux); the injected-ENOSPC tests run everywhere."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if sys.platform != "linux" or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                                                 capture_output=True).returncode:
+    if (
+        sys.platform != "linux"
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode
+    ):
         pytest.skip("mounting a tmpfs needs root on Linux")
     yield mnt
     subprocess.run(["umount", str(mnt)], check=True)
@@ -384,6 +409,6 @@ def test_real_full_disk(small_disk, tmp_path):
     assert verify_dataset(small_disk / "big")["request"]["max_docs"] == 2
     ckpt = small_disk / "ckpt.pt"
     save_checkpoint(ckpt, state(1))
-    with pytest.raises(AtomicWriteError, match="No space left on device: .*ckpt.pt.*the previous ckpt.pt is intact"):
+    with pytest.raises(AtomicWriteError, match=r"No space left on device: .*ckpt\.pt.*the previous ckpt\.pt is intact"):
         save_checkpoint(ckpt, {**state(2), "big": torch.zeros(64 * 1024)})
     assert load_checkpoint(ckpt)["step"] == 1

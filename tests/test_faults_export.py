@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
-from tiny import SMALL_MODEL, TINY_MODEL
 
 from nanogpt_lib import cli, paths
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.export import CONFIG_FILE, WEIGHTS_FILE, read_export, sign_legacy
 from nanogpt_lib.model import GPT, GPTConfig
+
+from fault_helpers import KILL_AT_NTH_REPLACE, Crash, crash_at
+from tiny import SMALL_MODEL, TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 BIGGER = replace(SMALL_MODEL, block_size=8)  # another shape than TINY_MODEL's: a mix would not load
@@ -92,12 +93,18 @@ def legacy_export(folder: Path, m: GPT, step: int) -> None:
     record = json.loads((folder / CONFIG_FILE).read_text())
     del record["files"]
     (folder / CONFIG_FILE).write_text(json.dumps(record))
-    for name, data in {"metrics.jsonl": b"old metrics\n", "loss.png": b"old plot", "training_run.ipynb": b"{}",
-                       "README.md": b"# the shipped model\n"}.items():
+    for name, data in {
+        "metrics.jsonl": b"old metrics\n",
+        "loss.png": b"old plot",
+        "training_run.ipynb": b"{}",
+        "README.md": b"# the shipped model\n",
+    }.items():
         (folder / name).write_bytes(data)
 
 
-def test_cli_export_crash_at_every_step_keeps_the_shipped_model_or_replaces_it_whole(run, tmp_path, monkeypatch, capsys):
+def test_cli_export_crash_at_every_step_keeps_the_shipped_model_or_replaces_it_whole(
+    run, tmp_path, monkeypatch, capsys
+):
     shipped = paths.trained_model_dir()
     old, new = model(1), load_weights(run / "best")[0]
     outcomes = []
@@ -116,17 +123,25 @@ def test_cli_export_crash_at_every_step_keeps_the_shipped_model_or_replaces_it_w
             break
     assert finished and outcomes == sorted(outcomes) and outcomes.count(1) >= 2 and outcomes.count(4) >= 1
     # the old metrics, plot and notebook are not left beside the new weights; the run's own came with them
-    assert sorted(p.name for p in shipped.iterdir()) == ["README.md", CONFIG_FILE, WEIGHTS_FILE, "loss.png",
-                                                         "metrics.jsonl"]
+    assert sorted(p.name for p in shipped.iterdir()) == [
+        "README.md",
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        "loss.png",
+        "metrics.jsonl",
+    ]
     assert (shipped / "loss.png").read_bytes() == b"\x89PNG new plot"
     assert (shipped / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
     assert sorted(read_export(shipped)[1]) == [WEIGHTS_FILE, "loss.png", "metrics.jsonl"]
 
 
-KILLER = KILL_AT_NTH_REPLACE + """
+KILLER = (
+    KILL_AT_NTH_REPLACE
+    + """
 from nanogpt_lib import cli
 cli.main(sys.argv[1:])
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
@@ -138,19 +153,28 @@ def test_sigkill_during_export_last_leaves_a_whole_export(run, tmp_path, at):
     from nanogpt_lib.checkpoint import save_checkpoint
 
     new = model(9, BIGGER)
-    save_checkpoint(run / "ckpt.pt", {"model": new.state_dict(), "step": 9,
-                                      "config": {"model": BIGGER.to_dict()}})
+    save_checkpoint(run / "ckpt.pt", {"model": new.state_dict(), "step": 9, "config": {"model": BIGGER.to_dict()}})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NANOGPT_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(at), "export", str(run), "--which", "last", "--out",
-                           str(out)], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(at), "export", str(run), "--which", "last", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     found = which(out, {1: model(1), 9: new})
     # renames 1-3 write the new weights, metrics and plot; 4 commits config.json; 5-7 give them their names;
     # 8 rewrites config.json with those names
     assert found == ([1] if at <= 4 else [9])
     assert cli.main(["export", str(run), "--which", "last", "--out", str(out)]) == 0  # tidies up
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", CONFIG_FILE, WEIGHTS_FILE, "loss.png",
-                                                     "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        "loss.png",
+        "metrics.jsonl",
+    ]
     assert which(out, {9: new}) == [9]
 
 
@@ -160,7 +184,7 @@ def test_a_flipped_byte_in_the_weights_is_refused_with_one_line(run, capfd):
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit of one weight: it would load silently and write other text
     weights.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="corrupt or truncated.*sha256"):
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated.*sha256"):
         load_weights(run / "export")
     capfd.readouterr()
     assert cli.main(["sample", "--ckpt", str(run / "export"), "--device", "cpu", "--max-new-tokens", "2"]) == 2
@@ -175,8 +199,12 @@ def test_export_goes_to_the_run_folder_by_default_and_says_where(run, capsys):
     assert cli.main(["export", str(run)]) == 0
     out = capsys.readouterr().out
     assert "runs/r/export/" in out and "step 4" in out
-    assert sorted(p.name for p in (run / "export").iterdir()) == [CONFIG_FILE, WEIGHTS_FILE, "loss.png",
-                                                                  "metrics.jsonl"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == [
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        "loss.png",
+        "metrics.jsonl",
+    ]
     assert not paths.trained_model_dir().exists()
     assert cli.main(["export", str(run), "--out", str(paths.trained_model_dir())]) == 2  # the shipped model
     assert "--force" in capsys.readouterr().err and not paths.trained_model_dir().exists()
@@ -189,7 +217,7 @@ def test_export_goes_to_the_run_folder_by_default_and_says_where(run, capsys):
 def test_the_shipped_model_records_and_passes_its_checksum():
     record, live = read_export(ROOT / "trained_model")
     assert list(live) == [WEIGHTS_FILE] and len(record["files"][WEIGHTS_FILE]["sha256"]) == 64
-    model_, meta = load_weights(ROOT / "trained_model")
+    _model, meta = load_weights(ROOT / "trained_model")
     assert meta["step"] == 2000
 
 

@@ -23,6 +23,7 @@ from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.model import GPT
 from nanogpt_lib.prepare import PrepareConfig, PrepareError, prepare
+
 from tiny import TINY_MODEL, TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +109,22 @@ def test_eval_json_leaves_another_programs_temp_file_alone(home, tmp_path, capfd
     foreign = [out / ".draft.txt.tmp-999999", out / f".e.json.tmp-{os.getpid() + 10**6}"]
     for f in foreign:
         f.write_text("someone else's half-written file")
-    assert cli.main(["eval", "--weights", str(tmp_path / "weights"), "--dataset", "txt", "--device", "cpu",
-                     "--json", str(out / "e.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--weights",
+                str(tmp_path / "weights"),
+                "--dataset",
+                "txt",
+                "--device",
+                "cpu",
+                "--json",
+                str(out / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert all(f.exists() for f in foreign)  # before: the clean-up deleted the first
     assert json.loads((out / "e.json").read_text())["dataset"] == "txt"
 
@@ -131,8 +146,11 @@ def test_train_dataset_is_a_plain_folder_name(home, capfd):
     assert not (home / "runs").exists()
 
 
-@pytest.mark.parametrize("content", [b'{"version": 1, "spl', b"", b"[]", b"{}", b'{"name": "t\xe9xt"}'],
-                         ids=["truncated", "empty", "list", "empty-object", "non-utf8"])
+@pytest.mark.parametrize(
+    "content",
+    [b'{"version": 1, "spl', b"", b"[]", b"{}", b'{"name": "t\xe9xt"}'],
+    ids=["truncated", "empty", "list", "empty-object", "non-utf8"],
+)
 def test_info_verify_fails_on_a_damaged_meta_json(home, content, capfd):
     (home / "data" / "txt" / "meta.json").write_bytes(content)
     assert cli.main(["info", "--verify"]) == 2  # before: "no prepared datasets", exit 0
@@ -175,11 +193,18 @@ def test_the_run_lock_works_without_fcntl(tmp_path):
     lock = tmp_path / "runs" / ".r.lock"
 
     def other(action: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", NO_FCNTL, str(lock), action], capture_output=True, text=True,
-                              env=env, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", NO_FCNTL, str(lock), action], capture_output=True, text=True, env=env, timeout=120
+        )
 
-    holder = subprocess.Popen([sys.executable, "-c", NO_FCNTL, str(lock), "hold"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", NO_FCNTL, str(lock), "hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         second = other("release")
@@ -198,8 +223,15 @@ def test_the_run_lock_works_without_fcntl(tmp_path):
 
 def test_the_command_line_loads_no_lock_or_export_code_to_answer_help():
     """filelock costs about 0.1 s to import (2-core AMD EPYC): the run lock loads it only when taken."""
-    code = ("import sys; from nanogpt_lib.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('filelock', 'nanogpt_lib.export', 'nanogpt_lib.limits') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; from nanogpt_lib.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('filelock', 'nanogpt_lib.export', 'nanogpt_lib.limits') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -15,6 +15,7 @@ from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
 from nanogpt_lib.train import Trainer, train
+
 from tiny import TINY_RUN
 
 SETS = [*TINY_RUN, "log_every=1"]
@@ -77,6 +78,9 @@ def test_a_trainer_leaves_the_callers_thread_count_alone(home):
     trainer.close()
     assert torch.get_num_threads() == before
     seen = {}
-    train(load_config(None, [*SETS, "max_steps=1", "eval_every=1", f"threads={other}", "name=threads2"]),
-          progress=False, on_eval=lambda record: seen.update(threads=torch.get_num_threads()))  # inside the run
+    train(
+        load_config(None, [*SETS, "max_steps=1", "eval_every=1", f"threads={other}", "name=threads2"]),
+        progress=False,
+        on_eval=lambda record: seen.update(threads=torch.get_num_threads()),
+    )  # inside the run
     assert seen["threads"] == other and torch.get_num_threads() == before  # train() applies it, then restores

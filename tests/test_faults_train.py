@@ -20,19 +20,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import TRAIN_KILLER, assert_same_run
-from tiny import TWO_LAYER_RUN, sizes_only
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import load_checkpoint
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.train import EXIT_PAUSED, TrainError, Trainer, lr_at, train
+from nanogpt_lib.train import EXIT_PAUSED, Trainer, TrainError, lr_at, train
+
+from fault_helpers import TRAIN_KILLER, assert_same_run
+from tiny import TWO_LAYER_RUN, sizes_only
 
 ROOT = Path(__file__).resolve().parents[1]
-GPT2_DROPOUT = [*TWO_LAYER_RUN, "optimizer=adamw", "lr=3e-3", "model.pos=learned", "model.mlp=gelu", "schedule=cosine",
-                "model.dropout=0.1"]
+GPT2_DROPOUT = [
+    *TWO_LAYER_RUN,
+    "optimizer=adamw",
+    "lr=3e-3",
+    "model.pos=learned",
+    "model.mlp=gelu",
+    "schedule=cosine",
+    "model.dropout=0.1",
+]
 WAIT = 180  # seconds: the bound on any one subprocess in this module
 
 
@@ -46,18 +54,29 @@ def env(module_home, monkeypatch) -> dict[str, str]:
 # ---- SIGKILL at a random step --------------------------------------------------------------------------------
 
 
-
-@pytest.mark.parametrize("config, extra", [
-    (None, GPT2_DROPOUT),
-    (ROOT / "configs" / "default.toml", [*sizes_only(TWO_LAYER_RUN), "model.dropout=0.1"]),  # Muon, RoPE, ReLU^2, WSD
-], ids=["gpt2-dropout", "default-recipe-dropout"])
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        (None, GPT2_DROPOUT),
+        (
+            ROOT / "configs" / "default.toml",
+            [*sizes_only(TWO_LAYER_RUN), "model.dropout=0.1"],
+        ),  # Muon, RoPE, ReLU^2, WSD
+    ],
+    ids=["gpt2-dropout", "default-recipe-dropout"],
+)
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_the_straight_run(env, module_home, config, extra):
     # The same thread count in the killed subprocess as here: it sets the kernels' reduction order.
     args = [*extra, "max_steps=6", "eval_every=3", "ckpt_every=2", "log_every=1", f"threads={torch.get_num_threads()}"]
     kill_at = random.randint(3, 5)  # after the step-2 checkpoint (and maybe the step-4 one), before the end
     tag = "default" if config else "gpt2"
-    proc = subprocess.run([sys.executable, "-c", TRAIN_KILLER, str(kill_at), "0", str(config or ""), *args, f"name=killed-{tag}"],
-                          capture_output=True, text=True, env=env, timeout=WAIT)
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_KILLER, str(kill_at), "0", str(config or ""), *args, f"name=killed-{tag}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WAIT,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     killed = module_home / "runs" / f"killed-{tag}"
     # the kill comes as step kill_at is logged, before that step's checkpoint
@@ -86,8 +105,7 @@ WORKER = textwrap.dedent("""
 # 60 steps: long enough that a signal sent after the third record lands mid-run on a fast machine too (at
 # 12 steps the whole run could end before the signals arrived).
 DDP_STEPS = 60
-DDP_RUN = [*GPT2_DROPOUT, "model.dropout=0.0", f"max_steps={DDP_STEPS}", "eval_every=20", "log_every=1",
-           "ckpt_every=5"]
+DDP_RUN = [*GPT2_DROPOUT, "model.dropout=0.0", f"max_steps={DDP_STEPS}", "eval_every=20", "log_every=1", "ckpt_every=5"]
 
 
 def free_port() -> int:
@@ -106,15 +124,40 @@ def torchrun(tmp: Path, env: dict[str, str], name: str, nodes: str = "") -> subp
     env = {**env, "OMP_NUM_THREADS": "1"}  # two workers on a small machine
     if nodes:
         port, rdzv_id = nodes.split(":")
-        launch = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
-                  f"127.0.0.1:{port}", "--rdzv_id", rdzv_id, "--local_addr", "127.0.0.1",
-                  "--rdzv_conf", "join_timeout=60,read_timeout=60"]
+        launch = [
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            rdzv_id,
+            "--local_addr",
+            "127.0.0.1",
+            "--rdzv_conf",
+            "join_timeout=60,read_timeout=60",
+        ]
     else:
         launch = ["--standalone", "--nproc_per_node", "2"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, str(script), str(tmp), "train", "--no-progress",
-           "--name", name, *[x for kv in DDP_RUN for x in ("--set", kv)]]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *launch,
+        str(script),
+        str(tmp),
+        "train",
+        "--no-progress",
+        "--name",
+        name,
+        *[x for kv in DDP_RUN for x in ("--set", kv)],
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
 
 
 def finish(*launchers: subprocess.Popen) -> list[str]:
@@ -148,14 +191,19 @@ def wait_for_records(run: Path, n: int, launchers: tuple[subprocess.Popen, ...])
 def straight_ddp(module_home) -> Path:
     """The DDP_RUN job from start to end in one go, as one process accumulating 2 micro-batches on one thread:
     bitwise what 2 ranks compute (test_train.py::test_ddp_two_processes_match_one_process_with_accumulation)."""
-    train(load_config(None, [*DDP_RUN, "grad_accum=2", "threads=1", "name=ddp-straight"]),
-          runs_dir=module_home / "runs", data_dir=module_home / "data", progress=False)
+    train(
+        load_config(None, [*DDP_RUN, "grad_accum=2", "threads=1", "name=ddp-straight"]),
+        runs_dir=module_home / "runs",
+        data_dir=module_home / "data",
+        progress=False,
+    )
     return module_home / "runs" / "ddp-straight"
 
 
 @pytest.mark.slow
-def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly(env, module_home, tmp_path,
-                                                                                   straight_ddp):
+def test_ctrl_c_under_torchrun_pauses_every_rank_at_one_step_and_resumes_exactly(
+    env, module_home, tmp_path, straight_ddp
+):
     """The signal reaches torchrun and, directly, both workers; torchrun forwards it once more to each worker."""
     run = module_home / "runs" / "ddp-paused"
     launcher = torchrun(tmp_path, env, "ddp-paused")
@@ -215,8 +263,14 @@ HOLDER = textwrap.dedent("""
 
 def test_a_second_trainer_on_a_run_is_refused_and_a_dead_holders_lock_is_taken_over(env, module_home, capsys):
     args = [*GPT2_DROPOUT, "max_steps=2", "eval_every=1", "name=locked"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = threading.Timer(WAIT, holder.kill)  # bounds the reads below
     deadline.start()
     try:
@@ -245,23 +299,30 @@ def test_a_trainer_refuses_to_go_on_after_another_one_wrote_its_run(env):
     cfg = load_config(None, [*GPT2_DROPOUT, "max_steps=2", "eval_every=2", "name=stale"])
     first = Trainer(cfg, progress=False)
     train(cfg, progress=False)
-    with pytest.raises(TrainError, match="changed by another trainer.*mode resume"):
+    with pytest.raises(TrainError, match=r"changed by another trainer.*mode resume"):
         first.run()
     first.close()
 
 
 # ---- resume with changed hyperparameters; restarts; NaN; exit codes ------------------------------------------
 
+
 def test_changed_hyperparameters_on_resume_are_applied_said_and_logged(env, capsys):
     base = [*TWO_LAYER_RUN, "optimizer=muon", "eval_every=3", "log_every=1", "name=hp"]
     train(load_config(None, [*base, "max_steps=3", "lr=1e-3"]), progress=False)  # a checkpoint at step 3
-    new = load_config(None, [*base, "max_steps=6", "lr=2e-3", "weight_decay=0.05", "beta2=0.95", "muon_lr=0.03",
-                             "muon_momentum=0.9"])
+    new = load_config(
+        None, [*base, "max_steps=6", "lr=2e-3", "weight_decay=0.05", "beta2=0.95", "muon_lr=0.03", "muon_momentum=0.9"]
+    )
     trainer = Trainer(new, progress=False)
     said = capsys.readouterr().out
     line = next(x for x in said.splitlines() if "hyperparameters" in x)
-    for change in ("AdamW base_lr 0.001 -> 0.002", "AdamW weight_decay 0.1 -> 0.05", "AdamW betas (0.9, 0.99) -> (0.9, 0.95)",
-                   "Muon base_lr 0.02 -> 0.03", "Muon momentum 0.95 -> 0.9"):
+    for change in (
+        "AdamW base_lr 0.001 -> 0.002",
+        "AdamW weight_decay 0.1 -> 0.05",
+        "AdamW betas (0.9, 0.99) -> (0.9, 0.95)",
+        "Muon base_lr 0.02 -> 0.03",
+        "Muon momentum 0.95 -> 0.9",
+    ):
         assert change in line, line
     trainer.run()
     trainer.close()
@@ -292,9 +353,10 @@ def test_a_restart_before_the_first_checkpoint_owns_its_metrics(env, module_home
 
 def test_nan_before_any_checkpoint_does_not_claim_one(env, module_home, monkeypatch):
     real = train_mod.Trainer._train_step
-    monkeypatch.setattr(train_mod.Trainer, "_train_step",
-                        lambda self: real(self) * (float("nan") if self.step == 2 else 1.0))
-    with pytest.raises(TrainError, match="loss is nan at step 2.*no checkpoint was written yet") as e:
+    monkeypatch.setattr(
+        train_mod.Trainer, "_train_step", lambda self: real(self) * (float("nan") if self.step == 2 else 1.0)
+    )
+    with pytest.raises(TrainError, match=r"loss is nan at step 2.*no checkpoint was written yet") as e:
         train(load_config(None, [*GPT2_DROPOUT, "max_steps=6", "ckpt_every=4", "name=nan0"]), progress=False)
     assert "last good checkpoint" not in str(e.value) and not (module_home / "runs" / "nan0" / "ckpt.pt").exists()
 
@@ -340,10 +402,9 @@ def test_a_second_ctrl_c_waits_for_the_checkpoint_being_written_and_a_launchers_
     with by_hand.installed():
         signal.raise_signal(signal.SIGINT)
         assert by_hand.requested
-        with pytest.raises(KeyboardInterrupt):
-            with by_hand.saving():
-                signal.raise_signal(signal.SIGINT)  # mid-save: noted, not raised here
-                written = True  # the rest of the save still runs
+        with pytest.raises(KeyboardInterrupt), by_hand.saving():
+            signal.raise_signal(signal.SIGINT)  # mid-save: noted, not raised here
+            written = True  # the rest of the save still runs
         assert written
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # outside a save, the second Ctrl-C aborts at once

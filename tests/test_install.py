@@ -25,8 +25,23 @@ def site(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "nanogpt_lib", src / "nanogpt_lib", ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--no-compile", "--target", str(tmp / "site"), str(src)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(tmp / "site"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return tmp / "site"
 
@@ -34,8 +49,9 @@ def site(tmp_path_factory) -> Path:
 def nanogpt(site: Path, cwd: Path, *argv: str, home: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "NANOGPT_HOME"}
     env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1", **({"NANOGPT_HOME": str(home)} if home else {}))
-    return subprocess.run([sys.executable, "-m", "nanogpt_lib.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "nanogpt_lib.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_installed_package_carries_the_tokenizer_files(site):
@@ -44,10 +60,13 @@ def test_the_installed_package_carries_the_tokenizer_files(site):
     assert not (site / "nanogpt_lib" / "trained_model").exists()  # the weights stay in the clone
 
 
-@pytest.mark.parametrize("argv, what", [
-    (["sample", "--max-new-tokens", "3"], "the shipped weights (trained_model/) not found"),
-    (["prepare"], "the shipped corpus not found"),
-])
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (["sample", "--max-new-tokens", "3"], "the shipped weights (trained_model/) not found"),
+        (["prepare"], "the shipped corpus not found"),
+    ],
+)
 def test_away_from_the_clone_a_command_says_what_to_do_in_one_line(site, tmp_path, argv, what):
     proc = nanogpt(site, tmp_path, *argv)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -63,6 +82,11 @@ def test_from_the_clone_or_with_nanogpt_home_it_samples(site, tmp_path):
     assert here.stdout.startswith("ROMEO:") and len(here.stdout) > len("ROMEO:\n")
     away = nanogpt(site, tmp_path, *argv, home=REPO)
     assert away.returncode == 0 and away.stdout == here.stdout, away.stderr
-    where = subprocess.run([sys.executable, "-c", "import nanogpt_lib; print(nanogpt_lib.__file__)"], cwd=tmp_path,
-                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import nanogpt_lib; print(nanogpt_lib.__file__)"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+    )
     assert Path(where.stdout.strip()).is_relative_to(site)  # the installed copy ran, not the clone's

@@ -12,7 +12,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-from tiny import write_docs
 from test_minutes import Tick
 
 from nanogpt_lib import laptop
@@ -21,9 +20,21 @@ from nanogpt_lib.config import ConfigError
 from nanogpt_lib.data import text_stats
 from nanogpt_lib.train import Trainer
 
+from tiny import write_docs
+
 MINUTES = 0.6  # one reading of the clock is 1 "s": about 25 tiny steps, the budget decided at step 15
-BASE = ["model.block_size=16", "batch_size=4", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu",
-        "eval_every=10", "ckpt_every=4", "log_every=1", "threads=1"]
+BASE = [
+    "model.block_size=16",
+    "batch_size=4",
+    "eval_batches=1",
+    "warmup_steps=2",
+    "dtype=float32",
+    "device=cpu",
+    "eval_every=10",
+    "ckpt_every=4",
+    "log_every=1",
+    "threads=1",
+]
 GRID = f"""
 source = "SOURCE"
 base = {json.dumps(BASE)}
@@ -44,8 +55,15 @@ def grid(tmp_path) -> tuple[laptop.MinutesGrid, Path]:
 
 
 def run(grid: laptop.MinutesGrid, root: Path, clocks, lines: list[str] | None = None) -> list[dict]:
-    return laptop.run_grid(grid, root / "out", root / "runs", root / "data", clock_factory=clocks, progress=False,
-                           say=(lines if lines is not None else []).append)
+    return laptop.run_grid(
+        grid,
+        root / "out",
+        root / "runs",
+        root / "data",
+        clock_factory=clocks,
+        progress=False,
+        say=(lines if lines is not None else []).append,
+    )
 
 
 def test_the_grid_runs_pauses_resumes_and_reports(grid, monkeypatch, capsys):
@@ -113,8 +131,23 @@ def test_selection_and_bad_grids_are_one_line(grid, tmp_path, capsys):
     assert main(["laptop", "--grid", str(root / "grid.toml"), "--vocab", "gpt2,4096", "--plan"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--vocab 4096: the grid has no shape for it" in err
-    assert main(["laptop", "--grid", str(root / "grid.toml"), "--out", str(root / "o"), "--minutes", "5,10",
-                 "--seeds", "0", "--plan"]) == 0
+    assert (
+        main(
+            [
+                "laptop",
+                "--grid",
+                str(root / "grid.toml"),
+                "--out",
+                str(root / "o"),
+                "--minutes",
+                "5,10",
+                "--seeds",
+                "0",
+                "--plan",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # 2 runs of 5 minutes and 2 of 10, plus a minute each to start and evaluate
     assert out.startswith("4 run(s) to train (0 of 4 finished earlier): about 0 h 34 min")

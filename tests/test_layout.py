@@ -72,7 +72,7 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
             if m.startswith(n + "."):  # a submodule importing its package's __init__
                 continue
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return [*stack[stack.index(n) :], n]
             if n not in state and (found := visit(n)):
                 return found
         state[m] = 2
@@ -102,8 +102,7 @@ def test_the_library_does_not_import_the_course(module):
 def loaded_after_import(module: str) -> set[str]:
     """The modules a fresh interpreter holds after ``import module`` (what it really loads, lazily or not)."""
     code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=PACKAGE.parent)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     return set(proc.stdout.split())
 
 

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from nanogpt_lib import loss as loss_mod
-from nanogpt_lib.loss import (HeadPlan, chunk_rows, head_plan, linear_cross_entropy, reference_cross_entropy,
-                              release_buffers)
+from nanogpt_lib.loss import (
+    HeadPlan,
+    chunk_rows,
+    head_plan,
+    linear_cross_entropy,
+    reference_cross_entropy,
+    release_buffers,
+)
+
 from training_helpers import twenty_losses
 
 
@@ -148,7 +155,7 @@ def test_buffers_are_reused_and_gradients_never_alias_them():
     la, lb = linear_cross_entropy(a, w, t, chunk=16), linear_cross_entropy(b, w, t, chunk=16)
     (buf,) = [v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits"]
     linear_cross_entropy(h1, w, t, chunk=16)
-    assert [v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits"][0] is buf
+    assert next(v for k, v in loss_mod._scratch.tensors.items() if k[0] == "logits") is buf
     (la + 2 * lb).backward()
     torch.testing.assert_close(a.grad, plain(h1, w, t)[1], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(b.grad, plain(h2, w, t, scale=2.0)[1], rtol=1e-5, atol=1e-7)
@@ -161,7 +168,6 @@ def test_chunk_rule():
     assert chunk_rows(50304) == chunk_rows(50257) == 1024
     assert chunk_rows(10**6) == chunk_rows(10**9) == 128
     assert chunk_rows(100) >= 2**19
-
 
 
 def test_the_reference_is_the_mean_minus_log_softmax_over_the_kept_rows():
@@ -225,6 +231,7 @@ def test_the_loss_is_bitwise_the_same_on_the_fallback_softmax(monkeypatch, fresh
     assert not loss_mod._private_softmax_works()
     for path, want in zip(paths, fast):
         assert all(torch.equal(a, b) for a, b in zip(chunked(h, w, t, **path), want)), path
+
 
 # ---- the tiled path (vocabulary tiles, loss.py's _tiled) ------------------------------------------------
 
@@ -352,9 +359,11 @@ def test_twenty_training_steps_give_the_same_losses_on_both_paths(precision):
     dtype = getattr(torch, precision)
     losses = []
     for path in ({"chunk": 256}, {"tiles": (64, 300)}):
+
         def loss_of(model, x, y, path=path):
             h = model.hidden(x)
             return linear_cross_entropy(h.view(-1, 64), model.lm_head.weight, y.view(-1), **path)
+
         losses.append(twenty_losses(GPTConfig(vocab_size=2000, n_layer=2, n_embd=64, block_size=16), loss_of, dtype))
     (a, b), tol = losses, 1e-4 if dtype == torch.float32 else 5e-3
     print(f"{precision}: chunked {a[0]:.6f} -> {a[-1]:.6f}, tiled {b[0]:.6f} -> {b[-1]:.6f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import torch
 
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.sample import generate, generate_stream
+
 from tiny import SMALL_VOCAB_MODEL
 from training_helpers import twenty_losses
-
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def prompt(n: int, vocab: int = 100, seed: int = 1) -> torch.Tensor:
 
 
 # ---- config ------------------------------------------------------------------------------------------
+
 
 def test_default_config_is_the_seed_model_and_param_count_matches_the_formula():
     c = GPTConfig.gpt2()  # GPT-2's layout: the formula below counts the position table (wpe)
@@ -42,10 +44,15 @@ def test_default_config_is_the_seed_model_and_param_count_matches_the_formula():
     assert m.estimate_mfu(1000.0, 1e12) == pytest.approx(m.flops_per_token() * 1000 / 1e12)
 
 
-@pytest.mark.parametrize("bad, match", [(dict(n_embd=30, n_head=4), "divisible by n_head"),
-                                        (dict(n_layer=0), "n_layer must be a positive"),
-                                        (dict(block_size=-1), "block_size must be a positive"),
-                                        (dict(dropout=1.0), "dropout")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(n_embd=30, n_head=4), "divisible by n_head"),
+        (dict(n_layer=0), "n_layer must be a positive"),
+        (dict(block_size=-1), "block_size must be a positive"),
+        (dict(dropout=1.0), "dropout"),
+    ],
+)
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**bad)
@@ -59,6 +66,7 @@ def test_config_dict_round_trip_and_unknown_keys():
 
 
 # ---- forward, loss, init -----------------------------------------------------------------------------
+
 
 def test_forward_shapes_and_hidden(model):
     x = torch.randint(0, 100, (3, 16))
@@ -141,6 +149,7 @@ def test_crop_block_size(model):
 
 # ---- GPT-2 import ------------------------------------------------------------------------------------
 
+
 def _hf_gpt2():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -187,7 +196,7 @@ def test_gpt2_import_errors(tmp_path):
         GPT.from_pretrained_dir(tmp_path / "nope")
     hf = _hf_gpt2()
     hf.config.save_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="expected model.safetensors or pytorch_model.bin"):
+    with pytest.raises(FileNotFoundError, match=re.escape("expected model.safetensors or pytorch_model.bin")):
         GPT.from_pretrained_dir(tmp_path)
     hf.save_pretrained(tmp_path)
     cfg = tmp_path / "config.json"
@@ -197,6 +206,7 @@ def test_gpt2_import_errors(tmp_path):
 
 
 # ---- sampling ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n_prompt, n_new", [(5, 8), (3, 60), (40, 30)])
 def test_cached_greedy_equals_uncached(model, n_prompt, n_new):
@@ -212,7 +222,7 @@ def test_cached_greedy_equals_uncached(model, n_prompt, n_new):
 def test_cache_holds_the_same_distributions(model):
     """Logits of each cached step equal a full recomputation of the window (not just the argmax)."""
     p = prompt(6)
-    h, past = model.trunk(p[:, :5])
+    _h, past = model.trunk(p[:, :5])
     h1, _ = model.trunk(p[:, 5:], past)
     torch.testing.assert_close(h1[:, -1], model.hidden(p)[:, -1], atol=1e-5, rtol=1e-5)
     h2, _ = model.trunk(p[:, 3:], model.trunk(p[:, :3])[1])  # several new tokens on a cache
@@ -229,8 +239,10 @@ def test_sampling_seeds_top_k_top_p(model):
     greedy = generate(model, p, 20, temperature=0)
     assert torch.equal(generate(model, p, 20, temperature=1.5, top_k=1, seed=3), greedy)
     assert torch.equal(generate(model, p, 20, temperature=1.0, top_p=1e-6, seed=3), greedy)
-    assert torch.equal(generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5),
-                       generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5, use_cache=False))
+    assert torch.equal(
+        generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5),
+        generate(model, p, 20, temperature=0.8, top_k=5, top_p=0.9, seed=5, use_cache=False),
+    )
     batch = generate(model, torch.cat([p, p]), 5, temperature=0)
     assert torch.equal(batch[0], batch[1]) and torch.equal(batch[:1], generate(model, p, 5, temperature=0))
 
@@ -256,10 +268,16 @@ def test_sampling_is_not_disturbed_by_dropout():
     assert m.training
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(temperature=-0.1), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"), (dict(max_new_tokens=-1), "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_k=0), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+    ],
+)
 def test_bad_sampling_arguments(model, kwargs, match):
     args = dict(max_new_tokens=5) | kwargs
     with pytest.raises(ValueError, match=match):

@@ -7,6 +7,7 @@ tests inject parameters instead, in a throwaway ``NANOGPT_HOME``, and check what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,8 +55,9 @@ def _shrink(config: Path, values: dict[str, int]) -> None:
 
 def _printed(notebook: Path) -> str:
     nb = json.loads(notebook.read_text())
-    return "".join("".join(o.get("text", "")) for cell in nb["cells"] if cell["cell_type"] == "code"
-                   for o in cell["outputs"])
+    return "".join(
+        "".join(o.get("text", "")) for cell in nb["cells"] if cell["cell_type"] == "code" for o in cell["outputs"]
+    )
 
 
 @pytest.mark.slow
@@ -69,15 +71,40 @@ def test_training_notebook_under_papermill(tmp_path: Path, monkeypatch: pytest.M
     assert paths.runs_dir() == home / "runs"
 
     out = tmp_path / "06_training_run.out.ipynb"
-    parameters = dict(run_name="papermill-test", mode="reset", max_steps=6, eval_every=2, eval_batches=1,
-                      batch_size=4, warmup_steps=0, device="cpu", dtype="float32", demo_pause_at=4,
-                      ladder_live=True, ladder_steps=2, ladder_batch=2)
-    papermill.execute_notebook(str(NOTEBOOKS / "06_training_run.ipynb"), str(out), parameters=parameters,
-                               kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+    parameters = dict(
+        run_name="papermill-test",
+        mode="reset",
+        max_steps=6,
+        eval_every=2,
+        eval_batches=1,
+        batch_size=4,
+        warmup_steps=0,
+        device="cpu",
+        dtype="float32",
+        demo_pause_at=4,
+        ladder_live=True,
+        ladder_steps=2,
+        ladder_batch=2,
+    )
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "06_training_run.ipynb"),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
 
     assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
     run_dir = home / "runs" / "papermill-test"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "ckpt.prev.pt", "ckpt.pt", "config.json", "loss.png", "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best",
+        "ckpt.prev.pt",
+        "ckpt.pt",
+        "config.json",
+        "loss.png",
+        "metrics.jsonl",
+    ]
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
@@ -128,12 +155,11 @@ def _kill_tree(proc: subprocess.Popen) -> int:
     """SIGKILL a process and everything under it (papermill, and the kernel it started in its own session);
     return the process's exit status."""
     import psutil  # a dependency of ipykernel, which runs the notebooks
+
     children = psutil.Process(proc.pid).children(recursive=True)
     for child in children:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.kill()
     psutil.wait_procs(children, timeout=30)
     return proc.wait()  # reaped here, so the status is the real one
@@ -145,13 +171,25 @@ def test_overnight_command_resumes_after_kill(tmp_path: Path) -> None:
     # real one shrunk (same keys, smaller sizes) and with a two-step ladder. Killed once a checkpoint exists
     # (as a closed laptop or a killed kernel would), then run again unchanged: it must resume, not restart.
     home = _home(tmp_path)
-    small = {"max_steps": 60, "batch_size": 2, "eval_every": 30, "eval_batches": 1, "log_every": 1,
-             "ckpt_every": 5, "warmup_steps": 5, **SMALL_MODEL}
+    small = {
+        "max_steps": 60,
+        "batch_size": 2,
+        "eval_every": 30,
+        "eval_batches": 1,
+        "log_every": 1,
+        "ckpt_every": 5,
+        "warmup_steps": 5,
+        **SMALL_MODEL,
+    }
     _shrink(home / "configs" / "default.toml", small)
     command = re.sub(r"-p ladder_steps \S+", "-p ladder_steps 2", _overnight_command())
     command = re.sub(r"-p ladder_batch \S+", "-p ladder_batch 2", command)
-    env = {**os.environ, "NANOGPT_HOME": str(home), "TQDM_DISABLE": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this env's papermill
+    env = {
+        **os.environ,
+        "NANOGPT_HOME": str(home),
+        "TQDM_DISABLE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # this env's papermill
     run_dir, log = home / "runs" / "overnight", tmp_path / "first.log"
 
     with open(log, "w") as out:
@@ -200,14 +238,28 @@ def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
     out_dir = tmp_path / "exp"
-    parameters = dict(scale="tiny", out_dir=str(out_dir), workers=1, laptop_minutes=0)  # 0 skips §9's minutes run (nbval runs it)
+    parameters = dict(
+        scale="tiny", out_dir=str(out_dir), workers=1, laptop_minutes=0
+    )  # 0 skips §9's minutes run (nbval runs it)
     first = tmp_path / "08_experiments.out.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / "08_experiments.ipynb"), str(first), parameters=parameters,
-                               kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "08_experiments.ipynb"),
+        str(first),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
 
     assert (home / "data" / "shakespeare" / "train.bin").is_file()  # the notebook prepared the data
-    for name in ("summary.json", "results.md", "lr_range.json", "lr_sweep.png", "val_curves.png",
-                 "steps_to_target.png"):
+    for name in (
+        "summary.json",
+        "results.md",
+        "lr_range.json",
+        "lr_sweep.png",
+        "val_curves.png",
+        "steps_to_target.png",
+    ):
         assert (out_dir / name).is_file(), name
     for name in ("lr_sweep.png", "val_curves.png", "steps_to_target.png"):
         assert (out_dir / name).read_bytes()[:8] == PNG_SIGNATURE
@@ -218,18 +270,29 @@ def test_experiments_notebook_tiny_grid(tmp_path: Path, monkeypatch: pytest.Monk
     table = (out_dir / "results.md").read_text().strip()
     assert table.startswith("Target: val loss") and "| stage | run |" in table
     nb = json.loads(first.read_text())
-    shown = ["".join(o.get("data", {}).get("text/markdown", "")) for cell in nb["cells"]
-             if cell["cell_type"] == "code" for o in cell["outputs"]]
+    shown = [
+        "".join(o.get("data", {}).get("text/markdown", ""))
+        for cell in nb["cells"]
+        if cell["cell_type"] == "code"
+        for o in cell["outputs"]
+    ]
     assert any(table in text for text in shown)
 
     # Run again into another file: every run is finished, so none is trained again.
     stamps = {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")}
     assert len(stamps) >= 16  # lr stage (2 rates x 2 seeds) and variants (6 x 2 seeds) at least
     second = tmp_path / "08_experiments.again.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / "08_experiments.ipynb"), str(second), parameters=parameters,
-                               kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "08_experiments.ipynb"),
+        str(second),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
     assert {p: p.stat().st_mtime_ns for p in out_dir.glob("*/result.json")} == stamps
     again = json.loads(second.read_text())
-    printed = "".join("".join(o.get("text", "")) for cell in again["cells"] if cell["cell_type"] == "code"
-                      for o in cell["outputs"])
+    printed = "".join(
+        "".join(o.get("text", "")) for cell in again["cells"] if cell["cell_type"] == "code" for o in cell["outputs"]
+    )
     assert "starting new run" not in printed and "range test read from" in printed

@@ -42,8 +42,13 @@ def output_texts(cell: dict) -> list[str]:
             texts.append("\n".join(out.get("traceback", [])))
         for mime, value in out.get("data", {}).items():
             if mime.startswith("text/") or mime.endswith("json"):
-                texts.append(value if isinstance(value, str) else "".join(value) if isinstance(value, list)
-                             else json.dumps(value))
+                texts.append(
+                    value
+                    if isinstance(value, str)
+                    else "".join(value)
+                    if isinstance(value, list)
+                    else json.dumps(value)
+                )
     return texts
 
 
@@ -58,16 +63,20 @@ def test_outputs_hold_no_temporary_paths_or_progress_bars(path):
         for text in output_texts(cell):
             for what, pattern in (("a temporary path", TEMP_PATH), ("a progress bar", TQDM_RESIDUE)):
                 if m := pattern.search(text):
-                    found.append(f"cell {i}: {what}: {text[max(0, m.start() - 40):m.end() + 40]!r}")
+                    found.append(f"cell {i}: {what}: {text[max(0, m.start() - 40) : m.end() + 40]!r}")
     assert not found, "\n".join(found)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_checked_cells_hold_no_memory_addresses(path):
     # An object's default repr ("<... at 0x7f...>") differs on every run: nbval would fail on any other run.
-    found = [f"cell {i}" for i, cell in enumerate(cells(path))
-             if cell["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in source(cell)
-             and any(re.search(r"at 0x[0-9a-fA-F]+", text) for text in output_texts(cell))]
+    found = [
+        f"cell {i}"
+        for i, cell in enumerate(cells(path))
+        if cell["cell_type"] == "code"
+        and "NBVAL_CHECK_OUTPUT" in source(cell)
+        and any(re.search(r"at 0x[0-9a-fA-F]+", text) for text in output_texts(cell))
+    ]
     assert not found, f"checked outputs with memory addresses: {found}"
 
 
@@ -76,8 +85,11 @@ def test_the_opening_cell_names_the_module_it_teaches(path):
     first = cells(path)[0]
     assert first["cell_type"] == "markdown"
     named = {a or b for a, b in MODULE.findall(source(first))}
-    existing = {name for name in named if (ROOT / "nanogpt_lib" / f"{name}.py").is_file()
-                or (ROOT / "nanogpt_lib" / name / "__init__.py").is_file()}  # a module or a package
+    existing = {
+        name
+        for name in named
+        if (ROOT / "nanogpt_lib" / f"{name}.py").is_file() or (ROOT / "nanogpt_lib" / name / "__init__.py").is_file()
+    }  # a module or a package
     assert existing, f"the opening cell names no nanogpt_lib module (found {sorted(named) or 'none'})"
 
 
@@ -89,7 +101,8 @@ def test_widget_imports_are_guarded(path):
         code = source(cell)
         if cell["cell_type"] == "code" and widget_import.search(code):
             assert re.search(r"^\s*try:", code, re.M) and "except ImportError" in code, (
-                f"cell {i} imports widgets outside try/except ImportError")
+                f"cell {i} imports widgets outside try/except ImportError"
+            )
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "solutions" not in p.parts], ids=lambda p: p.stem)
@@ -114,8 +127,11 @@ def test_exercise_cells_run_unanswered_and_show_one_verdict(path):
 
 def test_the_patterns_catch_what_they_are_for():
     # The checks above are only as good as their patterns: each must match the residue it is meant to find.
-    for bar in ("tokenizing: 0doc [00:00, ?doc/s]", " 42%|####      | 5/12 [00:03<00:05,  1.2it/s]",
-                "step 10 [01:02, 3.5it/s]"):
+    for bar in (
+        "tokenizing: 0doc [00:00, ?doc/s]",
+        " 42%|####      | 5/12 [00:03<00:05,  1.2it/s]",
+        "step 10 [01:02, 3.5it/s]",
+    ):
         assert TQDM_RESIDUE.search(bar), bar
     for fine in ("train 1,320,910 tokens", "5.3M tokens/s", "100% of the mass", "lr 0.002 [checked]"):
         assert not TQDM_RESIDUE.search(fine), fine

@@ -43,9 +43,9 @@ def missing_notes(nb: dict) -> list[str]:
     missing = []
     for cells in mark_slides.slides(nb):
         head = nb["cells"][cells[0]]
-        if head["cell_type"] == "markdown" and _first_line(head).startswith(("# ", "## ", "### ")):
-            if not any(types[i] == "notes" for i in cells):
-                missing.append(f"cell {cells[0]} {_first_line(head)[:50]!r}")
+        is_heading = head["cell_type"] == "markdown" and _first_line(head).startswith(("# ", "## ", "### "))
+        if is_heading and not any(types[i] == "notes" for i in cells):
+            missing.append(f"cell {cells[0]} {_first_line(head)[:50]!r}")
     return missing
 
 
@@ -89,24 +89,33 @@ def shown_set_up(nb: dict) -> list[int]:
     """The code cells between the title and the first ``##`` section (parameters, imports) that are shown:
     a teacher presents the lesson, not its set-up; the tool skips them once they are marked as helpers."""
     types = slide_types(nb)
-    first_section = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
-                          and _first_line(c).startswith("## ")), len(nb["cells"]))
+    first_section = next(
+        (i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown" and _first_line(c).startswith("## ")),
+        len(nb["cells"]),
+    )
     return [i for i in range(first_section) if nb["cells"][i]["cell_type"] == "code" and types[i] != "skip"]
 
 
 def buried_headings(nb: dict) -> list[str]:
     """Headings inside a markdown cell rather than at its start: they start no slide, so split the cell there."""
-    return [f"cell {i} {m.group(0)[:50]!r}" for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
-            for m in re.finditer(r"^#{1,3} .*$", "".join(c["source"]).lstrip(), re.M) if m.start() > 0]
+    return [
+        f"cell {i} {m.group(0)[:50]!r}"
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "markdown"
+        for m in re.finditer(r"^#{1,3} .*$", "".join(c["source"]).lstrip(), re.M)
+        if m.start() > 0
+    ]
 
 
 def presentation_problems(nb: dict) -> list[str]:
     """Everything that keeps a marked chapter from presenting well: shown set-up, buried headings, missing
     notes, tall slides."""
-    return ([f"set-up cell {i} is shown (start it with `# setup`)" for i in shown_set_up(nb)]
-            + [f"heading inside a cell, split it there: {h}" for h in buried_headings(nb)]
-            + [f"no `Notes:` cell: {m}" for m in missing_notes(nb)]
-            + [f"too tall, split it (text after code starts a subslide): {t}" for t in tall_slides(nb)])
+    return (
+        [f"set-up cell {i} is shown (start it with `# setup`)" for i in shown_set_up(nb)]
+        + [f"heading inside a cell, split it there: {h}" for h in buried_headings(nb)]
+        + [f"no `Notes:` cell: {m}" for m in missing_notes(nb)]
+        + [f"too tall, split it (text after code starts a subslide): {t}" for t in tall_slides(nb)]
+    )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
@@ -146,8 +155,17 @@ def test_the_helper_rules():
 
 
 def test_notes_and_skipped_cells_do_not_count_as_the_previous_cell():
-    nb = {"metadata": {}, "cells": [md("# Title"), code("import math"), md("Why it matters"),
-                                    code("x = 1"), md("Notes:\n- a"), md("Next step")]}
+    nb = {
+        "metadata": {},
+        "cells": [
+            md("# Title"),
+            code("import math"),
+            md("Why it matters"),
+            code("x = 1"),
+            md("Notes:\n- a"),
+            md("Next step"),
+        ],
+    }
     mark_slides.mark(nb)
     # the text after the import starts no subslide (the import is not shown); the text after the notes
     # follows the code cell, so it does
@@ -155,8 +173,18 @@ def test_notes_and_skipped_cells_do_not_count_as_the_previous_cell():
 
 
 def test_missing_notes_and_tall_slides_are_found():
-    nb = {"metadata": {}, "cells": [md("# Title"), md("Notes:\n- a"), md("## 1. One"), code("x = 1"),
-                                    md("plain text"), md("### 1.1 Step"), code("\n".join(["y = 1"] * 30))]}
+    nb = {
+        "metadata": {},
+        "cells": [
+            md("# Title"),
+            md("Notes:\n- a"),
+            md("## 1. One"),
+            code("x = 1"),
+            md("plain text"),
+            md("### 1.1 Step"),
+            code("\n".join(["y = 1"] * 30)),
+        ],
+    }
     mark_slides.mark(nb)
     assert missing_notes(nb) == ["cell 2 '## 1. One'", "cell 5 '### 1.1 Step'"]  # not the plain subslide
     assert tall_slides(nb) == []

@@ -29,8 +29,10 @@ def run(opt: torch.optim.Optimizer, ps: list[torch.nn.Parameter], steps: int, se
 
 
 @needs_torch_muon
-@pytest.mark.parametrize("kwargs", [dict(), dict(nesterov=False, weight_decay=0.1),
-                                    dict(adjust_lr_fn="match_rms_adamw", momentum=0.9, ns_steps=3)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(nesterov=False, weight_decay=0.1), dict(adjust_lr_fn="match_rms_adamw", momentum=0.9, ns_steps=3)],
+)
 def test_bf16_newton_schulz_is_bitwise_torch_muon(kwargs):
     """With bf16 Newton-Schulz, ours does torch's arithmetic in torch's order: weights and momentum buffers
     are bitwise equal after several steps (run natively where bf16 is fast; AVX2 emulates it, same bits)."""
@@ -130,7 +132,6 @@ def test_configure_optimizers_builds_our_muon_without_torch_muon(monkeypatch):
     Newton-Schulz dtype reaches the optimizer."""
     monkeypatch.delattr(torch.optim, "Muon", raising=False)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=100, block_size=16))
-    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon",
-                                             ns_dtype=torch.bfloat16)
+    _adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", ns_dtype=torch.bfloat16)
     assert isinstance(muon, Muon) and muon.ns_dtype == torch.bfloat16
     assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")[1].ns_dtype == torch.float32

@@ -21,6 +21,7 @@ from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.prepare import PrepareConfig, is_val, prepare
 from nanogpt_lib.sample import generate, generate_text, load_model
 from nanogpt_lib.train import TrainError, train
+
 from tiny import SMALL_RUN
 
 VOCAB = 300  # a few dozen merges of the small corpora below: trained in milliseconds
@@ -34,16 +35,21 @@ def ranks_of(folder: Path) -> dict[bytes, int]:
 
 
 def own(folder: Path, vocab: int = VOCAB, **kw) -> dict:
-    return prepare(PrepareConfig(source=str(folder), data_dir=folder.parent / "data", name="own", vocab=vocab,
-                                 progress=False, **kw))
+    return prepare(
+        PrepareConfig(
+            source=str(folder), data_dir=folder.parent / "data", name="own", vocab=vocab, progress=False, **kw
+        )
+    )
 
 
 @pytest.fixture
 def val_only_dir(tmp_path: Path) -> tuple[Path, list[str]]:
     folder = tmp_path / "corpus"
     folder.mkdir()
-    docs = [(f"{VAL_WORD} " * 40 if is_val(i, 0, 10) else "") + f"Document {i}: the cat sat on the mat. " * 8
-            for i in range(30)]
+    docs = [
+        (f"{VAL_WORD} " * 40 if is_val(i, 0, 10) else "") + f"Document {i}: the cat sat on the mat. " * 8
+        for i in range(30)
+    ]
     for i, text in enumerate(docs):
         (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
     return folder, docs
@@ -80,7 +86,7 @@ def test_prepare_trains_on_the_train_split_and_records_the_tokenizer(val_only_di
     enc = tok.for_data(meta, out)
     for split in ("train", "val"):
         mine = [d for i, d in enumerate(docs) if is_val(i, 0, 10) == (split == "val")]
-        expected = [i for d in mine for i in enc.encode_ordinary(d) + [enc.eot_token]]
+        expected = [i for d in mine for i in [*enc.encode_ordinary(d), enc.eot_token]]
         assert np.fromfile(out / f"{split}.bin", dtype=np.uint16).tolist() == expected
         info = meta["splits"][split]
         assert info["chars"] == sum(len(d) for d in mine)
@@ -116,7 +122,7 @@ def test_an_altered_or_missing_tokenizer_file_is_refused(txt_dir, capsys):
     (a, _), (b, _) = lines[200].split(), lines[201].split()
     lines[200], lines[201] = f"{b} 200", f"{a} 201"  # two merges swapped: still a well-formed ranks file
     ranks_file.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match="sha256.*not the tokenizer these ids were made with"):
+    with pytest.raises(DatasetError, match=r"sha256.*not the tokenizer these ids were made with"):
         TokenData(out, 8)
     with pytest.raises(tok.TokenizerFilesError, match="sha256"):
         tok.for_data(meta, out)
@@ -124,7 +130,7 @@ def test_an_altered_or_missing_tokenizer_file_is_refused(txt_dir, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "failed verification (own)" in err
     ranks_file.unlink()
-    with pytest.raises(DatasetError, match="tokenizer file .* is missing"):
+    with pytest.raises(DatasetError, match=r"tokenizer file .* is missing"):
         verify_dataset(out)
     rebuilt = own(txt_dir)  # prepare sees the data set is not whole and builds it again
     assert rebuilt["tokenizer"] == meta["tokenizer"] and ranks_file.read_text() == good
@@ -146,8 +152,16 @@ def test_an_interrupted_rebuild_keeps_the_previous_data_set_and_its_tokenizer(tx
     assert TokenData(out, 8).tokenizer["sha256"] == first["tokenizer"]["sha256"]
 
 
-TINY = [*SMALL_RUN, "dataset=own", "warmup_steps=1", "lr=3e-3", "max_steps=2", "eval_every=2", "log_every=1",
-        "threads=1"]
+TINY = [
+    *SMALL_RUN,
+    "dataset=own",
+    "warmup_steps=1",
+    "lr=3e-3",
+    "max_steps=2",
+    "eval_every=2",
+    "log_every=1",
+    "threads=1",
+]
 
 
 def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch, capsys):
@@ -169,8 +183,12 @@ def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch
         assert enc.n_vocab == VOCAB and enc is tok.for_data(meta, home / "data" / "own")
         prompt = "Document 3: word"
         text = generate_text(model, prompt, max_new_tokens=12, temperature=0)
-        ids = generate(model, torch.tensor([enc.encode_ordinary(prompt)]), 12,  # limited to the model's tokenizer
-                       temperature=0)[0, len(enc.encode_ordinary(prompt)):].tolist()
+        ids = generate(
+            model,
+            torch.tensor([enc.encode_ordinary(prompt)]),
+            12,  # limited to the model's tokenizer
+            temperature=0,
+        )[0, len(enc.encode_ordinary(prompt)) :].tolist()
         assert text == enc.decode(ids) and max(ids) < VOCAB
     # near-uniform draws over all 320 rows: with the 20 padding rows allowed, 200 draws would hit one with
     # probability 1 - (300/320)^200 > 0.99999; they must never come, nor break the decoding
@@ -178,8 +196,10 @@ def test_prepare_train_export_sample_with_the_own_tokenizer(txt_dir, monkeypatch
     assert int(wild.max()) < VOCAB
     assert generate_text(model, "D", max_new_tokens=50, temperature=100.0, top_k=None, seed=0)
     capsys.readouterr()
-    assert main(["sample", "--weights", str(home / "exp"), "--prompt", "Document", "--max-new-tokens", "5",
-                 "--seed", "1"]) == 0
+    assert (
+        main(["sample", "--weights", str(home / "exp"), "--prompt", "Document", "--max-new-tokens", "5", "--seed", "1"])
+        == 0
+    )
     assert capsys.readouterr().out.strip()
     (home / "exp" / name).write_text("QUFB 0\n")  # not the tokenizer the export names
     with pytest.raises(tok.TokenizerFilesError, match="sha256"):
@@ -204,7 +224,8 @@ def test_gpt2_data_checkpoints_and_exports_still_decode_with_gpt2(txt_dir, tmp_p
     assert "tokenizer" not in json.loads((tmp_path / "exp" / "config.json").read_text())
     assert load_model(tmp_path / "exp", device="cpu").tokenizer is tok.get_tokenizer()
     (tmp_path / "run").mkdir()
-    torch.save({"model": model.state_dict(), "config": {"model": config.to_dict()}, "step": 0},
-               tmp_path / "run" / "ckpt.pt")  # a checkpoint from before issue 23: no "tokenizer" entry
+    torch.save(
+        {"model": model.state_dict(), "config": {"model": config.to_dict()}, "step": 0}, tmp_path / "run" / "ckpt.pt"
+    )  # a checkpoint from before issue 23: no "tokenizer" entry
     assert load_weights(tmp_path / "run")[1]["tokenizer"] == "gpt2"
     assert load_model(tmp_path / "run", device="cpu").tokenizer is tok.get_tokenizer()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ def expected_split(docs: list[str], split: str, seed: int = 0, every: int = 10) 
     ids: list[int] = []
     for i, doc in enumerate(docs):
         if is_val(i, seed, every) == (split == "val"):
-            ids += encode(doc) + [EOT_ID]
+            ids += [*encode(doc), EOT_ID]
     return np.array(ids, dtype=np.uint16)
 
 
@@ -100,7 +101,7 @@ def test_hub_code_path_on_a_local_parquet_export(tmp_path, docs, monkeypatch):
 
 def test_hub_id_offline_says_network_is_needed(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PrepareError, match="need the network.*local"):
+    with pytest.raises(PrepareError, match=r"need the network.*local"):
         prepare(PrepareConfig(source="someone/some-dataset", data_dir=tmp_path))
     assert not (tmp_path / "some-dataset").exists()
 
@@ -128,6 +129,7 @@ def test_shipped_corpus(tmp_path):
 
 
 # ---- atomicity and idempotence ----------------------------------------------------------------
+
 
 def _snapshot(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
@@ -197,13 +199,14 @@ def test_damaged_output_is_rebuilt(txt_dir, tmp_path, capsys):
 
 # ---- bad input: one line naming the problem and the fix ----------------------------------------
 
+
 def test_unknown_source(tmp_path):
-    with pytest.raises(PrepareError, match="unknown source 'nonsense'.*shakespeare.*openwebtext"):
+    with pytest.raises(PrepareError, match=r"unknown source 'nonsense'.*shakespeare.*openwebtext"):
         prepare(PrepareConfig(source="nonsense", data_dir=tmp_path))
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(PrepareError, match="path not found: ./no/such/file.txt"):
+    with pytest.raises(PrepareError, match=re.escape("path not found: ./no/such/file.txt")):
         prepare(PrepareConfig(source="./no/such/file.txt", data_dir=tmp_path))
 
 
@@ -220,7 +223,7 @@ def test_empty_corpus(tmp_path):
 def test_folder_without_text_files(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"\x89PNG")
-    with pytest.raises(PrepareError, match="no .txt, .jsonl or .parquet"):
+    with pytest.raises(PrepareError, match=re.escape("no .txt, .jsonl or .parquet")):
         prepare(PrepareConfig(source=str(tmp_path / "imgs"), data_dir=tmp_path / "d"))
 
 
@@ -232,7 +235,7 @@ def test_non_utf8_file_is_named(txt_dir, tmp_path):
 
 
 def test_missing_text_field_lists_fields(jsonl_file, tmp_path):
-    with pytest.raises(PrepareError, match="no text field 'text'.*body, id"):
+    with pytest.raises(PrepareError, match=r"no text field 'text'.*body, id"):
         prepare(PrepareConfig(source=str(jsonl_file), data_dir=tmp_path))
 
 
@@ -270,8 +273,10 @@ def test_progress_bar_respects_tqdm_disable(txt_dir, tmp_path, capsys):
 
 def test_a_meta_json_from_before_max_ids_gets_them_on_the_next_run(txt_dir, tmp_path):
     meta = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
-    old = {**meta, "splits": {s: {k: v for k, v in i.items() if k not in ("max_id", "file")}
-                              for s, i in meta["splits"].items()}}
+    old = {
+        **meta,
+        "splits": {s: {k: v for k, v in i.items() if k not in ("max_id", "file")} for s, i in meta["splits"].items()},
+    }
     (tmp_path / "d" / "txt" / "meta.json").write_text(json.dumps(old))
     stamp = (tmp_path / "d" / "txt" / "train.bin").stat().st_mtime_ns
     again = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))

@@ -17,6 +17,7 @@ from nanogpt_lib.devices import FP32, peak_flops
 from nanogpt_lib.model import GPT
 from nanogpt_lib.plots import read_metrics
 from nanogpt_lib.train import train
+
 from tiny import TINY_MODEL, TINY_RUN
 
 TINY = [*TINY_RUN, "warmup_steps=1", "log_every=1", "eval_every=2", "max_steps=2", "name=tiny"]
@@ -26,8 +27,13 @@ def nanogpt(*argv: str) -> subprocess.CompletedProcess:
     """The command in a process of its own, with progress bars allowed (the suite turns them off with
     TQDM_DISABLE, which tqdm reads once, when it is imported)."""
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-    return subprocess.run([sys.executable, "-m", "nanogpt_lib.cli", *argv], capture_output=True, text=True,
-                          env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "nanogpt_lib.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("flag", [[], ["--no-progress"]])

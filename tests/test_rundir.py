@@ -15,19 +15,27 @@ from nanogpt_lib.rundir import RUN_FILES, RunDir, is_training_checkpoint, read_m
 def test_the_names_of_a_run_folder(tmp_path):
     run = RunDir(str(tmp_path / "runs" / "r"))  # a str is taken as a Path
     assert run.path == tmp_path / "runs" / "r" and run.name == "r"
-    assert [p.name for p in (run.ckpt, run.prev_ckpt, run.metrics, run.config, run.plot, run.best, run.export,
-                             run.result)] == ["ckpt.pt", "ckpt.prev.pt", "metrics.jsonl", "config.json", "loss.png",
-                                              "best", "export", "result.json"]
+    assert [
+        p.name for p in (run.ckpt, run.prev_ckpt, run.metrics, run.config, run.plot, run.best, run.export, run.result)
+    ] == ["ckpt.pt", "ckpt.prev.pt", "metrics.jsonl", "config.json", "loss.png", "best", "export", "result.json"]
     assert all(p.parent == run.path for p in run.run_files()) and len(run.run_files()) == len(RUN_FILES)
     assert run.lock == tmp_path / "runs" / ".r.lock"  # beside the folder: a reset never removes it
     assert run.ckpt.name in RUN_FILES and run.result.name not in RUN_FILES  # a fresh start keeps no result
 
 
-@pytest.mark.parametrize("name, is_ckpt", [
-    ("ckpt.pt", True), ("ckpt.prev.pt", True), ("ckpt_500.pt", True),  # the trainer's, and a renamed copy
-    ("ckpt.pth", False), ("ckpt.pt.bak", False), ("best.pt", False), ("my_ckpt.pt", False),
-    (".ckpt.pt.nanogpt-tmp-123", False),  # an atomic write's temporary file
-])
+@pytest.mark.parametrize(
+    "name, is_ckpt",
+    [
+        ("ckpt.pt", True),
+        ("ckpt.prev.pt", True),
+        ("ckpt_500.pt", True),  # the trainer's, and a renamed copy
+        ("ckpt.pth", False),
+        ("ckpt.pt.bak", False),
+        ("best.pt", False),
+        ("my_ckpt.pt", False),
+        (".ckpt.pt.nanogpt-tmp-123", False),  # an atomic write's temporary file
+    ],
+)
 def test_one_rule_tells_a_training_checkpoint(tmp_path, name, is_ckpt):
     assert is_training_checkpoint(tmp_path / name) is is_ckpt
     assert is_training_checkpoint(name) is is_ckpt

@@ -9,14 +9,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from nanogpt_lib import sample
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT
 from nanogpt_lib.paths import ProjectFilesError
-from nanogpt_lib import sample
 from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, sample_next, stream_text
 from nanogpt_lib.tokenizer import decode, encode
-from tiny import SMALL_MODEL
 
+from tiny import SMALL_MODEL
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_generate_text_is_the_greedy_continuation(model, tmp_path):
     export_weights(model, SMALL_MODEL, tmp_path)
     loaded = load_model(tmp_path, device="cpu")
     text = generate_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0)
-    ids = generate(model, torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")):]
+    ids = generate(model, torch.tensor([encode("ROMEO:")]), 12, temperature=0)[0, len(encode("ROMEO:")) :]
     assert text == decode(ids.tolist())
     pieces = list(stream_text(loaded, "ROMEO:", max_new_tokens=12, temperature=0))
     assert "".join(pieces) == text and len(pieces) >= 2
@@ -105,12 +105,15 @@ def test_stream_never_shows_half_a_character(model, monkeypatch):
     assert "".join(pieces) == "☃ ok" and all("\ufffd" not in p for p in pieces)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1.0}, "temperature must be >= 0"),
-    ({"top_k": 0}, "top_k must be >= 1"),
-    ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
-    ({"top_p": 1.5}, "top_p must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": -1.0}, "temperature must be >= 0"),
+        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+        ({"top_p": 1.5}, "top_p must be in"),
+    ],
+)
 def test_bad_sampling_arguments(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_text(model, "x", **kwargs)
@@ -169,16 +172,39 @@ def test_cli_num_samples_prints_each_sample(model, tmp_path, capsys):
     from nanogpt_lib.cli import main
 
     export_weights(model, SMALL_MODEL, tmp_path)
-    assert main(["sample", "--ckpt", str(tmp_path), "--prompt", "ROMEO:", "--num-samples", "3",
-                 "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(tmp_path),
+                "--prompt",
+                "ROMEO:",
+                "--num-samples",
+                "3",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     greedy = generate_text(model, "ROMEO:", max_new_tokens=5, temperature=0)
     for i in (1, 2, 3):
         assert f"---------- sample {i} of 3 ----------\nROMEO:{greedy}\n" in out
 
 
-@pytest.mark.parametrize("knobs", [dict(temperature=0.7, top_k=5), dict(temperature=1.3, top_p=0.8),
-                                   dict(temperature=0.9, top_k=6, top_p=0.7), dict(temperature=1.0)])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(temperature=0.7, top_k=5),
+        dict(temperature=1.3, top_p=0.8),
+        dict(temperature=0.9, top_k=6, top_p=0.7),
+        dict(temperature=1.0),
+    ],
+)
 def test_sample_next_draws_from_the_cut_distribution(knobs):
     # The exact distribution, computed independently in float64: softmax(logits / T), keep the k likeliest,
     # then the likeliest tokens until the mass above a token reaches p, renormalise. 40,000 seeded draws
@@ -187,7 +213,7 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
     logits = torch.tensor([2.0, -1.0, 0.5, 3.0, 0.0, 1.5, -2.0, 2.5, 1.0, -0.5, 0.2, 0.8])
     ranked = (logits.double() / knobs["temperature"]).softmax(-1).sort(descending=True)
     p = ranked.values.clone()
-    p[knobs.get("top_k", len(p)):] = 0  # top-k, then renormalise
+    p[knobs.get("top_k", len(p)) :] = 0  # top-k, then renormalise
     p /= p.sum()
     if "top_p" in knobs:  # top-p on what top-k left: drop a token once the mass ranked above it reaches p
         p[(p.cumsum(-1) - p) >= knobs["top_p"]] = 0
@@ -202,8 +228,10 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
     assert ((freq - expected).abs() <= bound).all(), (freq, expected)
 
 
-@pytest.mark.parametrize("knobs", [dict(temperature=0), dict(temperature=0.8, top_k=200, seed=1),
-                                   dict(temperature=1.0, top_k=20, top_p=0.9, seed=2)])
+@pytest.mark.parametrize(
+    "knobs",
+    [dict(temperature=0), dict(temperature=0.8, top_k=200, seed=1), dict(temperature=1.0, top_k=20, top_p=0.9, seed=2)],
+)
 @pytest.mark.parametrize("softcap", [0.0, 3.0])
 def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monkeypatch):
     """Top-k and greedy sampling on a CPU screen the logits in float16 and keep float32 logits for the

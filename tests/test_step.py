@@ -14,9 +14,22 @@ from nanogpt_lib.schedule import lr_at
 from nanogpt_lib.step import train_step
 from nanogpt_lib.train import Trainer
 
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=16", "batch_size=2",
-        "dataset=txt", "eval_batches=1", "warmup_steps=2", "dtype=float32", "device=cpu", "max_steps=3",
-        "grad_accum=2", "grad_clip=0.5", "name=step"]
+TINY = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=16",
+    "batch_size=2",
+    "dataset=txt",
+    "eval_batches=1",
+    "warmup_steps=2",
+    "dtype=float32",
+    "device=cpu",
+    "max_steps=3",
+    "grad_accum=2",
+    "grad_clip=0.5",
+    "name=step",
+]
 
 
 @pytest.fixture
@@ -68,16 +81,18 @@ def test_train_step_accumulates_the_mean_loss():
     torch.manual_seed(0)
     x = torch.randint(0, 64, (2, 8))
     y = torch.randint(0, 64, (2, 8))
-    cfg = load_config(None, ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8",
-                             "model.vocab_size=64"])
+    cfg = load_config(
+        None, ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=8", "model.vocab_size=64"]
+    )
     results = []
     for accum in (1, 2):
         torch.manual_seed(1)
         model = GPT(cfg.model)
         opts = [torch.optim.SGD(model.parameters(), lr=1.0)]
         rows = 2 // accum
-        loss = train_step(model, opts, lambda m, rows=rows: (x[m * rows:(m + 1) * rows], y[m * rows:(m + 1) * rows]),
-                          accum=accum)
+        loss = train_step(
+            model, opts, lambda m, rows=rows: (x[m * rows : (m + 1) * rows], y[m * rows : (m + 1) * rows]), accum=accum
+        )
         results.append((loss.item(), model.state_dict()))
     (whole, w1), (split, w2) = results
     assert split == pytest.approx(whole, rel=1e-6)

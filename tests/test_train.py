@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import TIMING
 
 from nanogpt_lib import train as train_mod
 from nanogpt_lib.checkpoint import CheckpointError, load_checkpoint, load_weights
 from nanogpt_lib.config import load_config
 from nanogpt_lib.data import DatasetError
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.train import TrainError, Trainer, lr_at, train
+from nanogpt_lib.train import Trainer, TrainError, lr_at, train
+
+from fault_helpers import TIMING
 from tiny import TWO_LAYER_RUN
 
 TINY = [*TWO_LAYER_RUN, "lr=3e-3"]
@@ -55,7 +56,7 @@ def test_a_run_writes_metrics_plot_checkpoint_and_best(home):
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = torch.load(run / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 20 and set(ckpt) >= {"model", "optimizer", "rng", "config"}
-    model, meta = load_weights(run / "best")
+    _model, meta = load_weights(run / "best")
     assert meta["step"] == result.step and meta["val_loss"] == pytest.approx(result.best_val_loss)
     assert json.loads((run / "config.json").read_text())["name"] == "r"
 
@@ -64,23 +65,34 @@ def _pause_at(step: int):
     def hook(record):
         if record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C (or a notebook interrupt) sends
+
     return hook
 
 
-VARIANT_RUN = ["optimizer=muon", "muon_lr=0.03", "schedule=wsd", "model.pos=rope", "model.mlp=relu2",
-               "model.qk_norm=true", "model.tie_head=false", "model.logit_softcap=15"]
+VARIANT_RUN = [
+    "optimizer=muon",
+    "muon_lr=0.03",
+    "schedule=wsd",
+    "model.pos=rope",
+    "model.mlp=relu2",
+    "model.qk_norm=true",
+    "model.tie_head=false",
+    "model.logit_softcap=15",
+]
 
 
 @pytest.mark.parametrize("extra", [[], VARIANT_RUN], ids=["gpt2-adamw", "variants-muon"])
 def test_pause_then_resume_is_bitwise_exact(home, capsys, extra):
     straight = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=straight", *extra), progress=False)
-    trainer = Trainer(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), progress=False,
-                      on_eval=_pause_at(6))
+    trainer = Trainer(
+        cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), progress=False, on_eval=_pause_at(6)
+    )
     first = trainer.run()
     assert first.status == "paused" and first.step == 6
     assert "Resume with: nanogpt train --name split --mode resume" in capsys.readouterr().out
-    second = train(cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), mode="resume",
-                   progress=False)
+    second = train(
+        cfg("max_steps=12", "eval_every=3", "log_every=1", "name=split", *extra), mode="resume", progress=False
+    )
     assert second.status == "finished" and second.step == 12
     a, b = home / "runs" / "straight", home / "runs" / "split"
     assert losses(a) == losses(b)
@@ -102,7 +114,7 @@ def test_modes(home, capsys):
         train(c, mode="resume", progress=False)
     train(c, mode="auto", progress=False)
     assert "starting new run" in capsys.readouterr().out
-    with pytest.raises(TrainError, match="already exists.*--mode resume.*--mode reset"):
+    with pytest.raises(TrainError, match=r"already exists.*--mode resume.*--mode reset"):
         train(c, mode="new", progress=False)
     more = cfg("max_steps=6", "eval_every=2", "name=m")
     assert train(more, mode="auto", progress=False).step == 6
@@ -123,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(home, monkeypatch):
         return loss * float("nan") if self.step == 5 else loss
 
     monkeypatch.setattr(train_mod.Trainer, "_train_step", poisoned)
-    with pytest.raises(TrainError, match="loss is nan at step 5.*last good checkpoint"):
+    with pytest.raises(TrainError, match=r"loss is nan at step 5.*last good checkpoint"):
         train(cfg("max_steps=10", "ckpt_every=2", "eval_every=2", "name=nan"), progress=False)
     assert load_checkpoint(home / "runs" / "nan" / "ckpt.pt")["step"] == 4
 
@@ -135,7 +147,7 @@ def test_resume_with_another_model_shape_is_refused(home):
 
 
 def test_missing_dataset_and_too_long_block(home):
-    with pytest.raises(DatasetError, match="no prepared dataset.*nanogpt prepare"):
+    with pytest.raises(DatasetError, match=r"no prepared dataset.*nanogpt prepare"):
         train(cfg("dataset=nowhere"), progress=False)
     with pytest.raises(DatasetError, match="fewer than one block"):
         train(cfg("model.block_size=100000"), progress=False)
@@ -167,12 +179,42 @@ def test_cli_train_export_sample(home, capsys):
     from nanogpt_lib.cli import main
 
     sets = [x for kv in TINY for x in ("--set", kv)]
-    assert main(["train", *sets, "--set", "max_steps=4", "--set", "eval_every=2", "--name", "cli",
-                 "--no-progress", "--export", str(home / "exported")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *sets,
+                "--set",
+                "max_steps=4",
+                "--set",
+                "eval_every=2",
+                "--name",
+                "cli",
+                "--no-progress",
+                "--export",
+                str(home / "exported"),
+            ]
+        )
+        == 0
+    )
     assert (home / "exported" / "gpt2_trained_weights.safetensors").is_file()
     capsys.readouterr()
-    assert main(["sample", "--ckpt", str(home / "exported"), "--prompt", "ROMEO:", "--max-new-tokens", "5",
-                 "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(home / "exported"),
+                "--prompt",
+                "ROMEO:",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("ROMEO:")
     assert main(["sample", "--ckpt", str(home / "exported"), "--prompt", ""]) == 2
     assert "prompt is empty" in capsys.readouterr().err
@@ -197,23 +239,42 @@ def test_ddp_two_processes_match_one_process_with_accumulation(home, optimizer):
     """
     common = [*TINY, "max_steps=4", "eval_every=2", "log_every=1", f"optimizer={optimizer}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nanogpt_lib.cli", "train", "--no-progress", "--name", "ddp",
-           *[x for kv in common for x in ("--set", kv)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "nanogpt_lib.cli",
+        "train",
+        "--no-progress",
+        "--name",
+        "ddp",
+        *[x for kv in common for x in ("--set", kv)],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     train(load_config(None, [*common, "grad_accum=2", "threads=1", "name=single"]), progress=False)
     ddp, single = read_metrics(home / "runs" / "ddp"), read_metrics(home / "runs" / "single")
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ddp] == \
-        [{k: v for k, v in r.items() if k not in TIMING} for r in single]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ddp] == [
+        {k: v for k, v in r.items() if k not in TIMING} for r in single
+    ]
     a, b = load_checkpoint(home / "runs" / "ddp" / "ckpt.pt"), load_checkpoint(home / "runs" / "single" / "ckpt.pt")
     torch.testing.assert_close(a["model"], b["model"], rtol=0, atol=0)
-    torch.testing.assert_close([o["state"] for o in a["optimizer"]], [o["state"] for o in b["optimizer"]],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        [o["state"] for o in a["optimizer"]], [o["state"] for o in b["optimizer"]], rtol=0, atol=0
+    )
 
 
 def test_cli_sample_into_a_closed_pipe_exits_quietly():
     """`nanogpt sample | head -1` must not print a BrokenPipeError traceback."""
-    proc = subprocess.run(f"{sys.executable} -m nanogpt_lib.cli sample --prompt ROMEO: --max-new-tokens 60 "
-                          "--seed 0 | head -c 1", shell=True, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m nanogpt_lib.cli sample --prompt ROMEO: --max-new-tokens 60 --seed 0 | head -c 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

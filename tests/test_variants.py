@@ -15,6 +15,7 @@ from nanogpt_lib.model import GPT, GPTConfig, Rotary
 from nanogpt_lib.optim import Muon
 from nanogpt_lib.sample import generate
 from nanogpt_lib.train import lr_at
+
 from tiny import SMALL_VOCAB_MODEL
 
 VARIANTS = {
@@ -143,15 +144,26 @@ def test_softcap_bounds_sampling_logits():
 
 
 def test_wsd_schedule_is_flat_then_decays_linearly():
-    c = load_config(None, ["max_steps=100", "warmup_steps=10", "lr=1.0", "min_lr=0.1", "schedule=wsd",
-                           "decay_frac=0.2"])
+    c = load_config(
+        None, ["max_steps=100", "warmup_steps=10", "lr=1.0", "min_lr=0.1", "schedule=wsd", "decay_frac=0.2"]
+    )
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
     assert lr_at(50, c) == lr_at(79, c) == pytest.approx(1.0)
     assert lr_at(90, c) == pytest.approx(0.55) and lr_at(100, c) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("bad", ["model.pos=alibi", "model.mlp=swiglu", "model.logit_softcap=-1",
-                                 "optimizer=sgd", "schedule=step", "decay_frac=0", "muon_lr=0"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "model.pos=alibi",
+        "model.mlp=swiglu",
+        "model.logit_softcap=-1",
+        "optimizer=sgd",
+        "schedule=step",
+        "decay_frac=0",
+        "muon_lr=0",
+    ],
+)
 def test_bad_variant_settings_are_config_errors(bad):
     with pytest.raises(ConfigError, match=bad.split("=")[0].removeprefix("model.")):
         load_config(None, [bad])

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import SMALL_RUN
 
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import AUTO_VOCAB, fit_vocab, load_config, padded_vocab
@@ -20,6 +19,8 @@ from nanogpt_lib.evaluate import reference_losses
 from nanogpt_lib.prepare import PrepareConfig, prepare
 from nanogpt_lib.sample import load_model
 
+from tiny import SMALL_RUN
+
 OWN_VOCAB = 300  # a few dozen merges of the shared test corpus: trained in milliseconds
 TINY = [*SMALL_RUN, "eval_every=2", "ckpt_every=2", "log_every=1", "warmup_steps=1", "max_steps=2", "threads=1"]
 
@@ -27,8 +28,15 @@ TINY = [*SMALL_RUN, "eval_every=2", "ckpt_every=2", "log_every=1", "warmup_steps
 @pytest.fixture(scope="module")
 def home(module_home: Path) -> Path:
     """NANOGPT_HOME with the shared corpus prepared twice: GPT-2's ids (``txt``) and an own 300-token BPE (``own``)."""
-    prepare(PrepareConfig(source=str(module_home.parent / "txt"), data_dir=module_home / "data", name="own",
-                          vocab=OWN_VOCAB, progress=False))
+    prepare(
+        PrepareConfig(
+            source=str(module_home.parent / "txt"),
+            data_dir=module_home / "data",
+            name="own",
+            vocab=OWN_VOCAB,
+            progress=False,
+        )
+    )
     return module_home
 
 
@@ -50,15 +58,40 @@ def test_train_with_no_vocab_set_gets_the_data_sets(home, monkeypatch):
     model = load_model(run, device="cpu")
     assert model.config.vocab_size == 320 and model.transformer.wte.weight.shape[0] == 320
     # resumed with the same (unset) config: the fitted shape matches the checkpoint's, nothing is refused
-    assert main(["train", "--no-progress", "--name", "own", *(f"--set={o}" for o in TINY), "--set", "dataset=own",
-                 "--set", "max_steps=3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--no-progress",
+                "--name",
+                "own",
+                *(f"--set={o}" for o in TINY),
+                "--set",
+                "dataset=own",
+                "--set",
+                "max_steps=3",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_named_vocab_below_the_data_ids_is_one_line_exit_2(home, monkeypatch, capsys):
     monkeypatch.setenv("NANOGPT_HOME", str(home))
     top = max(s["max_id"] for s in json.loads((home / "data" / "own" / "meta.json").read_text())["splits"].values())
-    code = main(["train", "--no-progress", "--name", "small", *(f"--set={o}" for o in TINY), "--set", "dataset=own",
-                 "--set", f"model.vocab_size={top}"])  # one row short of the largest id
+    code = main(
+        [
+            "train",
+            "--no-progress",
+            "--name",
+            "small",
+            *(f"--set={o}" for o in TINY),
+            "--set",
+            "dataset=own",
+            "--set",
+            f"model.vocab_size={top}",
+        ]
+    )  # one row short of the largest id
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"beyond the model's vocab_size {top}" in err
     assert not (home / "runs" / "small" / "ckpt.pt").exists()
@@ -67,8 +100,10 @@ def test_a_named_vocab_below_the_data_ids_is_one_line_exit_2(home, monkeypatch, 
 def test_eval_baselines_use_the_data_vocab_and_refuse_another_tokenizer(home, monkeypatch, capsys):
     monkeypatch.setenv("NANOGPT_HOME", str(home))
     if not (home / "runs" / "own" / "ckpt.pt").exists():  # run alone (-k): train the own-vocab model here
-        assert main(["train", "--no-progress", "--name", "own", *(f"--set={o}" for o in TINY), "--set",
-                     "dataset=own"]) == 0
+        assert (
+            main(["train", "--no-progress", "--name", "own", *(f"--set={o}" for o in TINY), "--set", "dataset=own"])
+            == 0
+        )
     model = load_model(home / "runs" / "own", device="cpu")
     with torch.random.fork_rng():
         ref = reference_losses(model, "own", home / "data")

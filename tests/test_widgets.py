@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 widgets = pytest.importorskip("ipywidgets")
 
+from nanogpt_lib.course.widgets import SamplerWidget, sampler_widget, stream_into  # noqa: E402
 from nanogpt_lib.model import GPT  # noqa: E402
 from nanogpt_lib.sample import generate_text  # noqa: E402
-from nanogpt_lib.course.widgets import SamplerWidget, sampler_widget, stream_into  # noqa: E402
-from tiny import SMALL_MODEL  # noqa: E402
 
+from tiny import SMALL_MODEL  # noqa: E402
 
 
 @pytest.fixture
@@ -28,8 +30,14 @@ def test_callback_equals_generate_text(model):
     widget, generate_into = sampler_widget(model, prompt="To be", max_new_tokens=12, seed=3)
     assert isinstance(widget, SamplerWidget) and generate_into.__name__ == "generate_into"
     settings = widget.settings()
-    assert settings == {"prompt": "To be", "temperature": 0.8, "top_k": 200, "top_p": 1.0, "max_new_tokens": 12,
-                        "seed": 3}  # top-p 1.0: off
+    assert settings == {
+        "prompt": "To be",
+        "temperature": 0.8,
+        "top_k": 200,
+        "top_p": 1.0,
+        "max_new_tokens": 12,
+        "seed": 3,
+    }  # top-p 1.0: off
     text = generate_into(widget.output, **settings)
     assert text and text == generate_text(model, "To be", max_new_tokens=12, temperature=0.8, top_k=200, seed=3)
     assert text == generate_text(model, **settings)  # the settings are generate_text's keyword arguments
@@ -47,7 +55,7 @@ def test_output_grows_piece_by_piece(model):
     text = stream_into(model, output, "ROMEO:", temperature=0, top_k=None, max_new_tokens=8, seed=None)
     grown = [s for s in seen if s]
     assert grown[-1] == "ROMEO:" + text and len(grown) >= 2
-    assert grown[0] == "ROMEO:" and all(b.startswith(a) for a, b in zip(grown, grown[1:]))  # prompt, then appends
+    assert grown[0] == "ROMEO:" and all(b.startswith(a) for a, b in itertools.pairwise(grown))  # prompt, then appends
     assert stream_into(model, output, "x", temperature=0, top_k=None, max_new_tokens=0, seed=None) == ""
     assert shown(output) == "x"
 
@@ -69,20 +77,23 @@ def test_button_runs_the_callback_and_reports_errors(model):
 
 
 def test_top_p_control_reaches_the_sampler(model):
-    widget, generate_into = sampler_widget(model, prompt="To be", temperature=1.5, top_k=500, top_p=0.3,
-                                           max_new_tokens=16, seed=5)
+    widget, generate_into = sampler_widget(
+        model, prompt="To be", temperature=1.5, top_k=500, top_p=0.3, max_new_tokens=16, seed=5
+    )
     assert widget.top_p.value == pytest.approx(0.3) and not widget.top_p.disabled
     settings = widget.settings()
     text = generate_into(widget.output, **settings)
-    assert text == generate_text(model, "To be", max_new_tokens=16, temperature=1.5, top_k=500,
-                                 top_p=settings["top_p"], seed=5)
+    assert text == generate_text(
+        model, "To be", max_new_tokens=16, temperature=1.5, top_k=500, top_p=settings["top_p"], seed=5
+    )
     # The cut matters: at temperature 1.5 the random model's distribution is nearly flat, so keeping only the
     # likeliest tokens holding 30% of the mass changes the draws (a test that would pass with top_p ignored
     # would be worthless).
     assert text != generate_text(model, "To be", max_new_tokens=16, temperature=1.5, top_k=500, seed=5)
     widget.top_p.value = 1.0  # the slider's top is off: the same as no top-p at all
     assert generate_into(widget.output, **widget.settings()) == generate_text(
-        model, "To be", max_new_tokens=16, temperature=1.5, top_k=500, top_p=None, seed=5)
+        model, "To be", max_new_tokens=16, temperature=1.5, top_k=500, top_p=None, seed=5
+    )
     widget.temperature.value = 0.0
     assert widget.top_p.disabled and widget.top_k.disabled  # greedy ignores both cuts
     assert sampler_widget(model)[0].top_p.value == 1.0  # off unless asked for

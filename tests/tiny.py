@@ -57,16 +57,31 @@ _CPU_FLOAT32 = ["dtype=float32", "device=cpu"]
 
 # Runs of TINY_MODEL's size on 2 sequences a step, one evaluation batch, the shared corpus (data/txt):
 # the trainer's paths (resume, faults, logging) at the least cost.
-TINY_RUN = [*model_overrides(replace(TINY_MODEL, **_RECIPE_ARCH)), "batch_size=2", "dataset=txt",
-            "eval_batches=1", *_CPU_FLOAT32]
+TINY_RUN = [
+    *model_overrides(replace(TINY_MODEL, **_RECIPE_ARCH)),
+    "batch_size=2",
+    "dataset=txt",
+    "eval_batches=1",
+    *_CPU_FLOAT32,
+]
 # One layer at width 32, context 16, 4 sequences a step: long enough runs for a minutes budget or an own
 # vocabulary to show (no data set named: the tests pick theirs).
-SMALL_RUN = [*model_overrides(replace(SMALL_MODEL, n_layer=1, **_RECIPE_ARCH)), "batch_size=4",
-             "eval_batches=1", *_CPU_FLOAT32]
+SMALL_RUN = [
+    *model_overrides(replace(SMALL_MODEL, n_layer=1, **_RECIPE_ARCH)),
+    "batch_size=4",
+    "eval_batches=1",
+    *_CPU_FLOAT32,
+]
 # SMALL_MODEL's two layers, 4 sequences, 2 evaluation batches, 2 warmup steps: the runs compared bitwise
 # (pause/resume, SIGKILL, torchrun against accumulation), where layers and a schedule must interact.
-TWO_LAYER_RUN = [*model_overrides(replace(SMALL_MODEL, **_RECIPE_ARCH)), "batch_size=4", "dataset=txt",
-                 "eval_batches=2", "warmup_steps=2", *_CPU_FLOAT32]
+TWO_LAYER_RUN = [
+    *model_overrides(replace(SMALL_MODEL, **_RECIPE_ARCH)),
+    "batch_size=4",
+    "dataset=txt",
+    "eval_batches=2",
+    "warmup_steps=2",
+    *_CPU_FLOAT32,
+]
 
 
 def sizes_only(run: list[str]) -> list[str]:

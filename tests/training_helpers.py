@@ -10,8 +10,13 @@ import torch
 from nanogpt_lib.model import GPT, GPTConfig
 
 
-def twenty_losses(config: GPTConfig, loss_of: Callable[[GPT, torch.Tensor, torch.Tensor], torch.Tensor],
-                  dtype: torch.dtype, batch: int = 16, steps: int = 20) -> list[float]:
+def twenty_losses(
+    config: GPTConfig,
+    loss_of: Callable[[GPT, torch.Tensor, torch.Tensor], torch.Tensor],
+    dtype: torch.dtype,
+    batch: int = 16,
+    steps: int = 20,
+) -> list[float]:
     """The losses of ``steps`` AdamW steps (lr 3e-3) of a GPT seeded 0, on batches of text drawn from a tenth
     of the vocabulary (so it learns within the steps), under autocast to ``dtype`` unless float32."""
     torch.manual_seed(0)
@@ -23,7 +28,7 @@ def twenty_losses(config: GPTConfig, loss_of: Callable[[GPT, torch.Tensor, torch
     losses = []
     for _ in range(steps):
         at = torch.randint(0, text.numel() - T - 1, (batch,), generator=gen)
-        x, y = (torch.stack([text[i + d:i + d + T] for i in at]) for d in (0, 1))
+        x, y = (torch.stack([text[i + d : i + d + T] for i in at]) for d in (0, 1))
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             loss = loss_of(model, x, y)
         loss.backward()

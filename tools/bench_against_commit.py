@@ -38,13 +38,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.commit, "nanogpt_lib"], check=True,
-                                 capture_output=True).stdout
-        tarfile.open(fileobj=BytesIO(archive)).extractall(tmp, filter="data")
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.commit, "nanogpt_lib"], check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
         (Path(tmp) / "nanogpt_lib").rename(Path(tmp) / "nanogpt_old")
         sys.path.insert(0, tmp)
-        import nanogpt_lib.model as new
         import nanogpt_old.model as old  # type: ignore[import-not-found]
+
+        import nanogpt_lib.model as new
 
         compare({f"old ({args.commit})": old, "this checkout": new}, args.rounds, args.steps)
 
@@ -60,17 +63,29 @@ def compare(models: dict, rounds: int, steps: int) -> None:
         def make():
             torch.manual_seed(0)
             model = mod.GPT(mod.GPTConfig(**cfg.model.to_dict()))
-            opts = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu", cfg.optimizer,
-                                              cfg.muon_lr, cfg.muon_momentum, ns_dtype=dtype)
+            opts = model.configure_optimizers(
+                cfg.weight_decay,
+                cfg.lr,
+                (cfg.beta1, cfg.beta2),
+                "cpu",
+                cfg.optimizer,
+                cfg.muon_lr,
+                cfg.muon_momentum,
+                ns_dtype=dtype,
+            )
 
             def loss_of(x, y):
                 with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
                     return model(x, y)[1]
+
             return model, loss_of, opts
+
         return make
 
-    print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, {precision.name}, B={B} T={T}, "
-          f"{rounds} rounds of {steps} steps, interleaved")
+    print(
+        f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, {precision.name}, B={B} T={T}, "
+        f"{rounds} rounds of {steps} steps, interleaved"
+    )
     steppers = {name: _train_stepper(maker(mod), data, B, cfg.seed, cfg.grad_clip) for name, mod in models.items()}
     times = _interleaved({name: lambda s=step: [s() for _ in range(steps)] for name, step in steppers.items()}, rounds)
     rates = {name: [B * T * steps / t for t in ts] for name, ts in times.items()}
@@ -83,8 +98,10 @@ def compare(models: dict, rounds: int, steps: int) -> None:
         step = _train_stepper(maker(mod), data, B, cfg.seed, cfg.grad_clip)
         losses[name] = [step().item() for _ in range(20)]
     (a, la), (b, lb) = losses.items()
-    print(f"  20 steps from the same weights on the same batches: {a} {la[0]:.5f} -> {la[-1]:.5f}, "
-          f"{b} {lb[0]:.5f} -> {lb[-1]:.5f} (difference {abs(la[-1] - lb[-1]):.1e})")
+    print(
+        f"  20 steps from the same weights on the same batches: {a} {la[0]:.5f} -> {la[-1]:.5f}, "
+        f"{b} {lb[0]:.5f} -> {lb[-1]:.5f} (difference {abs(la[-1] - lb[-1]):.1e})"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ print(json.dumps(times))
 
 def time_one(id: str) -> list[float]:
     code = _ONE.format(root=str(ROOT), tests=str(ROOT / "tests"), id=id)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

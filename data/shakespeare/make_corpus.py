@@ -78,12 +78,19 @@ SPLIT_SPEAKERS: dict[str, set[str]] = {
 FUSED_SPEAKERS: dict[str, list[str]] = {
     "henry-iv-part-2": ["Lord Chief-Justice"],
     "henry-vi-part-1": [
-        "First Serving-Man", "First Serving-man", "Second Serving-man",
-        "Third Serving-man", "Serving-Men", "Master-Gunner",
+        "First Serving-Man",
+        "First Serving-man",
+        "Second Serving-man",
+        "Third Serving-man",
+        "Serving-Men",
+        "Master-Gunner",
     ],
     "the-taming-of-the-shrew": ["ALL SERVING-MEN"],
     "timon-of-athens": [
-        "Isidore's Servant", "Lucilius' Servant", "Varro's Servant", "Varro's Servants",
+        "Isidore's Servant",
+        "Lucilius' Servant",
+        "Varro's Servant",
+        "Varro's Servants",
     ],
 }
 

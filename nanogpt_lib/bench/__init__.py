@@ -34,12 +34,15 @@ class Rate:
         return statistics.median(self.rates)
 
     def __str__(self) -> str:
-        return (f"{self.name:<34} {self.median:>14,.1f} {self.unit}/s  "
-                f"(spread {min(self.rates):,.1f}..{max(self.rates):,.1f}, n={len(self.rates)})")
+        return (
+            f"{self.name:<34} {self.median:>14,.1f} {self.unit}/s  "
+            f"(spread {min(self.rates):,.1f}..{max(self.rates):,.1f}, n={len(self.rates)})"
+        )
 
 
-def measure(name: str, unit: str, fn: Callable[[], Any], items_per_call: float, calls: int,
-            repeats: int, warmup: int = 1) -> Rate:
+def measure(
+    name: str, unit: str, fn: Callable[[], Any], items_per_call: float, calls: int, repeats: int, warmup: int = 1
+) -> Rate:
     """Rate of ``fn`` in items/s: ``repeats`` rounds of ``calls`` calls each, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
@@ -58,8 +61,9 @@ def compare(title: str, ours: Rate, baseline: Rate) -> dict[str, Any]:
     return {"title": title, "ours": asdict(ours), "baseline": asdict(baseline), "ratio": ratio}
 
 
-def bench_data(folder: Path, batch_size: int = 64, block_size: int = 64, calls: int = 200,
-               repeats: int = 5) -> dict[str, Any]:
+def bench_data(
+    folder: Path, batch_size: int = 64, block_size: int = 64, calls: int = 200, repeats: int = 5
+) -> dict[str, Any]:
     """Batches/s of :class:`TokenData` against a loader that reopens the memmap on every call."""
     from ..data import TokenData
     from .baseline import naive_get_batch
@@ -67,10 +71,17 @@ def bench_data(folder: Path, batch_size: int = 64, block_size: int = 64, calls: 
     data = TokenData(folder, block_size)
     k = iter(range(10**9))
     rng = np.random.default_rng(0)
-    ours = measure("TokenData.get_batch", "batch", lambda: data.get_batch("train", next(k), batch_size),
-                   1, calls, repeats)
-    naive = measure("naive per-call memmap loader", "batch",
-                    lambda: naive_get_batch(folder, "train", batch_size, block_size, rng), 1, calls, repeats)
+    ours = measure(
+        "TokenData.get_batch", "batch", lambda: data.get_batch("train", next(k), batch_size), 1, calls, repeats
+    )
+    naive = measure(
+        "naive per-call memmap loader",
+        "batch",
+        lambda: naive_get_batch(folder, "train", batch_size, block_size, rng),
+        1,
+        calls,
+        repeats,
+    )
     return compare(f"batch loader, B={batch_size} T={block_size}", ours, naive)
 
 
@@ -91,8 +102,13 @@ def bench_prepare(repeats: int = 3) -> dict[str, Any]:
     return {"title": "prepare throughput", "ours": asdict(rate)}
 
 
-def _train_stepper(make: Callable[[], tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]],
-                   data: Any, batch_size: int, seed: int, clip: float) -> Callable[[], torch.Tensor]:
+def _train_stepper(
+    make: Callable[[], tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]],
+    data: Any,
+    batch_size: int,
+    seed: int,
+    clip: float,
+) -> Callable[[], torch.Tensor]:
     """One training step per call, the trainer's own (``step.train_step``): a batch, forward and loss, backward,
     gradient clipping, each optimizer's step, ``zero_grad(set_to_none=True)``. Batch k is the same for every
     row."""
@@ -102,13 +118,20 @@ def _train_stepper(make: Callable[[], tuple[torch.nn.Module, Callable, list[torc
     k = iter(range(10**9))
 
     def step() -> torch.Tensor:
-        return train_step(model, opts, lambda _micro: data.get_batch("train", next(k), batch_size, seed),
-                          loss_of=loss_of, grad_clip=clip)
+        return train_step(
+            model,
+            opts,
+            lambda _micro: data.get_batch("train", next(k), batch_size, seed),
+            loss_of=loss_of,
+            grad_clip=clip,
+        )
+
     return step
 
 
-def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_steps: int = 20,
-                compiled: bool = True) -> dict[str, Any]:
+def bench_train(
+    steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_steps: int = 20, compiled: bool = True
+) -> dict[str, Any]:
     """Training tokens/s, side by side in one process with the rounds interleaved:
 
     - the baseline (:class:`~.baseline.PlainGPT`: fp32, full logits and ``F.cross_entropy``, plain AdamW),
@@ -119,13 +142,13 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     Then the baseline and our GPT-2 from the same weights on the same batches: their first losses agree
     (the same function), and after ``loss_steps`` steps neither is worse (faster must not mean worse).
     """
-    from .baseline import PlainGPT
     from ..config import TrainConfig
     from ..data import TokenData
     from ..devices import choose_precision, cpu_class
     from ..loss import chunk_rows
     from ..model import GPT, GPTConfig
     from ..optim import build_optimizers
+    from .baseline import PlainGPT
 
     recipe = TrainConfig()
     gpt2 = TrainConfig(model=GPTConfig.gpt2(), optimizer="adamw")  # GPT-2 as published: what the baseline writes
@@ -133,9 +156,11 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     precision = choose_precision(torch.device("cpu"), "auto")
     ns_dtype = precision.dtype if precision.autocast else torch.float32
     tokens = batch_size * recipe.model.block_size
-    print(f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, torch {torch.__version__}; precision "
-          f"{precision.name} (bf16 is used where it measured faster), LM-head loss in chunks of "
-          f"{chunk_rows(recipe.model.vocab_size)} rows; B={batch_size} T={recipe.model.block_size}")
+    print(
+        f"CPU class {cpu_class()}, {torch.get_num_threads()} threads, torch {torch.__version__}; precision "
+        f"{precision.name} (bf16 is used where it measured faster), LM-head loss in chunks of "
+        f"{chunk_rows(recipe.model.vocab_size)} rows; B={batch_size} T={recipe.model.block_size}"
+    )
 
     def baseline() -> tuple[torch.nn.Module, Callable, list[torch.optim.Optimizer]]:
         torch.manual_seed(0)
@@ -154,12 +179,16 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
             def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 with torch.autocast("cpu", dtype=precision.dtype, enabled=precision.autocast):
                     return forward(x, y)[1]
+
             return model, loss_of, opts
+
         return make
 
-    rows = {"nanoGPT-style baseline (fp32, full logits, AdamW)": baseline,
-            "ours, GPT-2 architecture + AdamW": ours(gpt2),
-            "ours, default recipe (RoPE, ReLU^2, Muon)": ours(recipe)}
+    rows = {
+        "nanoGPT-style baseline (fp32, full logits, AdamW)": baseline,
+        "ours, GPT-2 architecture + AdamW": ours(gpt2),
+        "ours, default recipe (RoPE, ReLU^2, Muon)": ours(recipe),
+    }
     if compiled:
         rows["ours, default recipe, torch.compile"] = ours(recipe, compile_it=True)
     steppers, first_call = {}, {}
@@ -178,8 +207,14 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     base = statistics.median(rates[next(iter(rows))])
     print(f"== training step, {steps} steps x {repeats} interleaved rounds")
     print(f"  {'':<52} {'tokens/s':>9}  {'spread':>15}  {'vs baseline':>11}")
-    result: dict[str, Any] = {"cpu_class": cpu_class(), "precision": precision.name, "threads": torch.get_num_threads(),
-                              "chunk": chunk_rows(recipe.model.vocab_size), "batch_size": batch_size, "rows": {}}
+    result: dict[str, Any] = {
+        "cpu_class": cpu_class(),
+        "precision": precision.name,
+        "threads": torch.get_num_threads(),
+        "chunk": chunk_rows(recipe.model.vocab_size),
+        "batch_size": batch_size,
+        "rows": {},
+    }
     for name, r in rates.items():
         med = statistics.median(r)
         print(f"  {name:<52} {med:>9,.0f}  {min(r):>7,.0f}..{max(r):<7,.0f}  {med / base:>10.2f}x")
@@ -194,16 +229,19 @@ def bench_train(steps: int = 5, repeats: int = 3, batch_size: int = 64, loss_ste
     return result
 
 
-def _same_loss(baseline: Callable, ours: Callable, data: Any, batch_size: int, cfg: Any,
-               loss_steps: int) -> dict[str, float]:
+def _same_loss(
+    baseline: Callable, ours: Callable, data: Any, batch_size: int, cfg: Any, loss_steps: int
+) -> dict[str, float]:
     """The baseline and our GPT-2 from the same weights on the same batches: first and last loss."""
     out = {}
     for label, make in (("baseline", baseline), ("ours", ours)):
         step = _train_stepper(make, data, batch_size, cfg.seed, cfg.grad_clip)
         losses = [step().item() for _ in range(loss_steps)]
         out[f"{label}_first"], out[f"{label}_last"] = losses[0], losses[-1]
-    print(f"  same weights, same batches: first loss baseline {out['baseline_first']:.4f}, ours "
-          f"{out['ours_first']:.4f}; after {loss_steps} steps {out['baseline_last']:.4f} and {out['ours_last']:.4f}")
+    print(
+        f"  same weights, same batches: first loss baseline {out['baseline_first']:.4f}, ours "
+        f"{out['ours_first']:.4f}; after {loss_steps} steps {out['baseline_last']:.4f} and {out['ours_last']:.4f}"
+    )
     return out
 
 
@@ -221,8 +259,12 @@ def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, li
     return times
 
 
-def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
-                 tiles: tuple[tuple[int, int], ...] = ((1024, 2048), (1024, 4096))) -> dict[str, Any]:
+def bench_phases(
+    steps: int = 5,
+    batch_size: int = 64,
+    size: int = 2048,
+    tiles: tuple[tuple[int, int], ...] = ((1024, 2048), (1024, 4096)),
+) -> dict[str, Any]:
     """Where a default-recipe training step's time goes, in the precision the trainer would choose, each part
     against what this CPU can do (``nanogpt bench phases``).
 
@@ -249,8 +291,13 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     T, V, C = cfg.model.block_size, cfg.model.vocab_size, cfg.model.n_embd
     x, y = (torch.randint(0, 50257, (batch_size, T), generator=gen) for _ in range(2))
     head = "LM head + loss (forward and its gradients)"
-    names = ["trunk forward", head, "backward (the trunk)", "clip_grad_norm_",
-             *(f"{type(o).__name__}.step + zero_grad" for o in opts)]
+    names = [
+        "trunk forward",
+        head,
+        "backward (the trunk)",
+        "clip_grad_norm_",
+        *(f"{type(o).__name__}.step + zero_grad" for o in opts),
+    ]
     times: dict[str, list[float]] = {n: [] for n in names}
     for i in range(steps + 2):
         marks = [time.perf_counter()]
@@ -279,24 +326,36 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     trunk_flop = N * (model.flops_per_token() - 6 * V * C) / 3  # forward; PaLM's count less the head
     flops = {names[0]: trunk_flop, head: 3 * 2 * N * C * V, names[2]: 2 * trunk_flop}
     plan = head_plan(torch.device("cpu"), dtype, V)
-    print(f"== where a default-recipe step goes: CPU class {cpu_class()}, {torch.get_num_threads()} threads, "
-          f"{precision.name}, B={batch_size} T={T}, LM head {_plan_name(plan)}")
+    print(
+        f"== where a default-recipe step goes: CPU class {cpu_class()}, {torch.get_num_threads()} threads, "
+        f"{precision.name}, B={batch_size} T={T}, LM head {_plan_name(plan)}"
+    )
     for name, t in medians.items():
-        rate = f"  {flops[name] / t / 1e9:6,.0f} GFLOP/s = {flops[name] / t / square:4.0%} of the machine" \
-            if name in flops else ""
-        print(f"  {name:<44} {t * 1e3:8.1f} ms  {t / step:4.0%}  (spread {min(times[name]) * 1e3:,.1f}.."
-              f"{max(times[name]) * 1e3:,.1f}){rate}")
-    print(f"  {'step':<44} {step * 1e3:8.1f} ms  -> {N / step:,.0f} tokens/s; the trunk's backward is "
-          f"{medians[names[2]] / medians[names[0]]:.1f}x its forward")
+        rate = (
+            f"  {flops[name] / t / 1e9:6,.0f} GFLOP/s = {flops[name] / t / square:4.0%} of the machine"
+            if name in flops
+            else ""
+        )
+        print(
+            f"  {name:<44} {t * 1e3:8.1f} ms  {t / step:4.0%}  (spread {min(times[name]) * 1e3:,.1f}.."
+            f"{max(times[name]) * 1e3:,.1f}){rate}"
+        )
+    print(
+        f"  {'step':<44} {step * 1e3:8.1f} ms  -> {N / step:,.0f} tokens/s; the trunk's backward is "
+        f"{medians[names[2]] / medians[names[0]]:.1f}x its forward"
+    )
     print(f"  the machine: a {size}x{size} {precision.name} matmul here runs at {square / 1e9:,.0f} GFLOP/s")
-    paths = {f"chunks of {chunk_rows(V)} positions": {"chunk": chunk_rows(V)},
-             **{f"tiles of {r} x {c}": {"tiles": (r, c)} for r, c in tiles}}
+    paths = {
+        f"chunks of {chunk_rows(V)} positions": {"chunk": chunk_rows(V)},
+        **{f"tiles of {r} x {c}": {"tiles": (r, c)} for r, c in tiles},
+    }
     hc = h.detach().view(-1, C).float().requires_grad_()
 
     def head_call(kwargs: dict[str, Any]) -> Callable[[], Any]:
         def call() -> None:
             with torch.autocast("cpu", precision.dtype, enabled=precision.autocast):
                 linear_cross_entropy(hc, model.lm_head.weight, y.view(-1), **kwargs)
+
         return call
 
     head_times = _interleaved({name: head_call(kw) for name, kw in paths.items()}, max(steps, 1))
@@ -305,13 +364,22 @@ def bench_phases(steps: int = 5, batch_size: int = 64, size: int = 2048,
     for name, ts in head_times.items():
         t = statistics.median(ts)
         head_rates[name] = flops[head] / t / 1e9
-        print(f"  {name:<44} {t * 1e3:8.1f} ms  (spread {min(ts) * 1e3:,.1f}..{max(ts) * 1e3:,.1f})  "
-              f"{head_rates[name]:6,.0f} GFLOP/s = {flops[head] / t / square:4.0%} of the machine")
-    return {"cpu_class": cpu_class(), "precision": precision.name, "seconds": medians, "step_seconds": step,
-            "head_gflops": flops[head] / medians[head] / 1e9, "square_matmul_gflops": square / 1e9,
-            "trunk_forward_gflops": flops[names[0]] / medians[names[0]] / 1e9,
-            "trunk_backward_gflops": flops[names[2]] / medians[names[2]] / 1e9,
-            "head_paths_gflops": head_rates, "head_path": _plan_name(plan)}
+        print(
+            f"  {name:<44} {t * 1e3:8.1f} ms  (spread {min(ts) * 1e3:,.1f}..{max(ts) * 1e3:,.1f})  "
+            f"{head_rates[name]:6,.0f} GFLOP/s = {flops[head] / t / square:4.0%} of the machine"
+        )
+    return {
+        "cpu_class": cpu_class(),
+        "precision": precision.name,
+        "seconds": medians,
+        "step_seconds": step,
+        "head_gflops": flops[head] / medians[head] / 1e9,
+        "square_matmul_gflops": square / 1e9,
+        "trunk_forward_gflops": flops[names[0]] / medians[names[0]] / 1e9,
+        "trunk_backward_gflops": flops[names[2]] / medians[names[2]] / 1e9,
+        "head_paths_gflops": head_rates,
+        "head_path": _plan_name(plan),
+    }
 
 
 def _plan_name(plan: Any) -> str:
@@ -324,13 +392,17 @@ def nanogpt_sample(model: Any, idx: torch.Tensor, new_tokens: int) -> torch.Tens
     and reads the whole float32 LM head for the last position (no KV cache, no screen); the baseline of
     ``nanogpt bench sample``."""
     for _ in range(new_tokens):
-        h = model.hidden(idx[:, -model.config.block_size:])
+        h = model.hidden(idx[:, -model.config.block_size :])
         idx = torch.cat([idx, model.logits(h[:, -1, :]).argmax(dim=-1, keepdim=True)], dim=1)
     return idx
 
 
-def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int, ...] = (64, 256, 1024),
-                 batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
+def bench_sample(
+    new_tokens: int = 200,
+    repeats: int = 3,
+    block_sizes: tuple[int, ...] = (64, 256, 1024),
+    batches: tuple[int, ...] = (1, 4, 16),
+) -> dict[str, Any]:
     """Sampling tokens/s: ours (KV cache, the LM head screened in float16, ``sample.py``) against nanoGPT's
     loop (:func:`nanogpt_sample`: the window recomputed and the whole float32 head read for every token),
     greedy, one sample, from a prompt half a block long (so the window is well filled and slides at the small
@@ -344,23 +416,32 @@ def bench_sample(new_tokens: int = 200, repeats: int = 3, block_sizes: tuple[int
         torch.manual_seed(0)
         model = GPT(GPTConfig.gpt2(block_size=block)).eval()
         prompt = torch.randint(0, 50257, (1, block // 2))
-        times = _interleaved({
-            "ours (KV cache, screened head)": lambda m=model, p=prompt: generate(m, p, new_tokens, temperature=0),
-            "nanoGPT's loop (recompute, full head)": lambda m=model, p=prompt: nanogpt_sample(m, p, new_tokens)},
-            repeats)
+        times = _interleaved(
+            {
+                "ours (KV cache, screened head)": lambda m=model, p=prompt: generate(m, p, new_tokens, temperature=0),
+                "nanoGPT's loop (recompute, full head)": lambda m=model, p=prompt: nanogpt_sample(m, p, new_tokens),
+            },
+            repeats,
+        )
         ours, naive = (Rate(name, "token", [new_tokens / t for t in ts]) for name, ts in times.items())
-        results[f"block_{block}"] = compare(f"sampling {new_tokens} tokens, block_size {block}, rounds interleaved",
-                                            ours, naive)
+        results[f"block_{block}"] = compare(
+            f"sampling {new_tokens} tokens, block_size {block}, rounds interleaved", ours, naive
+        )
     torch.manual_seed(0)
     model = GPT(GPTConfig.recipe()).eval()  # the default recipe's model, block 64
     rates = {}
     for n in batches:
         prompt = torch.randint(0, 50257, (n, 32), generator=torch.Generator().manual_seed(n))
-        rates[n] = measure(f"{n} sample(s) in one batch", "token",
-                           lambda p=prompt: generate(model, p, new_tokens, temperature=0.8, top_k=200, seed=0),
-                           n * new_tokens, 1, repeats)
+        rates[n] = measure(
+            f"{n} sample(s) in one batch",
+            "token",
+            lambda p=prompt: generate(model, p, new_tokens, temperature=0.8, top_k=200, seed=0),
+            n * new_tokens,
+            1,
+            repeats,
+        )
     print(f"== sampling {new_tokens} tokens per sample, N samples in one batch, block 64, temperature 0.8, top-k 200")
-    for n, rate in rates.items():
+    for rate in rates.values():
         print(f"  {rate}  {rate.median / rates[batches[0]].median:.2f}x N={batches[0]}")
     results["batched"] = {str(n): asdict(rate) for n, rate in rates.items()}
     return results
@@ -376,21 +457,38 @@ def run(which: list[str], fast: bool = False, out: Path | None = None, progress:
     if "data" in which or "train" in which:
         prepare(PrepareConfig(progress=progress))  # both read data/shakespeare; a no-op when it is current
     jobs: dict[str, Callable[[], Any]] = {
-        "data": lambda: bench_data(paths.data_dir() / "shakespeare", calls=20 if fast else 200,
-                                   repeats=2 if fast else 5),
+        "data": lambda: bench_data(
+            paths.data_dir() / "shakespeare", calls=20 if fast else 200, repeats=2 if fast else 5
+        ),
         "prepare": lambda: bench_prepare(repeats=1 if fast else 3),
-        "train": lambda: bench_train(steps=1 if fast else 5, repeats=1 if fast else 3, batch_size=8 if fast else 64,
-                                     loss_steps=2 if fast else 20, compiled=not fast),
-        "phases": lambda: bench_phases(steps=1 if fast else 5, batch_size=8 if fast else 64,
-                                       size=256 if fast else 2048,
-                                       tiles=((256, 1024),) if fast else ((1024, 2048), (1024, 4096))),
-        "sample": lambda: bench_sample(new_tokens=20 if fast else 200, repeats=1 if fast else 3,
-                                       block_sizes=(64,) if fast else (64, 256, 1024),
-                                       batches=(1, 4) if fast else (1, 4, 16)),
+        "train": lambda: bench_train(
+            steps=1 if fast else 5,
+            repeats=1 if fast else 3,
+            batch_size=8 if fast else 64,
+            loss_steps=2 if fast else 20,
+            compiled=not fast,
+        ),
+        "phases": lambda: bench_phases(
+            steps=1 if fast else 5,
+            batch_size=8 if fast else 64,
+            size=256 if fast else 2048,
+            tiles=((256, 1024),) if fast else ((1024, 2048), (1024, 4096)),
+        ),
+        "sample": lambda: bench_sample(
+            new_tokens=20 if fast else 200,
+            repeats=1 if fast else 3,
+            block_sizes=(64,) if fast else (64, 256, 1024),
+            batches=(1, 4) if fast else (1, 4, 16),
+        ),
     }
     results: dict[str, Any] = {}
-    bar = tqdm([name for name in jobs if name in which], unit="benchmark", desc="bench", dynamic_ncols=True,
-               **({} if progress else {"disable": True}))  # an explicit disable=False would override TQDM_DISABLE
+    bar = tqdm(
+        [name for name in jobs if name in which],
+        unit="benchmark",
+        desc="bench",
+        dynamic_ncols=True,
+        **({} if progress else {"disable": True}),
+    )  # an explicit disable=False would override TQDM_DISABLE
     for name in bar:
         bar.set_postfix_str(name)
         results[name] = jobs[name]()

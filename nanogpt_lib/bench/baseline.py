@@ -62,9 +62,14 @@ class PlainGPT(nn.Module):
 
     def __init__(self, c: GPTConfig) -> None:
         super().__init__()
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.block_size, c.n_embd),
-            h=nn.ModuleList([_Block(c) for _ in range(c.n_layer)]), ln_f=nn.LayerNorm(c.n_embd)))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(c.vocab_size, c.n_embd),
+                wpe=nn.Embedding(c.block_size, c.n_embd),
+                h=nn.ModuleList([_Block(c) for _ in range(c.n_layer)]),
+                ln_f=nn.LayerNorm(c.n_embd),
+            )
+        )
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -79,16 +84,19 @@ class PlainGPT(nn.Module):
     def optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
         """AdamW that decays the matrices, not biases or gains; torch's default implementation for the CPU."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
-def naive_get_batch(folder: str | Path, split: str, batch_size: int, block_size: int,
-                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_get_batch(
+    folder: str | Path, split: str, batch_size: int, block_size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The common per-call loader (reopen the memmap, one slice per row): the benchmark's baseline."""
     data = np.memmap(Path(folder) / f"{split}.bin", dtype=np.uint16, mode="r")
     ix = rng.integers(0, len(data) - block_size, size=batch_size)
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix])
     return x, y

@@ -19,6 +19,7 @@ under CI (``CI`` set), where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -40,8 +41,16 @@ import pytest
 pytestmark = pytest.mark.slow  # a browser and a Jupyter server: 10-80 s a test (busy machine, one thread)
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SAMPLING, DATA_PREP = "07_sampling.ipynb", "01_data_prep.ipynb"
 TOKENIZER, ATTENTION = "02_tokenizer.ipynb", "03_attention.ipynb"  # the tokenizer and attention explorers
 SCHEDULE = "05_schedule_explorer.ipynb"  # 05's explorer cell alone (05 itself trains: minutes in a browser)
@@ -50,12 +59,12 @@ SCHEDULE = "05_schedule_explorer.ipynb"  # 05's explorer cell alone (05 itself t
 # machine: server up in ~5 s, notebook + kernel ready in ~5 s, Run All of 06 in ~15 s when idle and ~250 s
 # at load average 10 (other test runs beside it, native or emulated AVX2), a Generate click in 1-10 s. The
 # bounds leave >3x over the loaded figures and still end a hung run within minutes.
-SERVER_S = 180           # jupyter lab answers /api/status
-NOTEBOOK_S = 300         # the page shows the whole notebook and its kernel is connected and idle
-RUN_ALL_S = 900          # every code cell of 06 has run
-WIDGET_S = 180           # the sampler's elements are attached after its cell ran
-GENERATE_S = 300         # one Generate click, from the click to the button's return
-ACTION_MS = 120_000      # Playwright's default for a click, a fill, a locator wait
+SERVER_S = 180  # jupyter lab answers /api/status
+NOTEBOOK_S = 300  # the page shows the whole notebook and its kernel is connected and idle
+RUN_ALL_S = 900  # every code cell of 06 has run
+WIDGET_S = 180  # the sampler's elements are attached after its cell ran
+GENERATE_S = 300  # one Generate click, from the click to the button's return
+ACTION_MS = 120_000  # Playwright's default for a click, a fill, a locator wait
 
 # The notebook state as JupyterLab's own objects hold it (the app is exposed with
 # --LabApp.expose_app_in_browser). Read from the models, not the DOM: a windowed notebook need not attach
@@ -134,12 +143,19 @@ def _explorer_cell_alone(src: Path, dst: Path) -> int:
     """A notebook of two cells: the recipe 05 shows its schedule for, then 05's own explorer cell (found by
     the module it imports, so the test follows the chapter's cell as it is edited)."""
     nb = json.loads(src.read_text(encoding="utf-8"))
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code"
-                and "from nanogpt_lib.course.explorers.schedule import explorer" in "".join(c["source"]))
-    setup = "from IPython.display import display\n\nfrom nanogpt_lib.config import TrainConfig\n\nrecipe = TrainConfig()"
-    nb["cells"] = [{"cell_type": "code", "id": "setup", "metadata": {}, "source": setup, "outputs": [],
-                    "execution_count": None},
-                   {**cell, "outputs": [], "execution_count": None}]
+    cell = next(
+        c
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        and "from nanogpt_lib.course.explorers.schedule import explorer" in "".join(c["source"])
+    )
+    setup = (
+        "from IPython.display import display\n\nfrom nanogpt_lib.config import TrainConfig\n\nrecipe = TrainConfig()"
+    )
+    nb["cells"] = [
+        {"cell_type": "code", "id": "setup", "metadata": {}, "source": setup, "outputs": [], "execution_count": None},
+        {**cell, "outputs": [], "execution_count": None},
+    ]
     nb["metadata"].pop("widgets", None)
     dst.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return len(nb["cells"])
@@ -178,8 +194,13 @@ def _kill_leftovers(pids: list[int], marker: str) -> list[int]:
 
 def _git_status() -> str | None:
     try:
-        r = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain=v1", "--untracked-files=all"],
-                           capture_output=True, text=True, timeout=60, check=False)
+        r = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain=v1", "--untracked-files=all"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return r.stdout if r.returncode == 0 else None
@@ -208,13 +229,25 @@ def _start_server(tmp: Path, root: Path, env: dict[str, str]) -> tuple[subproces
     """Start jupyter lab and wait for /api/status; a port taken between choosing and binding is retried."""
     for _attempt in range(3):
         port, token = _free_port(), secrets.token_hex(16)
-        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.port={port}",
-               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-               "--ServerApp.port_retries=0", "--LabApp.expose_app_in_browser=True", "--allow-root"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.port_retries=0",
+            "--LabApp.expose_app_in_browser=True",
+            "--allow-root",
+        ]
         with open(tmp / "server.log", "ab") as log:
             # Its own session: a Ctrl-C meant for pytest reaches the finaliser, not the server directly.
-            proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + SERVER_S
         while proc.poll() is None:
@@ -237,8 +270,9 @@ def _stop_server(proc: subprocess.Popen, base: str, token: str, tmp: Path) -> No
     kernel_pids = _descendants(proc.pid)
     try:  # kernels first, through the server, so each is shut down cleanly
         for kernel in _get_json(f"{base}/api/kernels?token={token}"):
-            req = urllib.request.Request(f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
-            urllib.request.urlopen(req, timeout=30).close()  # noqa: S310
+            url = f"{base}/api/kernels/{kernel['id']}?token={token}"
+            req = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the loopback server this test started
+            urllib.request.urlopen(req, timeout=30).close()  # noqa: S310 - the same loopback URL
     except Exception:  # noqa: BLE001 - best effort; the server stops them too, and leftovers are killed below
         pass
     kernel_pids += [pid for pid in _descendants(proc.pid) if pid not in kernel_pids]
@@ -269,9 +303,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, di
     n_cells[SCHEDULE] = _explorer_cell_alone(REPO / "notebooks" / "05_training_step.ipynb", root / SCHEDULE)
     n_cells[DATA_PREP] = len(json.loads((root / DATA_PREP).read_text(encoding="utf-8"))["cells"])
     env = dict(os.environ)
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
-                     ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"), ("IPYTHONDIR", "ipython")]:
+    for var, sub in [
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
+        ("IPYTHONDIR", "ipython"),
+    ]:
         env[var] = str(tmp / sub)
     # No "get Jupyter news?" toast over the page (and no request for it).
     news = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -294,8 +333,12 @@ def browser_context(lab, tmp_path_factory: pytest.TempPathFactory):
         _require(False, 'playwright not installed: pip install -e ".[e2e]"')
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         context.set_default_timeout(ACTION_MS)
         context.set_default_navigation_timeout(NOTEBOOK_S * 1000)
         try:
@@ -305,15 +348,14 @@ def browser_context(lab, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _fail(page, artifacts: Path, shot: str, message: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the message matters more than the picture
         page.screenshot(path=artifacts / f"{shot}-FAILED.png", full_page=True)
-    except Exception:  # noqa: BLE001 - the message matters more than the picture
-        pass
     pytest.fail(message)
 
 
-def _poll(page, artifacts: Path, shot: str, what: str, timeout: float,
-          check: Callable[[], tuple[bool, object]]) -> None:
+def _poll(
+    page, artifacts: Path, shot: str, what: str, timeout: float, check: Callable[[], tuple[bool, object]]
+) -> None:
     """Until ``check()`` says done (it may fail itself on a state that cannot recover), at most ``timeout`` s."""
     start = time.monotonic()
     deadline = start + timeout
@@ -351,8 +393,13 @@ def _open(context, lab, artifacts: Path, name: str, shot: str):
 
     def ready() -> tuple[bool, object]:
         s = _notebook_state(page, name, artifacts, shot)
-        ok = (s.get("loaded") and s["n_cells"] == n_cells[name] and s["session_ready"]
-              and s["kernel"] == "idle" and s["connection"] == "connected")
+        ok = (
+            s.get("loaded")
+            and s["n_cells"] == n_cells[name]
+            and s["session_ready"]
+            and s["kernel"] == "idle"
+            and s["connection"] == "connected"
+        )
         return bool(ok), {k: v for k, v in s.items() if k != "cells"}
 
     _poll(page, artifacts, shot, f"{name} loaded with its kernel idle", NOTEBOOK_S, ready)
@@ -367,8 +414,7 @@ def _run_all(page, artifacts: Path, name: str, shot: str) -> list[int]:
     def all_ran() -> tuple[bool, object]:
         s = _notebook_state(page, name, artifacts, shot)
         cells = s["cells"]
-        done = (bool(cells) and all(c["count"] is not None and not c["running"] for c in cells)
-                and s["kernel"] == "idle")
+        done = bool(cells) and all(c["count"] is not None and not c["running"] for c in cells) and s["kernel"] == "idle"
         return done, {"kernel": s["kernel"], "counts": [c["count"] for c in cells]}
 
     _poll(page, artifacts, shot, f"Run All of {name}", RUN_ALL_S, all_ran)
@@ -396,8 +442,7 @@ def _generate(page, artifacts: Path, shot: str, button, output) -> str:
     page.evaluate(WATCH_BUTTON_JS, button.element_handle())
     button.click()
     try:
-        page.wait_for_function(CLICK_DONE_JS, arg=button.element_handle(), timeout=GENERATE_S * 1000,
-                               polling=200)
+        page.wait_for_function(CLICK_DONE_JS, arg=button.element_handle(), timeout=GENERATE_S * 1000, polling=200)
     except Exception:  # noqa: BLE001 - Playwright's TimeoutError; report what the button went through
         labels = page.evaluate("() => window.__e2eButtonLabels")
         _fail(page, artifacts, shot, f"Generate did not finish within {GENERATE_S} s; button labels: {labels}")
@@ -427,8 +472,7 @@ def test_sampler_widget_generates_the_library_text(browser_context, lab, artifac
     sampler.scroll_into_view_if_needed()
     page.screenshot(path=artifacts / "06-2-ran-all.png", full_page=True)
 
-    for bad in ["Loading widget...", "Error displaying widget", "model not found", "No such file",
-                "Traceback"]:
+    for bad in ["Loading widget...", "Error displaying widget", "model not found", "No such file", "Traceback"]:
         n = page.get_by_text(bad).count()
         assert n == 0, f"the notebook shows {bad!r} ({n}x) after Run All"
     expect(button).to_be_visible(timeout=ACTION_MS)
@@ -449,10 +493,12 @@ def test_sampler_widget_generates_the_library_text(browser_context, lab, artifac
 
     greedy_shown = _generate(page, artifacts, "06", button, output)
     page.screenshot(path=artifacts / "06-4-greedy-generated.png", full_page=True)
-    expected = prompt + generate_text(load_model(), prompt, max_new_tokens=max_tokens, temperature=0.0,
-                                      top_k=top_k, seed=0)
+    expected = prompt + generate_text(
+        load_model(), prompt, max_new_tokens=max_tokens, temperature=0.0, top_k=top_k, seed=0
+    )
     assert greedy_shown.rstrip() == expected.rstrip(), (
-        f"the widget's greedy text differs from generate_text:\n--- widget\n{greedy_shown}\n--- library\n{expected}")
+        f"the widget's greedy text differs from generate_text:\n--- widget\n{greedy_shown}\n--- library\n{expected}"
+    )
 
     _set_readout(sampler, "temperature", "1.0")
     expect(temperature).to_have_text(re.compile(r"^\s*1(\.0+)?\s*$"), timeout=ACTION_MS)
@@ -466,11 +512,12 @@ def test_sampler_widget_generates_the_library_text(browser_context, lab, artifac
 def test_data_prep_plots_render(browser_context, lab, artifacts: Path) -> None:
     page = _open(browser_context, lab, artifacts, DATA_PREP, "01")
     selector = ".jp-OutputArea-output img[src^='data:image/png']"
-    try:  # the committed outputs are rendered as the cells are attached
-        page.wait_for_function("sel => document.querySelectorAll(sel).length >= 2", arg=selector,
-                               timeout=NOTEBOOK_S * 1000, polling=250)
-    except Exception:  # noqa: BLE001 - Playwright's TimeoutError; the assertion below says what was found
-        pass
+    # the committed outputs are rendered as the cells are attached; on Playwright's TimeoutError the assertion
+    # below says what was found
+    with contextlib.suppress(Exception):
+        page.wait_for_function(
+            "sel => document.querySelectorAll(sel).length >= 2", arg=selector, timeout=NOTEBOOK_S * 1000, polling=250
+        )
     page.screenshot(path=artifacts / "01-plots.png", full_page=True)
     n = page.locator(selector).count()
     assert n >= 2, f"expected >= 2 PNG plots in {DATA_PREP}'s outputs, found {n}"
@@ -522,8 +569,9 @@ def _options(part) -> list[str]:
     """The values a control offers: a dropdown's labels, or a slider's min..max."""
     if part.locator("select").count():
         return [o.strip() for o in part.locator("select option").all_inner_texts()]
-    lo, hi = (part.evaluate(f"e => e.querySelector('[aria-value{m}]')?.getAttribute('aria-value{m}')")
-              for m in ("min", "max"))
+    lo, hi = (
+        part.evaluate(f"e => e.querySelector('[aria-value{m}]')?.getAttribute('aria-value{m}')") for m in ("min", "max")
+    )
     if lo is not None and hi is not None:
         return [str(v) for v in range(int(float(lo)), int(float(hi)) + 1)]  # noUiSlider's handle says both
     raise AssertionError(f"cannot read the options of {part}")
@@ -549,8 +597,14 @@ def test_attention_explorer_redraws(browser_context, lab, artifacts: Path) -> No
     plot = _part(page, artifacts, "03", "nanogpt-attention-plot")
     layer, head = (_part(page, artifacts, "03", f"nanogpt-attention-{p}") for p in ("layer", "head"))
     drawn_js = "e => (e.tagName === 'IMG' ? e : e.querySelector('img')) ?.naturalWidth > 0"  # an Image widget
-    _poll(page, artifacts, "03", "the attention heatmap drawn", WIDGET_S,
-          lambda: (plot.evaluate(drawn_js), "no image in the plot output"))
+    _poll(
+        page,
+        artifacts,
+        "03",
+        "the attention heatmap drawn",
+        WIDGET_S,
+        lambda: (plot.evaluate(drawn_js), "no image in the plot output"),
+    )
     page.screenshot(path=artifacts / "03-1-explorer.png", full_page=True)
     first = plot.screenshot()
     _set(layer, _options(layer)[-1])  # the last layer
@@ -582,8 +636,14 @@ def test_tokenizer_explorer_counts_like_the_library(browser_context, lab, artifa
 def test_schedule_explorer_redraws(browser_context, lab, artifacts: Path) -> None:
     page = _run_notebook(browser_context, lab, artifacts, SCHEDULE, "05")
     plot = _part(page, artifacts, "05", "nanogpt-schedule-plot")
-    _poll(page, artifacts, "05", "the schedule drawn", WIDGET_S,
-          lambda: (plot.evaluate("e => e.querySelector('img')?.naturalWidth > 0"), "no image in the plot output"))
+    _poll(
+        page,
+        artifacts,
+        "05",
+        "the schedule drawn",
+        WIDGET_S,
+        lambda: (plot.evaluate("e => e.querySelector('img')?.naturalWidth > 0"), "no image in the plot output"),
+    )
     before = plot.screenshot()
     _set(_part(page, artifacts, "05", "nanogpt-schedule-warmup"), "400")
     _redrawn(page, artifacts, "05", plot, before, "schedule redrawn for a longer warmup")
@@ -603,13 +663,25 @@ def test_a_chapter_presents_as_a_slideshow(browser_context, lab, artifacts: Path
       const h = shown.length ? shown[0].querySelector('h1, h2, h3') : null;
       return h ? h.textContent.trim() : null;
     }"""
-    _poll(page, artifacts, "rise", "the slideshow's first slide", NOTEBOOK_S,
-          lambda: (bool(page.evaluate(heading_js)), "no slide heading yet"))
+    _poll(
+        page,
+        artifacts,
+        "rise",
+        "the slideshow's first slide",
+        NOTEBOOK_S,
+        lambda: (bool(page.evaluate(heading_js)), "no slide heading yet"),
+    )
     first = page.evaluate(heading_js)
     page.screenshot(path=artifacts / "rise-1-title.png")
     assert first.startswith("01"), f"the first slide shows {first!r}, not the chapter's title"
     page.keyboard.press("ArrowRight")
-    _poll(page, artifacts, "rise", "the next slide", WIDGET_S,
-          lambda: ((h := page.evaluate(heading_js)) not in (None, first), h))
+    _poll(
+        page,
+        artifacts,
+        "rise",
+        "the next slide",
+        WIDGET_S,
+        lambda: ((h := page.evaluate(heading_js)) not in (None, first), h),
+    )
     page.screenshot(path=artifacts / "rise-2-next.png")
     page.close()

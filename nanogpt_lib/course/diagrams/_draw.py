@@ -18,11 +18,29 @@ def blank(width: float, height: float) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def box(ax: Axes, x: float, y: float, w: float, h: float, title: str, body: str = "",
-        colour: str = "#e0ecff", size: float = 8.0) -> None:
+def box(
+    ax: Axes,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    title: str,
+    body: str = "",
+    colour: str = "#e0ecff",
+    size: float = 8.0,
+) -> None:
     """A rounded box with its lower-left corner at (x, y), a bold ``title`` and smaller ``body`` lines."""
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.06",
-                                facecolor=colour, edgecolor="#334155", linewidth=0.8))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.06",
+            facecolor=colour,
+            edgecolor="#334155",
+            linewidth=0.8,
+        )
+    )
     if body:
         ax.text(x + w / 2, y + h - 0.08, title, ha="center", va="top", fontsize=size + 1, fontweight="bold")
         ax.text(x + w / 2, y + h / 2 - 0.12, body, ha="center", va="center", fontsize=size, linespacing=1.3)
@@ -34,8 +52,15 @@ def arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], label:
     """An arrow from ``start`` to ``end``, with an optional ``label`` beside its middle."""
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color="#334155", lw=0.9))
     if label:
-        ax.text((start[0] + end[0]) / 2 + 0.05, (start[1] + end[1]) / 2, label, fontsize=7, color="#475569",
-                ha="left", va="center")
+        ax.text(
+            (start[0] + end[0]) / 2 + 0.05,
+            (start[1] + end[1]) / 2,
+            label,
+            fontsize=7,
+            color="#475569",
+            ha="left",
+            va="center",
+        )
 
 
 def texts(fig: Figure) -> list[str]:

@@ -22,9 +22,15 @@ def attention_figure(attn: CausalSelfAttention, x: torch.Tensor, head: int = 0, 
     mask = torch.ones(T, T, dtype=torch.bool).tril()
     weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
     out = weights @ v
-    panels = [(f"q ({T}, {hd})", q), (f"k ({T}, {hd})", k), (f"v ({T}, {hd})", v),
-              (f"scores q·kᵀ/√{hd} ({T}, {T})", scores), (f"mask ({T}, {T})", mask.float()),
-              (f"weights softmax ({T}, {T})", weights), (f"output weights·v ({T}, {hd})", out)]
+    panels = [
+        (f"q ({T}, {hd})", q),
+        (f"k ({T}, {hd})", k),
+        (f"v ({T}, {hd})", v),
+        (f"scores q·kᵀ/√{hd} ({T}, {T})", scores),
+        (f"mask ({T}, {T})", mask.float()),
+        (f"weights softmax ({T}, {T})", weights),
+        (f"output weights·v ({T}, {hd})", out),
+    ]
     fig = Figure(figsize=(12, 2.6), layout="constrained")
     axes = fig.subplots(1, len(panels))
     for ax, (title, m) in zip(axes, panels):
@@ -33,6 +39,5 @@ def attention_figure(attn: CausalSelfAttention, x: torch.Tensor, head: int = 0, 
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel("position (query)")
-    fig.suptitle(f"x (B={B}, T={T}, C={C}) → {attn.n_head} heads of {hd}: head {head} of row {row}",
-                 fontsize=10)
+    fig.suptitle(f"x (B={B}, T={T}, C={C}) → {attn.n_head} heads of {hd}: head {head} of row {row}", fontsize=10)
     return fig

@@ -44,10 +44,21 @@ def merges_figure(text: str, merges: list[tuple[bytes, bytes]]) -> Figure:
         x = 2.3
         for piece in row:
             w = len(piece) * unit
-            ax.add_patch(Rectangle((x, y), w, 0.3, facecolor="#fbbf24" if piece == new else "#e0ecff",
-                                   edgecolor="#334155", linewidth=0.6))
+            ax.add_patch(
+                Rectangle(
+                    (x, y),
+                    w,
+                    0.3,
+                    facecolor="#fbbf24" if piece == new else "#e0ecff",
+                    edgecolor="#334155",
+                    linewidth=0.6,
+                )
+            )
             ax.text(x + w / 2, y + 0.15, _show(piece), ha="center", va="center", fontsize=6.5, family="monospace")
             x += w
-    ax.set_title(f"{len(merges)} merges turn {n_bytes} bytes into {len(rows[-1][1])} symbols\n"
-                 "(highlighted: the pieces the row's merge made)", fontsize=9)
+    ax.set_title(
+        f"{len(merges)} merges turn {n_bytes} bytes into {len(rows[-1][1])} symbols\n"
+        "(highlighted: the pieces the row's merge made)",
+        fontsize=9,
+    )
     return fig

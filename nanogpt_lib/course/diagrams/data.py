@@ -25,10 +25,15 @@ def pipeline_figure(meta: dict[str, Any], x: torch.Tensor, y: torch.Tensor, n_ch
     stages = [
         ("text", f"{n_docs} files\n{n_chars:,} characters"),
         ("documents", f"{n_docs} documents\neach + <|endoftext|>\n(id {meta['eot_id']})"),
-        ("split", f"by whole document\ntrain {train['docs']} / val {val['docs']}\n"
-                  f"seed {request.get('seed', '?')}, 1 in {request.get('val_every', '?')}"),
-        ("token ids", f"{meta['tokenizer']} BPE\n{meta['vocab_size']:,} ids\n"
-                      f"train {train['tokens']:,}\nval {val['tokens']:,}"),
+        (
+            "split",
+            f"by whole document\ntrain {train['docs']} / val {val['docs']}\n"
+            f"seed {request.get('seed', '?')}, 1 in {request.get('val_every', '?')}",
+        ),
+        (
+            "token ids",
+            f"{meta['tokenizer']} BPE\n{meta['vocab_size']:,} ids\ntrain {train['tokens']:,}\nval {val['tokens']:,}",
+        ),
         (".bin files", f"{meta['dtype']}, 2 bytes/id\ntrain.bin {train['bytes']:,} B\nval.bin {val['bytes']:,} B"),
         ("batch", f"x {tuple(x.shape)}\ny {tuple(y.shape)}\nB={B} windows of T={T}\ny = x moved 1 along"),
     ]

@@ -14,8 +14,13 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-STAGE_TITLES = {"lr": "1. learning rate", "variant": "2. each variant alone", "combo": "3. the combination",
-                "half": "4. half the steps", "recipe": "5. the recipe"}
+STAGE_TITLES = {
+    "lr": "1. learning rate",
+    "variant": "2. each variant alone",
+    "combo": "3. the combination",
+    "half": "4. half the steps",
+    "recipe": "5. the recipe",
+}
 CHOSEN, OTHER = "#b7e4c7", "#eeeeee"  # the row a stage handed on, and the rest
 
 
@@ -29,25 +34,30 @@ def stage_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in runs:
         cfg = r["config"]
         tokens = cfg["max_steps"] * cfg["batch_size"] * cfg.get("grad_accum", 1) * cfg["model"]["block_size"]
-        row = rows.setdefault(r["label"], {"label": r["label"], "seeds": [], "steps": cfg["max_steps"],
-                                           "tokens": tokens})
+        row = rows.setdefault(
+            r["label"], {"label": r["label"], "seeds": [], "steps": cfg["max_steps"], "tokens": tokens}
+        )
         row["seeds"].append(r["seed"])
     return list(rows.values())
 
 
 def chosen_labels(decisions: dict[str, Any]) -> dict[str, set[str]]:
     """The labels each stage handed on, from ``Experiments.decisions`` (missing keys: nothing chosen)."""
+
     def label(key: str) -> set[str]:
         value = decisions.get(key)
         return {value["label"]} if isinstance(value, dict) and "label" in value else set()
 
-    return {"lr": {decisions["baseline_label"]} if "baseline_label" in decisions else set(),
-            "variant": set(decisions.get("winners", [])), "combo": label("combo"), "half": label("half"),
-            "recipe": label("recipe")}
+    return {
+        "lr": {decisions["baseline_label"]} if "baseline_label" in decisions else set(),
+        "variant": set(decisions.get("winners", [])),
+        "combo": label("combo"),
+        "half": label("half"),
+        "recipe": label("recipe"),
+    }
 
 
-def experiment_grid_figure(results: dict[str, list[dict[str, Any]]],
-                           decisions: dict[str, Any] | None = None) -> Figure:
+def experiment_grid_figure(results: dict[str, list[dict[str, Any]]], decisions: dict[str, Any] | None = None) -> Figure:
     """The stages side by side, one box per row (label, seeds x steps, tokens per run), chosen rows green.
 
     ``results`` maps a stage to its runs' records, as ``Experiments.results`` does; stages without runs
@@ -66,23 +76,38 @@ def experiment_grid_figure(results: dict[str, list[dict[str, Any]]],
     for i, stage in enumerate(stages):
         x = i * (width + gap)
         rows = columns[stage]
-        ax.text(x + width / 2, 0.35, f"{STAGE_TITLES.get(stage, stage)}\n{len(results[stage])} runs",
-                ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.text(
+            x + width / 2,
+            0.35,
+            f"{STAGE_TITLES.get(stage, stage)}\n{len(results[stage])} runs",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            fontweight="bold",
+        )
         for j, row in enumerate(rows):
             y = -j - height
             face = CHOSEN if row["label"] in chosen.get(stage, set()) else OTHER
             ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02", fc=face, ec="gray"))
             seeds = f"{len(row['seeds'])} seed{'s' if len(row['seeds']) > 1 else ''}"
-            ax.text(x + width / 2, y + height / 2,
-                    f"{textwrap.fill(row['label'], 30)}\n{seeds} x {row['steps']:,} steps\n{row['tokens'] / 1e6:.2f}M tokens a run",
-                    ha="center", va="center", fontsize=6)
+            ax.text(
+                x + width / 2,
+                y + height / 2,
+                f"{textwrap.fill(row['label'], 30)}\n{seeds} x {row['steps']:,} steps\n"
+                f"{row['tokens'] / 1e6:.2f}M tokens a run",
+                ha="center",
+                va="center",
+                fontsize=6,
+            )
         if i:  # each stage starts from what the one before chose
-            ax.add_patch(FancyArrowPatch((x - gap + 0.03, 0.15), (x - 0.03, 0.15), arrowstyle="-|>",
-                                         mutation_scale=10, color="gray"))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x - gap + 0.03, 0.15), (x - 0.03, 0.15), arrowstyle="-|>", mutation_scale=10, color="gray"
+                )
+            )
     ax.set_xlim(-0.1, len(stages) * (width + gap) - gap + 0.1)
     ax.set_ylim(-depth - 0.1, 1.0)
     ax.axis("off")
-    ax.set_title("the experiment as it ran: one box per row of a stage, green = what the stage handed on",
-                 fontsize=9)
+    ax.set_title("the experiment as it ran: one box per row of a stage, green = what the stage handed on", fontsize=9)
     fig.tight_layout()
     return fig

@@ -29,8 +29,14 @@ def cut_sizes(sorted_probs: torch.Tensor, top_k: int, top_p: float, min_p: float
     }
 
 
-def sampling_cuts_figure(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 10, top_p: float = 0.9,
-                         min_p: float = 0.05, title: str | None = None) -> Figure:
+def sampling_cuts_figure(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 10,
+    top_p: float = 0.9,
+    min_p: float = 0.05,
+    title: str | None = None,
+) -> Figure:
     """The sorted next-token distribution of ``logits`` (vocab,) at ``temperature``, with each cut's line.
 
     Left: probability by rank (log scales, the whole vocabulary), the model's own distribution (T = 1) in
@@ -38,8 +44,10 @@ def sampling_cuts_figure(logits: torch.Tensor, temperature: float = 1.0, top_k: 
     mass each cut keeps written in its label, since that is what the renormalisation scales up.
     """
     if logits.dim() != 1 or temperature <= 0:
-        raise ValueError(f"one row of logits (vocab,) and a temperature > 0, got shape {tuple(logits.shape)}, "
-                         f"temperature {temperature}")
+        raise ValueError(
+            f"one row of logits (vocab,) and a temperature > 0, got shape {tuple(logits.shape)}, "
+            f"temperature {temperature}"
+        )
     logits = logits.detach().float().cpu()
     own = logits.softmax(dim=-1).sort(descending=True).values
     probs = (logits / temperature).softmax(dim=-1).sort(descending=True).values

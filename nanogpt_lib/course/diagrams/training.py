@@ -58,22 +58,33 @@ def training_step_figure(cfg: TrainConfig, model: GPT) -> Figure:
     for i, (x, text) in enumerate(zip(xs, steps)):
         ax.text(x, 0.72, text, ha="center", va="center", fontsize=8.5, bbox=_BOX)
         if i:
-            ax.annotate("", xy=(x - 0.085, 0.72), xytext=(xs[i - 1] + 0.085, 0.72),
-                        arrowprops=dict(arrowstyle="->", color="gray"))
-    optimizers = [f"6a. AdamW: {len(adamw)} tensors, {_count(model, adamw):,} weights\n"
-                  f"matrices ({len(split['decay'])}): weight decay {cfg.weight_decay:g}\n"
-                  f"vectors ({len(split['no_decay'])}): no decay"]
+            ax.annotate(
+                "",
+                xy=(x - 0.085, 0.72),
+                xytext=(xs[i - 1] + 0.085, 0.72),
+                arrowprops=dict(arrowstyle="->", color="gray"),
+            )
+    optimizers = [
+        f"6a. AdamW: {len(adamw)} tensors, {_count(model, adamw):,} weights\n"
+        f"matrices ({len(split['decay'])}): weight decay {cfg.weight_decay:g}\n"
+        f"vectors ({len(split['no_decay'])}): no decay"
+    ]
     if split["muon"]:
         shapes = ", ".join(f"({r}, {c})" for r, c in muon_shapes)
-        optimizers.append(f"6b. Muon: {len(split['muon'])} block matrices, {_count(model, split['muon']):,} weights\n"
-                          f"shapes {shapes}\nmomentum {cfg.muon_momentum:g}, Nesterov, Newton-Schulz")
+        optimizers.append(
+            f"6b. Muon: {len(split['muon'])} block matrices, {_count(model, split['muon']):,} weights\n"
+            f"shapes {shapes}\nmomentum {cfg.muon_momentum:g}, Nesterov, Newton-Schulz"
+        )
     for j, text in enumerate(optimizers):
         x = 0.22 + 0.5 * j if len(optimizers) > 1 else 0.5
         ax.text(x, 0.28, text, ha="center", va="center", fontsize=8.5, bbox=_OPT_BOX)
         ax.annotate("", xy=(x, 0.42), xytext=(xs[-1], 0.62), arrowprops=dict(arrowstyle="->", color="gray"))
     ax.text(0.5, 0.05, "then zero the gradients; step += 1", ha="center", fontsize=8.5, color="gray")
-    ax.set_title(f"One training step of {cfg.name!r}: {B} x {T} = {B * T * cfg.grad_accum:,} tokens, "
-                 f"{cfg.model.n_layer} layers of width {cfg.model.n_embd}", fontsize=10)
+    ax.set_title(
+        f"One training step of {cfg.name!r}: {B} x {T} = {B * T * cfg.grad_accum:,} tokens, "
+        f"{cfg.model.n_layer} layers of width {cfg.model.n_embd}",
+        fontsize=10,
+    )
     return fig
 
 
@@ -87,18 +98,36 @@ def run_timeline_figure(cfg: TrainConfig) -> Figure:
     ax.axvspan(0, cfg.warmup_steps, color="gray", alpha=0.2, label=f"warmup: {cfg.warmup_steps} steps")
     if cfg.schedule == "wsd":
         start = wsd_decay_start(cfg)
-        ax.axvspan(start, cfg.max_steps, color="tab:orange", alpha=0.15,
-                   label=f"decay: steps {start:,}-{cfg.max_steps:,}")
+        ax.axvspan(
+            start, cfg.max_steps, color="tab:orange", alpha=0.15, label=f"decay: steps {start:,}-{cfg.max_steps:,}"
+        )
     evals = list(range(cfg.eval_every, cfg.max_steps + 1, cfg.eval_every))
     ckpts = list(range(cfg.ckpt_every, cfg.max_steps + 1, cfg.ckpt_every))
     top = cfg.lr * 1.1
-    ax.plot(evals, [top] * len(evals), "|", color="tab:green", ms=10,
-            label=f"evaluate every {cfg.eval_every} steps ({len(evals)}x, {cfg.eval_batches} batches per split)")
-    ax.plot(ckpts, [top * 1.07] * len(ckpts), "v", color="tab:red", ms=5,
-            label=f"checkpoint every {cfg.ckpt_every} steps ({len(ckpts)}x)")
-    ax.set(xlabel="step", ylabel="AdamW learning rate", ylim=(0, cfg.lr * 1.3), xlim=(0, cfg.max_steps),
-           title=f"A run of {cfg.max_steps:,} steps x {cfg.batch_size * cfg.grad_accum * cfg.model.block_size:,} "
-                 f"tokens: rate, evaluations, checkpoints")
+    ax.plot(
+        evals,
+        [top] * len(evals),
+        "|",
+        color="tab:green",
+        ms=10,
+        label=f"evaluate every {cfg.eval_every} steps ({len(evals)}x, {cfg.eval_batches} batches per split)",
+    )
+    ax.plot(
+        ckpts,
+        [top * 1.07] * len(ckpts),
+        "v",
+        color="tab:red",
+        ms=5,
+        label=f"checkpoint every {cfg.ckpt_every} steps ({len(ckpts)}x)",
+    )
+    ax.set(
+        xlabel="step",
+        ylabel="AdamW learning rate",
+        ylim=(0, cfg.lr * 1.3),
+        xlim=(0, cfg.max_steps),
+        title=f"A run of {cfg.max_steps:,} steps x {cfg.batch_size * cfg.grad_accum * cfg.model.block_size:,} "
+        f"tokens: rate, evaluations, checkpoints",
+    )
     ax.legend(fontsize=7.5, loc="lower left")
     fig.tight_layout()
     return fig

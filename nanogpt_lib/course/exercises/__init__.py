@@ -43,20 +43,21 @@ class NotAnswered(Exception):
 
 @dataclass(frozen=True)
 class Exercise:
-    id: str        # "03.2": chapter, then number
-    title: str     # one line, as the notebook's heading names it
-    answer: str    # what to pass to check(): "a function causal_mask(T) -> bool tensor (T, T)"
+    id: str  # "03.2": chapter, then number
+    title: str  # one line, as the notebook's heading names it
+    answer: str  # what to pass to check(): "a function causal_mask(T) -> bool tensor (T, T)"
     checker: Checker
-    off: OffList   # what the answer may not call (besides the check module's own helpers)
-    why: str       # why they are off, as the learner reads it
+    off: OffList  # what the answer may not call (besides the check module's own helpers)
+    why: str  # why they are off, as the learner reads it
 
 
 _REGISTRY: dict[str, Exercise] = {}
 _ID = re.compile(r"^(\d\d)\.(\d+)$")
 
 
-def exercise(id: str, title: str, answer: str, off: OffList | None = None,
-             why: str = "write that part yourself") -> Callable[[Checker], Checker]:
+def exercise(
+    id: str, title: str, answer: str, off: OffList | None = None, why: str = "write that part yourself"
+) -> Callable[[Checker], Checker]:
     """Register ``checker`` as the check of exercise ``id`` (used by the ``chNN`` modules); ``off`` lists the
     library functions the answer may not call, ``why`` says why (both shown in one line if it does)."""
     if not _ID.match(id):
@@ -90,8 +91,9 @@ def one_thread() -> Iterator[None]:
 def chi2_tail(stat: float, df: int) -> float:
     """P(X >= stat) for a chi-square variable with ``df`` degrees of freedom (the regularised upper incomplete
     gamma function): the p-value of the checks that test a distribution (a sampler's, a loader's)."""
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                         torch.tensor(stat / 2, dtype=torch.float64)))
+    return float(
+        torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(stat / 2, dtype=torch.float64))
+    )
 
 
 def _load_chapter(chapter: str) -> None:
@@ -159,7 +161,7 @@ def verdict(id: str, answer: Any) -> tuple[bool | None, str]:
         return None, how
     except Wrong as w:
         return False, str(w)
-    except Exception as e:  # the learner's code failed inside the check
+    except Exception as e:  # noqa: BLE001 - the learner's code may raise anything: it becomes the verdict
         return False, f"your answer raised {type(e).__name__}: {e}"
     return True, remark or ""
 

@@ -20,7 +20,7 @@ from ...config import TrainConfig
 from ...model import GPT, GPTConfig
 from ...step import train_step
 from ...tokenizer import encode
-from . import expect, exercise, one_thread
+from . import exercise, expect, one_thread
 from .guard import ops
 
 PUBLIC = ("short_run", "diverged", "SHORT", "SHORT_MODEL")  # a learner's answer may call these
@@ -39,7 +39,7 @@ def _short_data() -> tuple[torch.Tensor, int]:
     """Hamlet's opening as GPT-2 tokens, renumbered 0..U-1 over the U distinct ids it uses (vocabulary
     padded to a multiple of 64). The full 50,304-row embedding and head made one short run take 3 s on a
     2-core CPU; renumbered, the same tokens train in 0.4 s."""
-    text = (paths.shakespeare_dir() / "hamlet.txt").read_text(encoding="utf-8")[:SHORT["chars"]]
+    text = (paths.shakespeare_dir() / "hamlet.txt").read_text(encoding="utf-8")[: SHORT["chars"]]
     distinct, ids = torch.unique(torch.tensor(encode(text)), return_inverse=True)
     return ids, -(-len(distinct) // 64) * 64
 
@@ -62,8 +62,10 @@ def _train_short(lr: float) -> tuple[float, ...]:
 
     def draw(_micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(ids) - block - 1, (batch,), generator=gen)
-        return (torch.stack([ids[s:s + block] for s in starts]),
-                torch.stack([ids[s + 1:s + block + 1] for s in starts]))
+        return (
+            torch.stack([ids[s : s + block] for s in starts]),
+            torch.stack([ids[s + 1 : s + block + 1] for s in starts]),
+        )
 
     # the trainer's own step (one batch, clipped): the short run trains as `nanogpt train` would
     return tuple(train_step(model, opts, draw, grad_clip=cfg.grad_clip).item() for _ in range(steps))
@@ -96,6 +98,7 @@ EDGE_CALLS = 40  # a factor-1.5 grid over 1e-5 .. 10 is 35 rates; bisection need
 
 def _hidden_run(edge: float, calls: list[float]) -> Callable[[float], list[float]]:
     """A run(lr) -> 30 losses, falling below ``edge``, rising at and above it; records each rate asked for."""
+
     def run(lr: float) -> list[float]:
         lr = float(lr)
         if not (math.isfinite(lr) and lr > 0):
@@ -103,13 +106,17 @@ def _hidden_run(edge: float, calls: list[float]) -> Callable[[float], list[float
         calls.append(lr)
         slope = -0.05 if lr < edge else 0.2 * (1 + math.log(lr / edge))
         return [8.0 + slope * k for k in range(SHORT["steps"])]
+
     return run
 
 
-@exercise("06.1", "A search for the rate at which training diverges",
-          "a function divergence_edge(run) -> float: for any run(lr) -> list of losses that trains below some "
-          "rate between 1e-5 and 10 and diverges at and above it, a rate r where diverged(run(r)) and not "
-          "diverged(run(r / 1.5)), calling run at most 40 times")
+@exercise(
+    "06.1",
+    "A search for the rate at which training diverges",
+    "a function divergence_edge(run) -> float: for any run(lr) -> list of losses that trains below some "
+    "rate between 1e-5 and 10 and diverges at and above it, a rate r where diverged(run(r)) and not "
+    "diverged(run(r / 1.5)), calling run at most 40 times",
+)
 def _diverging_lr(divergence_edge: Callable[[Callable[[float], list[float]]], float]) -> str:
     expect(callable(divergence_edge), f"give a function divergence_edge(run), got {type(divergence_edge).__name__}")
     most = 0
@@ -117,21 +124,34 @@ def _diverging_lr(divergence_edge: Callable[[Callable[[float], list[float]]], fl
         calls: list[float] = []
         got = divergence_edge(_hidden_run(edge, calls))
         what = f"on hidden run {i + 1} of {len(HIDDEN_EDGES)}"
-        expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got) and got > 0,
-               f"{what}: give a positive rate (a float), got {got!r}")
-        expect(len(calls) <= EDGE_CALLS, f"{what}: {len(calls)} runs; a real run takes a second or more, so the "
-               f"search may call run at most {EDGE_CALLS} times (a factor-1.5 grid needs 35, bisection about 6)")
+        expect(
+            isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got) and got > 0,
+            f"{what}: give a positive rate (a float), got {got!r}",
+        )
+        expect(
+            len(calls) <= EDGE_CALLS,
+            f"{what}: {len(calls)} runs; a real run takes a second or more, so the "
+            f"search may call run at most {EDGE_CALLS} times (a factor-1.5 grid needs 35, bisection about 6)",
+        )
         lr = float(got)
         run = _hidden_run(edge, [])
         # The same property the exercise states, checked on the run itself: r diverges, r / 1.5 trains.
-        expect(diverged(run(lr)), f"{what}: run({lr:g}) still trains, so {lr:g} is not a rate where it diverges; "
-               "return a rate you have seen diverge")
-        expect(not diverged(run(lr / DIVERGE_FACTOR)), f"{what}: run({lr:g} / 1.5) diverges too, so a lower rate "
-               "already diverges: narrow the bracket until its ends are a factor 1.5 apart or less, then return "
-               "its diverging end")
+        expect(
+            diverged(run(lr)),
+            f"{what}: run({lr:g}) still trains, so {lr:g} is not a rate where it diverges; "
+            "return a rate you have seen diverge",
+        )
+        expect(
+            not diverged(run(lr / DIVERGE_FACTOR)),
+            f"{what}: run({lr:g} / 1.5) diverges too, so a lower rate "
+            "already diverges: narrow the bracket until its ends are a factor 1.5 apart or less, then return "
+            "its diverging end",
+        )
         most = max(most, len(calls))
-    return (f"it found the edge of {len(HIDDEN_EDGES)} runs it had never seen, with at most {most} runs each. "
-            "Now call divergence_edge(short_run) for the real model.")
+    return (
+        f"it found the edge of {len(HIDDEN_EDGES)} runs it had never seen, with at most {most} runs each. "
+        "Now call divergence_edge(short_run) for the real model."
+    )
 
 
 # ---- 06.2 early stopping ------------------------------------------------------------------------------
@@ -149,8 +169,11 @@ STOP_CASES: tuple[tuple[int, tuple[tuple[int, float], ...]], ...] = (
 )
 
 
-def _stop_truth(evals: tuple[tuple[int, float], ...], patience: int,
-                better: Callable[[float, float], bool] = lambda new, best: new < best) -> tuple[int, int]:
+def _stop_truth(
+    evals: tuple[tuple[int, float], ...],
+    patience: int,
+    better: Callable[[float, float], bool] = lambda new, best: new < best,
+) -> tuple[int, int]:
     """(best step, stop step): stop at the first evaluation that is the ``patience``-th in a row without a new
     best; the best is the lowest val loss seen up to then; no stop: the last evaluation."""
     best_step, best, since = evals[0][0], evals[0][1], 0
@@ -164,31 +187,44 @@ def _stop_truth(evals: tuple[tuple[int, float], ...], patience: int,
     return best_step, evals[-1][0]
 
 
-@exercise("06.2", "Early stopping",
-          "a function early_stop(evals, patience) -> (best_step, stop_step): evals is a list of (step, val_loss) "
-          "in the order a run logs them; the run stops at the first evaluation that is the patience-th in a row "
-          "without a new best (a val loss strictly lower than every earlier one), or at the last evaluation; "
-          "best_step is the step of the best val loss the run has seen")
+@exercise(
+    "06.2",
+    "Early stopping",
+    "a function early_stop(evals, patience) -> (best_step, stop_step): evals is a list of (step, val_loss) "
+    "in the order a run logs them; the run stops at the first evaluation that is the patience-th in a row "
+    "without a new best (a val loss strictly lower than every earlier one), or at the last evaluation; "
+    "best_step is the step of the best val loss the run has seen",
+)
 def _early_stop(early_stop: Callable[[list[tuple[int, float]], int], tuple[int, int]]) -> str:
     expect(callable(early_stop), f"give a function early_stop(evals, patience), got {type(early_stop).__name__}")
     for i, (patience, evals) in enumerate(STOP_CASES):
         what = f"on hidden curve {i + 1} of {len(STOP_CASES)} (patience {patience})"
         got = early_stop([tuple(e) for e in evals], patience)
-        expect(isinstance(got, tuple) and len(got) == 2 and all(isinstance(s, int) for s in got),
-               f"{what}: give a pair of steps (best_step, stop_step) as ints, got {got!r}")
+        expect(
+            isinstance(got, tuple) and len(got) == 2 and all(isinstance(s, int) for s in got),
+            f"{what}: give a pair of steps (best_step, stop_step) as ints, got {got!r}",
+        )
         best, stop = _stop_truth(evals, patience)
         steps = [s for s, _ in evals]
         expect(all(s in steps for s in got), f"{what}: {got} holds a step that is not one of the evaluations")
         if got[1] != stop:
             ties = _stop_truth(evals, patience, lambda new, old: new <= old)[1]
-            expect(got[1] != ties or ties == stop, f"{what}: the run stops at another evaluation: an equal val loss "
-                   "is not a new best (the trainer writes best/ only when the loss is strictly lower)")
-            expect(False, f"{what}: the run stops at another evaluation than the rule says: count the evaluations "
-                   "in a row since the last new best")
+            expect(
+                got[1] != ties or ties == stop,
+                f"{what}: the run stops at another evaluation: an equal val loss "
+                "is not a new best (the trainer writes best/ only when the loss is strictly lower)",
+            )
+            expect(
+                False,
+                f"{what}: the run stops at another evaluation than the rule says: count the evaluations "
+                "in a row since the last new best",
+            )
         expect(got[0] <= stop, f"{what}: best_step {got[0]} comes after the stop: a stopped run never sees it")
         expect(got[0] == best, f"{what}: best_step is not the step of the lowest val loss the run saw before stopping")
-    return (f"the best step and the stop agree on {len(STOP_CASES)} hidden curves. Now try it on the shipped run's evaluations: where would "
-            "patience 5 have stopped it, and how many steps would that have saved?")
+    return (
+        f"the best step and the stop agree on {len(STOP_CASES)} hidden curves. Now try it on the shipped run's "
+        "evaluations: where would patience 5 have stopped it, and how many steps would that have saved?"
+    )
 
 
 # ---- 06.3 dropout by hand -----------------------------------------------------------------------------
@@ -204,46 +240,79 @@ def _drop_input(seed: int, grad: bool = False) -> torch.Tensor:
 
 
 def _dropout_twins() -> list:
-    return [ops("dropout", "dropout_", "native_dropout", "feature_dropout", "feature_dropout_", "alpha_dropout",
-                "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_", label="torch's dropout")]
+    return [
+        ops(
+            "dropout",
+            "dropout_",
+            "native_dropout",
+            "feature_dropout",
+            "feature_dropout_",
+            "alpha_dropout",
+            "alpha_dropout_",
+            "feature_alpha_dropout",
+            "feature_alpha_dropout_",
+            label="torch's dropout",
+        )
+    ]
 
 
-@exercise("06.3", "Dropout by hand",
-          "a function dropout(x, p, training, gen) -> tensor: with training=True, each entry of x set to 0 with "
-          "probability p, independently, drawn from the torch.Generator gen, and the kept entries scaled so each "
-          "entry keeps its expected value; with training=False, x unchanged",
-          off=_dropout_twins, why="draw the mask yourself")
+@exercise(
+    "06.3",
+    "Dropout by hand",
+    "a function dropout(x, p, training, gen) -> tensor: with training=True, each entry of x set to 0 with "
+    "probability p, independently, drawn from the torch.Generator gen, and the kept entries scaled so each "
+    "entry keeps its expected value; with training=False, x unchanged",
+    off=_dropout_twins,
+    why="draw the mask yourself",
+)
 def _dropout(dropout: Callable[[torch.Tensor, float, bool, torch.Generator], torch.Tensor]) -> str:
     expect(callable(dropout), f"give a function dropout(x, p, training, gen), got {type(dropout).__name__}")
     x = _drop_input(0)
     out = dropout(x, 0.5, False, torch.Generator().manual_seed(1))
     expect(isinstance(out, torch.Tensor) and out.shape == x.shape, f"give a tensor of x's shape {tuple(x.shape)}")
     expect(torch.equal(out, x), "with training=False (evaluation) dropout must leave x unchanged")
-    expect(torch.equal(dropout(x, 0.0, True, torch.Generator().manual_seed(1)), x),
-           "with p = 0 nothing is dropped: the output must be x itself")
+    expect(
+        torch.equal(dropout(x, 0.0, True, torch.Generator().manual_seed(1)), x),
+        "with p = 0 nothing is dropped: the output must be x itself",
+    )
     for p in (0.1, 0.5):
         x = _drop_input(int(p * 10), grad=True)
         out = dropout(x, p, True, torch.Generator().manual_seed(7))
         kept = out != 0
         share = 1 - kept.float().mean().item()
         sd = math.sqrt(p * (1 - p) / x.numel())
-        expect(abs(share - p) <= DROP_SIGMAS * sd, f"p = {p}: {share:.1%} of the entries are zero; with "
-               f"{x.numel():,} entries the share must be within {DROP_SIGMAS * sd:.1%} of the dropping probability")
+        expect(
+            abs(share - p) <= DROP_SIGMAS * sd,
+            f"p = {p}: {share:.1%} of the entries are zero; with "
+            f"{x.numel():,} entries the share must be within {DROP_SIGMAS * sd:.1%} of the dropping probability",
+        )
         # kept entries are x / (1 - p): a multiplication by 1 / (1 - p) rounds differently by at most 1 ulp
         ratio = (out[kept] / x[kept]).detach()
-        expect(torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - p)), rtol=1e-6, atol=0),
-               f"p = {p}: the kept entries are not x times one common factor that keeps each entry's expected value")
-        expect(not all(torch.equal(kept[0], kept[r]) for r in range(1, 8)) and
-               not all(torch.equal(kept[:, 0], kept[:, c]) for c in range(1, 8)),
-               f"p = {p}: the same entries are dropped in every row or every column: each entry is dropped independently")
+        expect(
+            torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - p)), rtol=1e-6, atol=0),
+            f"p = {p}: the kept entries are not x times one common factor that keeps each entry's expected value",
+        )
+        expect(
+            not all(torch.equal(kept[0], kept[r]) for r in range(1, 8))
+            and not all(torch.equal(kept[:, 0], kept[:, c]) for c in range(1, 8)),
+            f"p = {p}: the same entries are dropped in every row or every column: each entry is dropped independently",
+        )
         again = dropout(x, p, True, torch.Generator().manual_seed(7))
         other = dropout(x, p, True, torch.Generator().manual_seed(8))
-        expect(torch.equal(again, out) and not torch.equal(other, out),
-               f"p = {p}: draw the mask from gen: the same generator state must give the same mask, another one another")
-        expect(out.requires_grad, f"p = {p}: the output has no gradient: build it from x with differentiable operations")
+        expect(
+            torch.equal(again, out) and not torch.equal(other, out),
+            f"p = {p}: draw the mask from gen: the same generator state must give the same mask, another one another",
+        )
+        expect(
+            out.requires_grad, f"p = {p}: the output has no gradient: build it from x with differentiable operations"
+        )
         (grad,) = torch.autograd.grad(out.sum(), x)
-        expect(torch.allclose(grad, kept.float() / (1 - p), rtol=1e-6, atol=0),
-               f"p = {p}: the gradient of out.sum() with respect to x is not 0 on dropped entries and the common "
-               "factor on kept ones")
-    return ("zeros in the right share, independent, the rest scaled, seeded, differentiable, and off in evaluation. "
-            "This is what GPTConfig(dropout=...) switches on in the model (nn.Dropout in nanogpt_lib/model.py).")
+        expect(
+            torch.allclose(grad, kept.float() / (1 - p), rtol=1e-6, atol=0),
+            f"p = {p}: the gradient of out.sum() with respect to x is not 0 on dropped entries and the common "
+            "factor on kept ones",
+        )
+    return (
+        "zeros in the right share, independent, the rest scaled, seeded, differentiable, and off in evaluation. "
+        "This is what GPTConfig(dropout=...) switches on in the model (nn.Dropout in nanogpt_lib/model.py)."
+    )

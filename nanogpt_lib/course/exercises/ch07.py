@@ -22,7 +22,7 @@ import torch
 
 from ... import sample as sample_module
 from ...errors import one_line
-from . import Wrong, chi2_tail, expect, exercise
+from . import Wrong, chi2_tail, exercise, expect
 from .guard import fn
 
 VOCAB = 500  # a small vocabulary keeps the draws instant; the rules do not depend on its size
@@ -34,7 +34,7 @@ ROWS_TESTED = 4
 REPEATS = 4000
 SEEN_AT_LEAST = 0.005  # P(a kept token this likely is never drawn in 4,000 draws) = 0.995^4000 = 2e-9
 P_MIN = 1e-6  # chi-square threshold: with <= 200 tokens x 4 rows x 7 settings tested, all tests together
-              # fail a correct sampler with probability <= 5,600 x 2e-9 + 28 x 1e-6 < 1e-4
+# fail a correct sampler with probability <= 5,600 x 2e-9 + 28 x 1e-6 < 1e-4
 
 
 def draw_logits(rows: int = ROWS, vocab: int = VOCAB, seed: int = 6) -> torch.Tensor:
@@ -45,8 +45,11 @@ def draw_logits(rows: int = ROWS, vocab: int = VOCAB, seed: int = 6) -> torch.Te
 
 
 def _sampling_twins() -> list:
-    return [fn(f, f"nanogpt_lib.sample.{n}") for n, f in vars(sample_module).items()
-            if callable(f) and getattr(f, "__module__", None) == sample_module.__name__]
+    return [
+        fn(f, f"nanogpt_lib.sample.{n}")
+        for n, f in vars(sample_module).items()
+        if callable(f) and getattr(f, "__module__", None) == sample_module.__name__
+    ]
 
 
 def _draws(sampler: Callable[[torch.Tensor], object], logits: torch.Tensor, what: str) -> torch.Tensor:
@@ -59,13 +62,17 @@ def _draws(sampler: Callable[[torch.Tensor], object], logits: torch.Tensor, what
     except RuntimeError as e:
         text = one_line(e, first=True)
         if any(k in text for k in ("probability tensor", "multinomial", "invalid", "sum of probabilities")):
-            raise Wrong(f"{what}: torch.multinomial refused your probabilities ({text}): a row has no token "
-                        "left to draw (an empty kept set sums to 0), or holds inf or nan (logits divided by a "
-                        "zero or tiny temperature, exp of a large logit)") from None
+            raise Wrong(
+                f"{what}: torch.multinomial refused your probabilities ({text}): a row has no token "
+                "left to draw (an empty kept set sums to 0), or holds inf or nan (logits divided by a "
+                "zero or tiny temperature, exp of a large logit)"
+            ) from None
         raise
     expect(torch.is_tensor(ids), f"{what}: returned {type(ids).__name__}, not a tensor of token ids")
-    expect(tuple(ids.shape) == (logits.size(0), 1), f"{what}: returned shape {tuple(ids.shape)}, expected one "
-           f"id per row, shape ({logits.size(0)}, 1)")
+    expect(
+        tuple(ids.shape) == (logits.size(0), 1),
+        f"{what}: returned shape {tuple(ids.shape)}, expected one id per row, shape ({logits.size(0)}, 1)",
+    )
     expect(not ids.is_floating_point(), f"{what}: returned {ids.dtype} values, not integer token ids")
     ids = ids.long().view(-1)
     expect(bool(((ids >= 0) & (ids < logits.size(1))).all()), f"{what}: some ids are outside the vocabulary")
@@ -78,23 +85,26 @@ def _test_rows() -> torch.Tensor:
     return rows * torch.tensor([0.5, 1.0, 2.0, 4.0]).unsqueeze(1)
 
 
-def check_distribution(sampler: Callable[[torch.Tensor, torch.Generator], object],
-                       probs: Callable[[torch.Tensor], torch.Tensor], what: str) -> None:
+def check_distribution(
+    sampler: Callable[[torch.Tensor, torch.Generator], object], probs: Callable[[torch.Tensor], torch.Tensor], what: str
+) -> None:
     """Fail unless ``sampler(logits, gen)`` draws each test row from ``probs(row)`` (float64, zero outside
     the kept set): the three tests of the module's docstring, row by row."""
     rows = _test_rows()
     draws = _draws(lambda z: sampler(z, torch.Generator().manual_seed(1)), rows.repeat_interleave(REPEATS, 0), what)
     for r in range(ROWS_TESTED):
         p = probs(rows[r])
-        counts = torch.bincount(draws[r * REPEATS:(r + 1) * REPEATS], minlength=rows.size(1)).double()
+        counts = torch.bincount(draws[r * REPEATS : (r + 1) * REPEATS], minlength=rows.size(1)).double()
         where = f"{what}, row {r + 1} of {ROWS_TESTED}"
         outside = int(counts[p == 0].sum())
         if outside:
             raise Wrong(f"{where}: {outside} of {REPEATS:,} draws are tokens the rule does not keep")
         missing = int(((p >= SEEN_AT_LEAST) & (counts == 0)).sum())
         if missing:
-            raise Wrong(f"{where}: {missing} kept token(s) with probability >= {SEEN_AT_LEAST:.1%} never came up "
-                        f"in {REPEATS:,} draws: your kept set is missing tokens the rule keeps")
+            raise Wrong(
+                f"{where}: {missing} kept token(s) with probability >= {SEEN_AT_LEAST:.1%} never came up "
+                f"in {REPEATS:,} draws: your kept set is missing tokens the rule keeps"
+            )
         expected = p * REPEATS
         big = expected >= 5  # chi-square needs >= 5 expected per bin: the small ones share one bin
         obs, exp = counts[big].tolist(), expected[big].tolist()
@@ -106,9 +116,11 @@ def check_distribution(sampler: Callable[[torch.Tensor, torch.Generator], object
         stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp))
         pval = chi2_tail(stat, len(obs) - 1)
         if pval < P_MIN:
-            raise Wrong(f"{where}: the draws do not fit the kept tokens' renormalised probabilities (chi-square "
-                        f"p = {pval:.1e}, below {P_MIN:g}): check which tokens you keep (rare ones may be missing) "
-                        "and the probabilities you draw them with")
+            raise Wrong(
+                f"{where}: the draws do not fit the kept tokens' renormalised probabilities (chi-square "
+                f"p = {pval:.1e}, below {P_MIN:g}): check which tokens you keep (rare ones may be missing) "
+                "and the probabilities you draw them with"
+            )
 
 
 def _seeded(sampler: Callable[..., object], *args: object) -> Callable[[torch.Tensor, torch.Generator], object]:
@@ -122,8 +134,11 @@ def _uses_gen(sampler: Callable[[torch.Tensor, torch.Generator], object], what: 
     a = _draws(lambda x: sampler(x, torch.Generator().manual_seed(5)), z, what)
     torch.manual_seed(2)
     b = _draws(lambda x: sampler(x, torch.Generator().manual_seed(5)), z, what)
-    expect(torch.equal(a, b), f"{what}: two calls with generators seeded alike drew differently: draw from gen "
-           "(torch.multinomial(..., generator=gen), torch.rand(..., generator=gen))")
+    expect(
+        torch.equal(a, b),
+        f"{what}: two calls with generators seeded alike drew differently: draw from gen "
+        "(torch.multinomial(..., generator=gen), torch.rand(..., generator=gen))",
+    )
 
 
 # ---- 07.1 temperature ---------------------------------------------------------------------------------
@@ -138,32 +153,46 @@ def _softmax_probs(temperature: float) -> Callable[[torch.Tensor], torch.Tensor]
     return lambda row: (row.double() / temperature).softmax(-1)
 
 
-@exercise("07.1", "Sampling with a temperature, and temperature 0",
-          "a function sample_temperature(logits, temperature, gen) -> (B, 1) token ids: the argmax of each row at "
-          "temperature 0, else one draw per row from softmax(logits / temperature), drawn from gen",
-          off=_sampling_twins, why="draw the tokens yourself")
+@exercise(
+    "07.1",
+    "Sampling with a temperature, and temperature 0",
+    "a function sample_temperature(logits, temperature, gen) -> (B, 1) token ids: the argmax of each row at "
+    "temperature 0, else one draw per row from softmax(logits / temperature), drawn from gen",
+    off=_sampling_twins,
+    why="draw the tokens yourself",
+)
 def _temperature(sample_temperature: Callable[..., torch.Tensor]) -> str:
     expect(callable(sample_temperature), "give a function sample_temperature(logits, temperature, gen)")
     logits = draw_logits()
     argmax = logits.argmax(-1)
     for temperature in GREEDY_TEMPERATURES:
         what = f"at temperature {temperature:g}"
-        ids = _draws(lambda z: sample_temperature(z, temperature, torch.Generator().manual_seed(1)), logits, what)
+        ids = _draws(
+            lambda z, temperature=temperature: sample_temperature(z, temperature, torch.Generator().manual_seed(1)),
+            logits,
+            what,
+        )
         off = int((ids != argmax).sum())
         if off and temperature > 0:
-            raise Wrong(f"{what}: {off} of {ROWS} rows are not the row's likeliest token, as the limit T -> 0 "
-                        "says they must be: logits / temperature overflows; what can you subtract from every "
-                        "logit of a row without changing any probability?")
+            raise Wrong(
+                f"{what}: {off} of {ROWS} rows are not the row's likeliest token, as the limit T -> 0 "
+                "says they must be: logits / temperature overflows; what can you subtract from every "
+                "logit of a row without changing any probability?"
+            )
         expect(not off, f"{what}: {off} of {ROWS} rows are not the row's likeliest token")
     for temperature in TEMPERATURES:
-        check_distribution(_seeded(sample_temperature, temperature), _softmax_probs(temperature),
-                           f"at temperature {temperature:g}")
+        check_distribution(
+            _seeded(sample_temperature, temperature), _softmax_probs(temperature), f"at temperature {temperature:g}"
+        )
     _uses_gen(_seeded(sample_temperature, 0.7), "at temperature 0.7")
-    return (f"argmax at 0 and 1e-37, and the right distribution at temperatures "
-            f"{', '.join(f'{t:g}' for t in TEMPERATURES)} ({ROWS_TESTED} rows x {REPEATS:,} draws each).")
+    return (
+        f"argmax at 0 and 1e-37, and the right distribution at temperatures "
+        f"{', '.join(f'{t:g}' for t in TEMPERATURES)} ({ROWS_TESTED} rows x {REPEATS:,} draws each)."
+    )
 
 
 # ---- 07.2 the probability of a draw -------------------------------------------------------------------
+
 
 def draw_probability(logits: torch.Tensor, token: int, temperature: float, top_k: int | None) -> float:
     """What sample_next draws ``token`` with, for one row of logits (float64): the softmax of logits /
@@ -182,10 +211,15 @@ def draw_probability(logits: torch.Tensor, token: int, temperature: float, top_k
 PROB_CASES = ((1.0, None), (0.5, 10), (2.0, 10), (1.0, 1), (0.8, 200))
 
 
-@exercise("07.2", "The probability that a token is drawn",
-          "a function prob_drawn(logits, token, temperature, top_k) -> float: the probability that sample_next "
-          "draws token id `token` from one row of logits (shape (vocab,)) at that temperature and top-k "
-          "(None: no cut)", off=_sampling_twins, why="compute the probability yourself")
+@exercise(
+    "07.2",
+    "The probability that a token is drawn",
+    "a function prob_drawn(logits, token, temperature, top_k) -> float: the probability that sample_next "
+    "draws token id `token` from one row of logits (shape (vocab,)) at that temperature and top-k "
+    "(None: no cut)",
+    off=_sampling_twins,
+    why="compute the probability yourself",
+)
 def _probability(prob_drawn: Callable[..., float]) -> str:
     expect(callable(prob_drawn), "give a function prob_drawn(logits, token, temperature, top_k)")
     logits = draw_logits(rows=1, seed=7)[0] * 3  # one row with a clear head and a long tail
@@ -196,19 +230,26 @@ def _probability(prob_drawn: Callable[..., float]) -> str:
         for rank in sorted({0, k - 1, min(k, VOCAB - 1), VOCAB - 1}):
             token = ranked[rank]
             mine = prob_drawn(logits.clone(), token, temperature, top_k)
-            expect(isinstance(mine, (int, float)) or (torch.is_tensor(mine) and mine.numel() == 1),
-                   f"prob_drawn returned {type(mine).__name__}, not a number")
+            expect(
+                isinstance(mine, (int, float)) or (torch.is_tensor(mine) and mine.numel() == 1),
+                f"prob_drawn returned {type(mine).__name__}, not a number",
+            )
             mine, truth = float(mine), draw_probability(logits, token, temperature, top_k)
             what = f"temperature {temperature:g}, top_k {top_k}: the token ranked {rank + 1}"
             if truth == 0:
-                expect(mine == 0, f"{what} is outside the top {top_k}: sample_next can never draw it, yet you "
-                       f"give it {mine:.3g}")
+                expect(
+                    mine == 0,
+                    f"{what} is outside the top {top_k}: sample_next can never draw it, yet you give it {mine:.3g}",
+                )
                 continue
             # float32 against float64 softmax: ~1e-7 relative; 1e-5 leaves room for either precision.
             if not math.isclose(mine, truth, rel_tol=1e-5, abs_tol=1e-12):
                 why = f"{what}: your {mine:.4g} is not the probability sample_next draws it with"
-                if top_k and mine < truth and math.isclose(mine, draw_probability(logits, token, temperature, None),
-                                                           rel_tol=1e-5):
+                if (
+                    top_k
+                    and mine < truth
+                    and math.isclose(mine, draw_probability(logits, token, temperature, None), rel_tol=1e-5)
+                ):
                     why += " (that is its probability over the whole vocabulary: top-k renormalises over the k kept)"
                 raise Wrong(why)
     return f"exact for {len(PROB_CASES)} settings, from the likeliest token to the tail."
@@ -222,17 +263,24 @@ MIN_PS = (0.02, 0.1, 0.5, 1.0)  # 1.0 keeps the likeliest token only: a strict c
 def min_p_probs(min_p: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """The min-p rule for one row (float64): keep tokens whose probability is at least min_p times the largest,
     renormalised; 0 elsewhere."""
+
     def probs(row: torch.Tensor) -> torch.Tensor:
         p = row.double().softmax(-1)
         kept = torch.where(p >= min_p * p.max(), p, torch.zeros_like(p))
         return kept / kept.sum()
+
     return probs
 
 
-@exercise("07.3", "Min-p sampling",
-          "a function min_p_sample(logits, min_p, gen) -> (B, 1) token ids: per row, keep the tokens whose "
-          "probability is at least min_p times the row's largest, and draw one of them with their renormalised "
-          "probabilities, from gen", off=_sampling_twins, why="write the cut and the draw yourself")
+@exercise(
+    "07.3",
+    "Min-p sampling",
+    "a function min_p_sample(logits, min_p, gen) -> (B, 1) token ids: per row, keep the tokens whose "
+    "probability is at least min_p times the row's largest, and draw one of them with their renormalised "
+    "probabilities, from gen",
+    off=_sampling_twins,
+    why="write the cut and the draw yourself",
+)
 def _min_p(min_p_sample: Callable[..., torch.Tensor]) -> str:
     expect(callable(min_p_sample), "give a function min_p_sample(logits, min_p, gen)")
     rows = _test_rows()
@@ -241,9 +289,11 @@ def _min_p(min_p_sample: Callable[..., torch.Tensor]) -> str:
         check_distribution(_seeded(min_p_sample, min_p), min_p_probs(min_p), f"min_p = {min_p:g}")
     _uses_gen(_seeded(min_p_sample, 0.1), "min_p = 0.1")
     kept = [int((min_p_probs(0.1)(r) > 0).sum()) for r in rows]
-    return (f"the right kept sets and proportions for min_p = {', '.join(f'{m:g}' for m in MIN_PS)}. At 0.1 the "
-            f"cut keeps {', '.join(map(str, kept))} tokens of the {ROWS_TESTED} test rows, from flat to peaked: "
-            "unlike top-k it follows the model's confidence, and unlike top-p it never keeps a long flat tail.")
+    return (
+        f"the right kept sets and proportions for min_p = {', '.join(f'{m:g}' for m in MIN_PS)}. At 0.1 the "
+        f"cut keeps {', '.join(map(str, kept))} tokens of the {ROWS_TESTED} test rows, from flat to peaked: "
+        "unlike top-k it follows the model's confidence, and unlike top-p it never keeps a long flat tail."
+    )
 
 
 # ---- 07.4 a repetition penalty ------------------------------------------------------------------------
@@ -259,11 +309,15 @@ def _penalized(logits: torch.Tensor, previous: list[list[int]], penalty: float) 
     return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
-@exercise("07.4", "A repetition penalty",
-          "a function penalize(logits, previous, penalty) -> new logits (B, V): for each row, every token id that "
-          "occurs in previous[row] (a list of ids, repeats possible) gets its logit divided by penalty if "
-          "positive, multiplied by it if not; other logits unchanged; the input left as it was",
-          off=_sampling_twins, why="write the penalty yourself")
+@exercise(
+    "07.4",
+    "A repetition penalty",
+    "a function penalize(logits, previous, penalty) -> new logits (B, V): for each row, every token id that "
+    "occurs in previous[row] (a list of ids, repeats possible) gets its logit divided by penalty if "
+    "positive, multiplied by it if not; other logits unchanged; the input left as it was",
+    off=_sampling_twins,
+    why="write the penalty yourself",
+)
 def _penalty(penalize: Callable[..., torch.Tensor]) -> str:
     expect(callable(penalize), "give a function penalize(logits, previous, penalty)")
     g = torch.Generator().manual_seed(64)
@@ -273,10 +327,15 @@ def _penalty(penalize: Callable[..., torch.Tensor]) -> str:
         given = logits.clone()
         got = penalize(given, [list(p) for p in previous], penalty)
         what = f"penalty {penalty:g}"
-        expect(torch.is_tensor(got) and tuple(got.shape) == tuple(logits.shape),
-               f"{what}: return a tensor of the logits' shape {tuple(logits.shape)}")
-        expect(torch.equal(given, logits), f"{what}: your function changed the logits it was given: return new "
-               "ones (a sampler may need the originals)")
+        expect(
+            torch.is_tensor(got) and tuple(got.shape) == tuple(logits.shape),
+            f"{what}: return a tensor of the logits' shape {tuple(logits.shape)}",
+        )
+        expect(
+            torch.equal(given, logits),
+            f"{what}: your function changed the logits it was given: return new "
+            "ones (a sampler may need the originals)",
+        )
         truth = _penalized(logits, previous, penalty)
         got = got.detach().float()
         for r in range(len(previous)):
@@ -285,22 +344,33 @@ def _penalty(penalize: Callable[..., torch.Tensor]) -> str:
                 continue
             seen = set(previous[r])
             changed = [i for i in range(logits.size(1)) if not math.isclose(got[r, i], logits[r, i], rel_tol=1e-6)]
-            expect(set(changed) <= seen, f"{what}, row {r}: you changed the logit of a token that does not occur in "
-                   "previous[row]")
+            expect(
+                set(changed) <= seen,
+                f"{what}, row {r}: you changed the logit of a token that does not occur in previous[row]",
+            )
             wrong = [i for i in seen if not math.isclose(got[r, i], truth[r, i], rel_tol=1e-6, abs_tol=1e-7)]
             i = wrong[0]
             naive = logits[r, i] / penalty
-            expect(not (logits[r, i] < 0 and math.isclose(got[r, i], naive, rel_tol=1e-6)),
-                   f"{what}, row {r}: token {i} has a negative logit and you divided it by the penalty, which makes "
-                   "it LIKELIER; a negative logit is multiplied")
-            expect(len(previous[r]) == len(seen) or not any(
-                math.isclose(got[r, j], logits[r, j] / penalty ** previous[r].count(j), rel_tol=1e-6)
-                for j in wrong if previous[r].count(j) > 1),
-                f"{what}, row {r}: a token that occurs several times is penalised once, not once per occurrence")
+            expect(
+                not (logits[r, i] < 0 and math.isclose(got[r, i], naive, rel_tol=1e-6)),
+                f"{what}, row {r}: token {i} has a negative logit and you divided it by the penalty, which makes "
+                "it LIKELIER; a negative logit is multiplied",
+            )
+            expect(
+                len(previous[r]) == len(seen)
+                or not any(
+                    math.isclose(got[r, j], logits[r, j] / penalty ** previous[r].count(j), rel_tol=1e-6)
+                    for j in wrong
+                    if previous[r].count(j) > 1
+                ),
+                f"{what}, row {r}: a token that occurs several times is penalised once, not once per occurrence",
+            )
             raise Wrong(f"{what}, row {r}: the logits of tokens in previous[row] are not penalised as asked")
     p = min_p_probs(0.0)  # the share of probability the penalised tokens lose, for the remark
     before = float(p(logits[3])[12])
     after = float(p(_penalized(logits, previous, 2.0)[3])[12])
-    return (f"penalties {', '.join(f'{x:g}' for x in PENALTIES)} all as asked. In row 4, token 12 (seen 9 times) "
-            f"goes from probability {before:.3f} to {after:.3f} at penalty 2: a loop loses its pull, but so does "
-            "a word the text needs again.")
+    return (
+        f"penalties {', '.join(f'{x:g}' for x in PENALTIES)} all as asked. In row 4, token 12 (seen 9 times) "
+        f"goes from probability {before:.3f} to {after:.3f} at penalty 2: a loop loses its pull, but so does "
+        "a word the text needs again."
+    )

@@ -26,19 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ... import paths
-from ... import sweep
+from ... import paths, sweep
 from ...checkpoint import CheckpointError, load_checkpoint, load_model_state
 from ...config import TrainConfig, load_config
 from ...data import TokenData, text_stats
 from ...devices import cpu_class, cpu_info, pick_device
 from ...files import atomic_write_text
 from ...model import GPT, GPTConfig
-from ...tokenizer import identity as tokenizer_identity
-from ...train import TrainResult, train
 from ...rundir import CKPT, METRICS, RunDir
 from ...sweep import load_result, steps_to_target
-from . import NotAnswered, Wrong, expect, exercise
+from ...tokenizer import identity as tokenizer_identity
+from ...train import TrainResult, train
+from . import NotAnswered, Wrong, exercise, expect
 from .guard import fn
 
 # What a learner's answer may call: the readers of the runs, and 08.5's way to make and score a minutes run
@@ -59,25 +58,38 @@ def results(stage: str | None = None) -> list[dict[str, Any]]:
     """Every finished run of the full experiment (``sweep.load_result``: result.json plus its val curve),
     optionally of one stage, in folder order."""
     if not experiment_dir().is_dir():
-        raise FileNotFoundError(f"{paths.shown(experiment_dir())} is missing: the exercises read the committed "
-                                "experiment of the repository (is NANOGPT_HOME set elsewhere?)")
+        raise FileNotFoundError(
+            f"{paths.shown(experiment_dir())} is missing: the exercises read the committed "
+            "experiment of the repository (is NANOGPT_HOME set elsewhere?)"
+        )
     runs = [load_result(d) for d in sorted(experiment_dir().iterdir()) if RunDir(d).result.is_file()]
     return [r for r in runs if stage is None or r["stage"] == stage]
 
 
 def _number(answer: object) -> float:
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
-           f"give a number, got {answer!r}")
+    expect(
+        isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
+        f"give a number, got {answer!r}",
+    )
     return float(answer)
 
 
 # ---- 08.1 one seed's verdict --------------------------------------------------------------------------
 
+
 def _fake_run(lr: float, seed: int, final: float, best: float, step: int = 1500) -> dict[str, Any]:
     """A run record shaped like load_result's, for the sweeps the learner never sees."""
-    return {"name": f"lr-{lr:g}-s{seed}", "label": f"lr {lr:g}", "stage": "lr", "seed": seed, "step": step,
-            "config": {"lr": lr}, "final": {"val_loss": final}, "best_val_loss": best,
-            "curve": [(step, final)]}
+    return {
+        "name": f"lr-{lr:g}-s{seed}",
+        "label": f"lr {lr:g}",
+        "stage": "lr",
+        "seed": seed,
+        "step": step,
+        "config": {"lr": lr},
+        "final": {"val_loss": final},
+        "best_val_loss": best,
+        "curve": [(step, final)],
+    }
 
 
 def _hidden_sweeps() -> list[list[dict[str, Any]]]:
@@ -112,13 +124,18 @@ def _winner(runs: list[dict[str, Any]], seed: int | None) -> float:
     return min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]))
 
 
-@exercise("08.1", "Which learning rate wins with one seed?",
-          "a function one_seed_winner(runs, seed) -> float: among the runs (load_result records of one lr sweep) "
-          "of that seed, the config['lr'] of the one with the lowest final val loss", off=_sweep_twins,
-          why="rank the runs yourself")
+@exercise(
+    "08.1",
+    "Which learning rate wins with one seed?",
+    "a function one_seed_winner(runs, seed) -> float: among the runs (load_result records of one lr sweep) "
+    "of that seed, the config['lr'] of the one with the lowest final val loss",
+    off=_sweep_twins,
+    why="rank the runs yourself",
+)
 def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> str:
-    expect(callable(one_seed_winner), f"give a function one_seed_winner(runs, seed), got "
-           f"{type(one_seed_winner).__name__}")
+    expect(
+        callable(one_seed_winner), f"give a function one_seed_winner(runs, seed), got {type(one_seed_winner).__name__}"
+    )
     sweeps = [(f"hidden sweep {i + 1}", runs) for i, runs in enumerate(_hidden_sweeps())]
     sweeps.append(("the lr stage", results("lr")))
     for what, runs in sweeps:
@@ -129,16 +146,24 @@ def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> 
                 continue
             at = f"{what}, seed {seed}"
             rates = {r["config"]["lr"] for r in runs}
-            expect(any(math.isclose(got, x, rel_tol=1e-12) for x in rates),
-                   f"{at}: {got:g} is not one of the sweep's rates (config['lr'])")
-            expect(not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
-                   f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs")
+            expect(
+                any(math.isclose(got, x, rel_tol=1e-12) for x in rates),
+                f"{at}: {got:g} is not one of the sweep's rates (config['lr'])",
+            )
+            expect(
+                not math.isclose(got, _winner(runs, None), rel_tol=1e-12),
+                f"{at}: that is the winner of the mean over all seeds; the question is one seed's runs",
+            )
             lowest = min(runs, key=lambda r: r["final"]["val_loss"])["config"]["lr"]
-            expect(not math.isclose(got, lowest, rel_tol=1e-12),
-                   f"{at}: that is the lowest final loss of any seed's run; the question is this seed's runs")
+            expect(
+                not math.isclose(got, lowest, rel_tol=1e-12),
+                f"{at}: that is the lowest final loss of any seed's run; the question is this seed's runs",
+            )
             by_best = min((r for r in runs if r["seed"] == seed), key=lambda r: r["best_val_loss"])
-            expect(not math.isclose(got, by_best["config"]["lr"], rel_tol=1e-12),
-                   f"{at}: that run has the lowest best_val_loss; the lr stage ranks by the final val loss")
+            expect(
+                not math.isclose(got, by_best["config"]["lr"], rel_tol=1e-12),
+                f"{at}: that run has the lowest best_val_loss; the lr stage ranks by the final val loss",
+            )
             raise Wrong(f"{at}: the run at {got:g} is not this seed's lowest final val loss")
     runs = results("lr")
     seed2, both = one_seed_winner(runs, 2), _winner(runs, None)
@@ -146,17 +171,24 @@ def _one_seed(one_seed_winner: Callable[[list[dict[str, Any]], int], float]) -> 
         return "it ranks the hidden sweeps and the lr stage as asked; there seed 2 agrees with both seeds' mean."
     loss = {(r["config"]["lr"], r["seed"]): r["final"]["val_loss"] for r in runs}
     gap = abs(loss[(seed2, 2)] - loss[(both, 2)])
-    return (f"it ranks the hidden sweeps and the lr stage as asked. There, one seed (2) would have tuned the baseline to "
-            f"{seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} nats, less than the two seeds of one rate "
-            "differ. That is why every stage runs two seeds.")
+    return (
+        f"it ranks the hidden sweeps and the lr stage as asked. There, one seed (2) would have tuned the baseline to "
+        f"{seed2:g}, not {both:g}: seed 2 prefers it by {gap:.4f} nats, less than the two seeds of one rate "
+        "differ. That is why every stage runs two seeds."
+    )
 
 
 # ---- 08.2 tokens per parameter ------------------------------------------------------------------------
 
 # Runs whose counts differ: learned positions (a wpe table), RoPE (none), an untied head, half the tokens,
 # half the batch for twice the steps.
-TPP_RUNS = ("lr-baseline-lr-0.002-s1", "variant-untied-s1", "variant-rope-s2",
-            "half-combo-lr-x1-muon-lr-0.02-half-the-steps-s1", "recipe-batch-32-750-steps-s1")
+TPP_RUNS = (
+    "lr-baseline-lr-0.002-s1",
+    "variant-untied-s1",
+    "variant-rope-s2",
+    "half-combo-lr-x1-muon-lr-0.02-half-the-steps-s1",
+    "recipe-batch-32-750-steps-s1",
+)
 
 
 def _n_params(model_config: dict[str, Any], **count: Any) -> int:
@@ -164,12 +196,18 @@ def _n_params(model_config: dict[str, Any], **count: Any) -> int:
         return GPT(GPTConfig.from_dict(model_config)).num_params(**count)
 
 
-@exercise("08.2", "Tokens per parameter of a run",
-          "a function tokens_per_param(run_dir) -> float: the tokens the run trained on divided by its "
-          "model's GPT.num_params() (the N of 6N), for a run folder of experiments/full",
-          off=lambda: [], why="read the tokens and count the parameters yourself")
+@exercise(
+    "08.2",
+    "Tokens per parameter of a run",
+    "a function tokens_per_param(run_dir) -> float: the tokens the run trained on divided by its "
+    "model's GPT.num_params() (the N of 6N), for a run folder of experiments/full",
+    off=list,
+    why="read the tokens and count the parameters yourself",
+)
 def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
-    expect(callable(tokens_per_param), f"give a function tokens_per_param(run_dir), got {type(tokens_per_param).__name__}")
+    expect(
+        callable(tokens_per_param), f"give a function tokens_per_param(run_dir), got {type(tokens_per_param).__name__}"
+    )
     shown = []
     for name in TPP_RUNS:
         run_dir = experiment_dir() / name
@@ -183,17 +221,23 @@ def _tokens_per_param(tokens_per_param: Callable[[Path], float]) -> str:
         if not math.isclose(mine, truth, rel_tol=1e-9):
             if math.isclose(mine, 1 / truth, rel_tol=1e-6):
                 raise Wrong(f"{name}: that is parameters per token; the ratio is the other way up")
-            if math.isclose(mine, result["tokens"] / _n_params(result["config"]["model"], non_embedding=False),
-                            rel_tol=1e-6):
-                raise Wrong(f"{name}: you counted every parameter; num_params() leaves out the lookup tables "
-                            "(the position table, and wte when the head is untied)")
+            if math.isclose(
+                mine, result["tokens"] / _n_params(result["config"]["model"], non_embedding=False), rel_tol=1e-6
+            ):
+                raise Wrong(
+                    f"{name}: you counted every parameter; num_params() leaves out the lookup tables "
+                    "(the position table, and wte when the head is untied)"
+                )
             raise Wrong(f"{name}: your ratio {mine:.4g} is not the run's tokens over its num_params()")
         shown.append(truth)
-    return (f"from {min(shown):.2f} to {max(shown):.2f} tokens per parameter: Chinchilla's compute-optimal "
-            "runs train on about 20, so these runs are short for their size.")
+    return (
+        f"from {min(shown):.2f} to {max(shown):.2f} tokens per parameter: Chinchilla's compute-optimal "
+        "runs train on about 20, so these runs are short for their size."
+    )
 
 
 # ---- 08.3 what the decay buys -------------------------------------------------------------------------
+
 
 def _dividend(long_runs: list[dict[str, Any]], half_runs: list[dict[str, Any]]) -> float:
     step = half_runs[0]["step"]
@@ -224,13 +268,20 @@ def _committed_pair() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return [r for r in results("combo") if r["label"] == full_label], half
 
 
-@exercise("08.3", "What does the decay buy?",
-          "a function decay_dividend(long_runs, half_runs) -> float: the long runs' mean val loss at the half "
-          "runs' last step (their 'step') minus the half runs' mean final val loss (positive: the half runs "
-          "end lower); each list holds one run per seed", off=_sweep_twins, why="read the curves yourself")
+@exercise(
+    "08.3",
+    "What does the decay buy?",
+    "a function decay_dividend(long_runs, half_runs) -> float: the long runs' mean val loss at the half "
+    "runs' last step (their 'step') minus the half runs' mean final val loss (positive: the half runs "
+    "end lower); each list holds one run per seed",
+    off=_sweep_twins,
+    why="read the curves yourself",
+)
 def _decay(decay_dividend: Callable[[list[dict[str, Any]], list[dict[str, Any]]], float]) -> str:
-    expect(callable(decay_dividend), f"give a function decay_dividend(long_runs, half_runs), got "
-           f"{type(decay_dividend).__name__}")
+    expect(
+        callable(decay_dividend),
+        f"give a function decay_dividend(long_runs, half_runs), got {type(decay_dividend).__name__}",
+    )
     cases = [(f"hidden pair {i + 1}", *pair) for i, pair in enumerate(_hidden_pairs())]
     cases.append(("the committed best combination", *_committed_pair()))
     for what, longs, halves in cases:
@@ -239,29 +290,41 @@ def _decay(decay_dividend: Callable[[list[dict[str, Any]], list[dict[str, Any]]]
         # A difference of two means of the same numbers: equal to float64 rounding whatever the order.
         if math.isclose(got, truth, rel_tol=1e-9, abs_tol=1e-12):
             continue
-        expect(not math.isclose(got, -truth, rel_tol=1e-9), f"{what}: the sign: the long runs' loss minus the half "
-               "runs' final loss")
+        expect(
+            not math.isclose(got, -truth, rel_tol=1e-9),
+            f"{what}: the sign: the long runs' loss minus the half runs' final loss",
+        )
         mean_final = statistics.fmean(r["final"]["val_loss"] for r in longs)
         half_final = statistics.fmean(r["final"]["val_loss"] for r in halves)
-        expect(not math.isclose(got, mean_final - half_final, rel_tol=1e-9), f"{what}: you took the long runs' "
-               "final loss; the comparison is at the same step, the half runs' last")
-        expect(not math.isclose(got, statistics.fmean(r["best_val_loss"] for r in longs) - half_final,
-                                rel_tol=1e-9), f"{what}: you took the long runs' best val loss; the comparison is "
-               "their loss at the half runs' last step")
+        expect(
+            not math.isclose(got, mean_final - half_final, rel_tol=1e-9),
+            f"{what}: you took the long runs' final loss; the comparison is at the same step, the half runs' last",
+        )
+        expect(
+            not math.isclose(got, statistics.fmean(r["best_val_loss"] for r in longs) - half_final, rel_tol=1e-9),
+            f"{what}: you took the long runs' best val loss; the comparison is their loss at the half runs' last step",
+        )
         one = dict(longs[0]["curve"])[halves[0]["step"]] - halves[0]["final"]["val_loss"]
-        expect(not math.isclose(got, one, rel_tol=1e-9), f"{what}: that is the first seed's difference alone; "
-               "average each side over its seeds")
-        raise Wrong(f"{what}: your difference is not the long runs' mean loss at the half runs' last step minus "
-                    "the half runs' mean final loss")
+        expect(
+            not math.isclose(got, one, rel_tol=1e-9),
+            f"{what}: that is the first seed's difference alone; average each side over its seeds",
+        )
+        raise Wrong(
+            f"{what}: your difference is not the long runs' mean loss at the half runs' last step minus "
+            "the half runs' mean final loss"
+        )
     longs, halves = _committed_pair()
     truth, step = decay_dividend(longs, halves), halves[0]["step"]
-    return (f"equal on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
-            f"is halfway down, its rate still about half the peak; the half run has decayed to the minimum by then "
-            f"and ends {truth:.4f} nats lower. Small, but it is why a speed-up read off a long run is checked by a "
-            "run that is meant to stop early.")
+    return (
+        f"equal on {len(cases) - 1} hidden pairs and the committed runs. At step {step} the long run's cosine "
+        f"is halfway down, its rate still about half the peak; the half run has decayed to the minimum by then "
+        f"and ends {truth:.4f} nats lower. Small, but it is why a speed-up read off a long run is checked by a "
+        "run that is meant to stop early."
+    )
 
 
 # ---- 08.4 steps to the target -------------------------------------------------------------------------
+
 
 def _target() -> float:
     """The tuned baseline's mean final val loss, as the lr stage decides it."""
@@ -272,14 +335,22 @@ def _target() -> float:
 
 # Edge cases: already at the target at the first evaluation, exactly on it, never reaching it, and a curve that
 # dips below and comes back (the first crossing counts).
-EDGE_CURVES = (([(50, 4.0), (100, 3.0)], 4.5), ([(50, 5.0), (100, 4.5), (150, 4.0)], 4.5),
-               ([(50, 5.0), (100, 4.9)], 4.5), ([(10, 6.0), (20, 4.0), (30, 5.0), (40, 3.0)], 4.5))
+EDGE_CURVES = (
+    ([(50, 4.0), (100, 3.0)], 4.5),
+    ([(50, 5.0), (100, 4.5), (150, 4.0)], 4.5),
+    ([(50, 5.0), (100, 4.9)], 4.5),
+    ([(10, 6.0), (20, 4.0), (30, 5.0), (40, 3.0)], 4.5),
+)
 
 
-@exercise("08.4", "Steps to the target, by hand",
-          "a function steps_to_target(curve, target) -> float, curve a list of (step, val_loss): the first "
-          "step at which the curve reaches target, interpolated linearly between evaluations; math.inf if never",
-          off=_sweep_twins, why="interpolate the curve yourself")
+@exercise(
+    "08.4",
+    "Steps to the target, by hand",
+    "a function steps_to_target(curve, target) -> float, curve a list of (step, val_loss): the first "
+    "step at which the curve reaches target, interpolated linearly between evaluations; math.inf if never",
+    off=_sweep_twins,
+    why="interpolate the curve yourself",
+)
 def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
     expect(callable(mine_fn), f"give a function steps_to_target(curve, target), got {type(mine_fn).__name__}")
     target = _target()
@@ -287,17 +358,27 @@ def _steps(mine_fn: Callable[[list[tuple[int, float]], float], float]) -> str:
     cases += [(f"run {r['name']} (the experiment's target)", r["curve"], target) for r in results()]
     for what, curve, t in cases:
         mine, truth = mine_fn([tuple(p) for p in curve], t), steps_to_target(curve, t)
-        expect(isinstance(mine, (int, float)) and not isinstance(mine, bool),
-               f"{what}: returned {type(mine).__name__}, not a number")
+        expect(
+            isinstance(mine, (int, float)) and not isinstance(mine, bool),
+            f"{what}: returned {type(mine).__name__}, not a number",
+        )
         expect(not math.isnan(mine), f"{what}: you returned nan (inf - inf or 0 / 0 in the interpolation?)")
         if math.isinf(truth) or math.isinf(mine):
-            expect(mine == truth, f"{what}: the curve {'never reaches' if math.isinf(truth) else 'reaches'} the "
-                   f"target, yet you returned {mine}")
+            expect(
+                mine == truth,
+                f"{what}: the curve {'never reaches' if math.isinf(truth) else 'reaches'} the "
+                f"target, yet you returned {mine}",
+            )
             continue
         # Linear interpolation in float64: ~1e-13 steps apart whatever the order of operations.
-        expect(math.isclose(mine, truth, rel_tol=1e-9),
-               f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target")
-    return f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all {len(cases) - len(EDGE_CURVES)} runs."
+        expect(
+            math.isclose(mine, truth, rel_tol=1e-9),
+            f"{what}: your step {mine:.2f} is not where the interpolated curve first reaches the target",
+        )
+    return (
+        f"equal to nanogpt_lib.sweep.steps_to_target on {len(EDGE_CURVES)} edge cases and all "
+        f"{len(cases) - len(EDGE_CURVES)} runs."
+    )
 
 
 # ---- 08.5 beat the recipe on your machine -------------------------------------------------------------
@@ -310,8 +391,17 @@ RECIPE = paths.project_root() / "configs" / "laptop.toml"  # the recipe to beat 
 DEMO = ("batch_size=8", "warmup_steps=5", "eval_batches=2", "eval_every=10")
 # Keys that say how a run is named, timed, logged or placed, not what it learns: a recipe folder may set them
 # as it likes (the chapter evaluates less often in its demo), and changing only them is no change of recipe.
-BOOKKEEPING = ("name", "minutes", "max_steps", "threads", "device", "eval_every", "eval_batches", "log_every",
-               "ckpt_every")
+BOOKKEEPING = (
+    "name",
+    "minutes",
+    "max_steps",
+    "threads",
+    "device",
+    "eval_every",
+    "eval_batches",
+    "log_every",
+    "ckpt_every",
+)
 MACHINE = "machine.json"  # written beside a run's checkpoint by minutes_run: where and how it was timed
 CHECK_TOKENS = 8192  # val tokens each run is scored on: a second or two of forward passes at the recipe's size
 
@@ -319,10 +409,14 @@ CHECK_TOKENS = 8192  # val tokens each run is scored on: a second or two of forw
 def machine_record(cfg: TrainConfig, clock: Callable[[], float]) -> dict[str, Any]:
     """What a run's speed depends on besides its config: the CPU (model name and class), the threads torch
     trains on, the device, torch's version, and the clock that timed the budget."""
-    return {"cpu": cpu_info()[0], "cpu_class": cpu_class(), "threads": cfg.threads or torch.get_num_threads(),
-            "device": pick_device(cfg.device).type, "torch": torch.__version__,
-            "clock": f"{getattr(clock, '__module__', '?')}."
-                     f"{getattr(clock, '__qualname__', type(clock).__name__)}"}
+    return {
+        "cpu": cpu_info()[0],
+        "cpu_class": cpu_class(),
+        "threads": cfg.threads or torch.get_num_threads(),
+        "device": pick_device(cfg.device).type,
+        "torch": torch.__version__,
+        "clock": f"{getattr(clock, '__module__', '?')}.{getattr(clock, '__qualname__', type(clock).__name__)}",
+    }
 
 
 def minutes_run(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
@@ -366,24 +460,34 @@ def _open_run(folder: Any, who: str) -> dict[str, Any]:
     budget = ckpt.get("budget")
     expect(cfg.get("minutes") is not None, f"{who} is not a minutes run: set cfg.minutes")
     expect(isinstance(budget, dict), f"{who} never decided its step budget (it stopped while measuring its speed)")
-    expect(ckpt["step"] == budget["max_steps"], f"{who} stopped at step {ckpt['step']}, not at the end of the "
-           "budget it decided: finish it (run it again: mode 'auto' resumes it)")
-    expect((folder / MACHINE).is_file(), f"{who} has no {MACHINE}: make the run with ch08.minutes_run(cfg), which "
-           "records the machine it ran on")
+    expect(
+        ckpt["step"] == budget["max_steps"],
+        f"{who} stopped at step {ckpt['step']}, not at the end of the "
+        "budget it decided: finish it (run it again: mode 'auto' resumes it)",
+    )
+    expect(
+        (folder / MACHINE).is_file(),
+        f"{who} has no {MACHINE}: make the run with ch08.minutes_run(cfg), which records the machine it ran on",
+    )
     machine = json.loads((folder / MACHINE).read_text())
     expect(run.metrics.is_file(), f"{who} has no {METRICS}: is it a run folder of train()?")
     records = run.read_metrics()
     budgets = [r for r in records if r.get("kind") == "budget"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    expect(len(budgets) == 1 and {k: v for k, v in budgets[0].items() if k not in ("kind", "step")} == budget,
-           f"{who}: the budget in metrics.jsonl is not the one its checkpoint decided")
+    expect(
+        len(budgets) == 1 and {k: v for k, v in budgets[0].items() if k not in ("kind", "step")} == budget,
+        f"{who}: the budget in metrics.jsonl is not the one its checkpoint decided",
+    )
     text = text_stats(paths.data_dir() / cfg["dataset"], "val")
     # The trainer writes best_val and each record's val_bpc from the very floats it logs (JSON keeps a float
     # exactly): an edited record breaks the equality, so these compare bitwise.
-    expect(bool(evals) and evals[-1]["step"] == ckpt["step"]
-           and min(r["val_loss"] for r in evals) == ckpt["best_val"]
-           and all(r["val_bpc"] == text.bits_per_char(r["val_loss"]) for r in evals),
-           f"{who}: metrics.jsonl does not agree with its checkpoint and its val text (was it edited?)")
+    expect(
+        bool(evals)
+        and evals[-1]["step"] == ckpt["step"]
+        and min(r["val_loss"] for r in evals) == ckpt["best_val"]
+        and all(r["val_bpc"] == text.bits_per_char(r["val_loss"]) for r in evals),
+        f"{who}: metrics.jsonl does not agree with its checkpoint and its val text (was it edited?)",
+    )
     return {"folder": folder, "ckpt": ckpt, "config": cfg, "budget": budget, "machine": machine, "text": text}
 
 
@@ -396,12 +500,16 @@ def val_bits_per_char(run: dict[str, Any]) -> float:
     model = GPT(GPTConfig.from_dict(cfg["model"]))
     load_model_state(model, run["ckpt"]["model"], RunDir(run["folder"]).ckpt)
     model.eval()
-    data = TokenData(paths.data_dir() / cfg["dataset"], model.config.block_size, model.config.vocab_size,
-                     tokenizer=run["ckpt"].get("tokenizer"))
+    data = TokenData(
+        paths.data_dir() / cfg["dataset"],
+        model.config.block_size,
+        model.config.vocab_size,
+        tokenizer=run["ckpt"].get("tokenizer"),
+    )
     val, T = data.splits["val"], model.config.block_size
     n = max(CHECK_TOKENS // T, 1)
     starts = torch.linspace(0, len(val) - T - 1, n).long().tolist()
-    windows = torch.from_numpy(np.stack([val[s:s + T + 1] for s in starts]).astype(np.int64))
+    windows = torch.from_numpy(np.stack([val[s : s + T + 1] for s in starts]).astype(np.int64))
     total = 0.0
     for chunk in windows.split(32):
         _, loss = model(chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous())
@@ -409,39 +517,63 @@ def val_bits_per_char(run: dict[str, Any]) -> float:
     return run["text"].bits_per_char(total / n)
 
 
-@exercise("08.5", "Beat the recipe on your machine",
-          "a pair (your_run_folder, recipe_run_folder): two finished runs of ch08.minutes_run on this machine, "
-          "for the same minutes, yours with your changes to the recipe",
-          off=lambda: [], why="train your own run")
+@exercise(
+    "08.5",
+    "Beat the recipe on your machine",
+    "a pair (your_run_folder, recipe_run_folder): two finished runs of ch08.minutes_run on this machine, "
+    "for the same minutes, yours with your changes to the recipe",
+    off=list,
+    why="train your own run",
+)
 def _beat(answer: tuple[Any, Any]) -> str:
-    expect(isinstance(answer, (tuple, list)) and len(answer) == 2,
-           f"give a pair (your run folder, the recipe's run folder), got {type(answer).__name__}")
+    expect(
+        isinstance(answer, (tuple, list)) and len(answer) == 2,
+        f"give a pair (your run folder, the recipe's run folder), got {type(answer).__name__}",
+    )
     if answer[0] is None:  # the chapter's placeholder: no run of yours yet
         raise NotAnswered
     expect(Path(answer[0]).resolve() != Path(answer[1]).resolve(), "the two folders are one run")
     mine, recipe = _open_run(answer[0], "your run"), _open_run(answer[1], "the recipe's run")
-    expect(mine["budget"]["minutes"] == recipe["budget"]["minutes"],
-           "the two runs had different budgets of minutes: the comparison is at equal time")
+    expect(
+        mine["budget"]["minutes"] == recipe["budget"]["minutes"],
+        "the two runs had different budgets of minutes: the comparison is at equal time",
+    )
     differ = _changed(mine["machine"], recipe["machine"])
     expect(not differ, f"the two runs were not timed alike: their {MACHINE} differ in {', '.join(differ)}")
-    expect(mine["ckpt"].get("precision") == recipe["ckpt"].get("precision"),
-           "the two runs trained in different precisions: give both the same dtype")
+    expect(
+        mine["ckpt"].get("precision") == recipe["ckpt"].get("precision"),
+        "the two runs trained in different precisions: give both the same dtype",
+    )
     same_text = (mine["text"].chars, mine["text"].bytes) == (recipe["text"].chars, recipe["text"].bytes)
     expect(same_text, "the two runs' val splits are not the same text: prepare both data sets from the same source")
     for run, who in ((mine, "your run"), (recipe, "the recipe's run")):
         data = TokenData(paths.data_dir() / run["config"]["dataset"], 1)
-        expect(tokenizer_identity(data.tokenizer) == tokenizer_identity(run["ckpt"].get("tokenizer")),
-               f"{who}: its data set was prepared again with another tokenizer since it trained")
+        expect(
+            tokenizer_identity(data.tokenizer) == tokenizer_identity(run["ckpt"].get("tokenizer")),
+            f"{who}: its data set was prepared again with another tokenizer since it trained",
+        )
     base = _learning(recipe["config"])
     off_recipe = [set(_changed(base, _learning(recipe_config(1, "x", demo).to_dict()))) for demo in (False, True)]
-    expect(not all(off_recipe), f"the recipe's run is not {paths.shown(RECIPE)}'s recipe (nor the chapter's demo "
-           f"cut of it): it changes {', '.join(sorted(min(off_recipe, key=len)))}")
+    expect(
+        not all(off_recipe),
+        f"the recipe's run is not {paths.shown(RECIPE)}'s recipe (nor the chapter's demo "
+        f"cut of it): it changes {', '.join(sorted(min(off_recipe, key=len)))}",
+    )
     changes = _changed(base, _learning(mine["config"]))
-    expect(bool(set(changes) - {"seed"}), "your run trains the recipe itself" + (" with another seed: that is luck, "
-           "not a better recipe" if changes else "") + ": change what it learns")
+    expect(
+        bool(set(changes) - {"seed"}),
+        "your run trains the recipe itself"
+        + (" with another seed: that is luck, not a better recipe" if changes else "")
+        + ": change what it learns",
+    )
     ours, theirs = val_bits_per_char(mine), val_bits_per_char(recipe)
-    expect(ours < theirs, f"scored from the checkpoints on the same val text, your run's {ours:.4f} bits/char does "
-           f"not beat the recipe's {theirs:.4f}")
-    return (f"{ours:.4f} against the recipe's {theirs:.4f} bits per character in {mine['budget']['minutes']:g} "
-            f"minutes on {mine['machine']['cpu_class']} ({mine['budget']['max_steps']:,} steps against "
-            f"{recipe['budget']['max_steps']:,}), changing {', '.join(changes)}.")
+    expect(
+        ours < theirs,
+        f"scored from the checkpoints on the same val text, your run's {ours:.4f} bits/char does "
+        f"not beat the recipe's {theirs:.4f}",
+    )
+    return (
+        f"{ours:.4f} against the recipe's {theirs:.4f} bits per character in {mine['budget']['minutes']:g} "
+        f"minutes on {mine['machine']['cpu_class']} ({mine['budget']['max_steps']:,} steps against "
+        f"{recipe['budget']['max_steps']:,}), changing {', '.join(changes)}."
+    )

@@ -42,6 +42,7 @@ class Off(Wrong):
 class Twin:
     """One thing an exercise switches off: ``fn`` a Python function, or ``owner.attr`` an attribute, or
     ``ops`` torch function / aten operator names; ``label`` is how the learner knows it."""
+
     label: str
     fn: Any = None
     owner: Any = None
@@ -79,8 +80,9 @@ def fn(obj: Any, label: str | None = None) -> Twin:
 def attr(owner: Any, name: str, label: str | None = None, only: tuple[str, ...] = ()) -> Twin:
     """Switch off ``owner.name`` (a module or class attribute that is not a Python function); with ``only``,
     just its members whose names hold one of those words (the rest still work through it)."""
-    return Twin(label or f"{getattr(owner, '__name__', type(owner).__name__)}.{name}", owner=owner, attr=name,
-                only=only)
+    return Twin(
+        label or f"{getattr(owner, '__name__', type(owner).__name__)}.{name}", owner=owner, attr=name, only=only
+    )
 
 
 def ops(*names: str, label: str | None = None) -> Twin:
@@ -98,8 +100,9 @@ def module_helpers(module: types.ModuleType, keep: Iterable[str] = ()) -> list[T
         if name in keep or getattr(obj, "__module__", None) != module.__name__:
             continue
         if inspect.isclass(obj):
-            twins += [fn(f, f"{module.__name__}.{obj.__name__}.{n}") for n, f in vars(obj).items()
-                      if _python_functions(f)]
+            twins += [
+                fn(f, f"{module.__name__}.{obj.__name__}.{n}") for n, f in vars(obj).items() if _python_functions(f)
+            ]
         elif _python_functions(obj):
             twins.append(fn(obj, f"{module.__name__}.{name}"))
     return twins
@@ -137,7 +140,7 @@ def _refused(key: int, fid: int = -1, args: tuple = (), kwargs: dict | None = No
     raise off
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _refusing_code(key: int, fid: int, n_free: int) -> types.CodeType:
     """A function body that returns ``_refused(key, fid, args, kwargs)``, with ``n_free`` free variables (a
     closure's ``__code__`` can only be swapped for one with as many). It imports this module by name: it runs
@@ -146,8 +149,10 @@ def _refusing_code(key: int, fid: int, n_free: int) -> types.CodeType:
     lines = ["def _outer():", *(f"    {v} = None" for v in free), "    def _refuse(*args, **kwargs):"]
     if free:
         lines.append(f"        ({', '.join(free)},)")
-    lines += [f"        return __import__({__name__!r}, fromlist=['_refused'])._refused({key}, {fid}, args, kwargs)",
-              "    return _refuse"]
+    lines += [
+        f"        return __import__({__name__!r}, fromlist=['_refused'])._refused({key}, {fid}, args, kwargs)",
+        "    return _refuse",
+    ]
     scope: dict[str, Any] = {}
     exec("\n".join(lines), scope)  # noqa: S102 - our own fixed template, no outside input
     return scope["_outer"]().__code__
@@ -244,19 +249,27 @@ def switched_off(twins: Iterable[Twin], why: str) -> Iterator[None]:
 def guarded(answer: Any, twins: Callable[[], list[Twin]], why: str) -> Any:
     """``answer`` as the check will call it: each call (a class's construction and methods too) runs inside
     :func:`switched_off`. Data (a number, a str) comes back as it is."""
+
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(f)
         def call(*args: Any, **kwargs: Any) -> Any:
             with switched_off(twins(), why):
                 return f(*args, **kwargs)
+
         return call
 
     if inspect.isclass(answer):
         names = {n for n, v in vars(answer).items() if isinstance(v, types.FunctionType)} | {"__init__", "forward"}
-        methods = {n: wrap(getattr(answer, n)) for n in names
-                   if isinstance(inspect.getattr_static(answer, n, None), types.FunctionType)}
-        return type(answer.__name__, (answer,), {**methods, "__module__": answer.__module__,
-                                                  "__qualname__": answer.__qualname__})
+        methods = {
+            n: wrap(getattr(answer, n))
+            for n in names
+            if isinstance(inspect.getattr_static(answer, n, None), types.FunctionType)
+        }
+        return type(
+            answer.__name__,
+            (answer,),
+            {**methods, "__module__": answer.__module__, "__qualname__": answer.__qualname__},
+        )
     if callable(answer):
         return wrap(answer)
     return answer

@@ -49,8 +49,10 @@ def attention_weights(model: GPT, ids: Sequence[int] | torch.Tensor) -> torch.Te
         raise ValueError("no tokens: give a prompt of at least one token")
     device = next(model.parameters()).device
     caught: list[tuple[CausalSelfAttention, torch.Tensor]] = []
-    hooks = [block.attn.register_forward_pre_hook(lambda layer, args: caught.append((layer, args[0])))
-             for block in model.transformer.h]
+    hooks = [
+        block.attn.register_forward_pre_hook(lambda layer, args: caught.append((layer, args[0])))
+        for block in model.transformer.h
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -130,9 +132,14 @@ def plot_heads(weights: torch.Tensor, labels: Sequence[str], layer: int) -> Figu
     return fig
 
 
-
-def explorer(model: GPT, tokenizer: Any = None, prompt: str = DEFAULT_PROMPT, layer: int = 0, head: int = 0,
-             compare: bool = False) -> Any:
+def explorer(
+    model: GPT,
+    tokenizer: Any = None,
+    prompt: str = DEFAULT_PROMPT,
+    layer: int = 0,
+    head: int = 0,
+    compare: bool = False,
+) -> Any:
     """An ipywidgets view of ``model``'s attention: a prompt box, layer and head sliders, a "compare heads"
     toggle, and the heat map, redrawn on every change.
 
@@ -151,14 +158,22 @@ def explorer(model: GPT, tokenizer: Any = None, prompt: str = DEFAULT_PROMPT, la
     wide = widgets.Layout(width="560px")
     style = {"description_width": "70px"}
     box = widgets.VBox()
-    box.prompt = widgets.Textarea(value=prompt, description="prompt", continuous_update=False, style=style,
-                                  layout=widgets.Layout(width="560px", height="70px"))
-    box.layer = widgets.IntSlider(value=layer, min=0, max=cfg.n_layer - 1, description="layer", style=style,
-                                  continuous_update=False)
-    box.head = widgets.IntSlider(value=head, min=0, max=cfg.n_head - 1, description="head", style=style,
-                                 continuous_update=False)
-    box.compare = widgets.ToggleButton(value=compare, description="compare heads", icon="th",
-                                       tooltip="show every head of the layer side by side")
+    box.prompt = widgets.Textarea(
+        value=prompt,
+        description="prompt",
+        continuous_update=False,
+        style=style,
+        layout=widgets.Layout(width="560px", height="70px"),
+    )
+    box.layer = widgets.IntSlider(
+        value=layer, min=0, max=cfg.n_layer - 1, description="layer", style=style, continuous_update=False
+    )
+    box.head = widgets.IntSlider(
+        value=head, min=0, max=cfg.n_head - 1, description="head", style=style, continuous_update=False
+    )
+    box.compare = widgets.ToggleButton(
+        value=compare, description="compare heads", icon="th", tooltip="show every head of the layer side by side"
+    )
     box.status = widgets.Label()
     box.plot = widgets.Image(format="png", layout=wide)
     box.ids, box.labels, box.weights = [], [], None

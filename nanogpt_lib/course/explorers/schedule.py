@@ -22,19 +22,28 @@ if TYPE_CHECKING:
 SCHEDULES = ("cosine", "wsd")
 
 
-def schedule_config(schedule: str, warmup_steps: int, decay_frac: float, lr: float, min_lr: float,
-                    max_steps: int) -> TrainConfig:
+def schedule_config(
+    schedule: str, warmup_steps: int, decay_frac: float, lr: float, min_lr: float, max_steps: int
+) -> TrainConfig:
     """The training config whose schedule these are (everything else the defaults). Settings no run would
     accept (a minimum above the peak, a decay fraction outside (0, 1]) raise the config's own ConfigError."""
     try:
-        return replace(TrainConfig(), schedule=schedule, warmup_steps=int(warmup_steps),
-                       decay_frac=float(decay_frac), lr=float(lr), min_lr=float(min_lr), max_steps=int(max_steps))
+        return replace(
+            TrainConfig(),
+            schedule=schedule,
+            warmup_steps=int(warmup_steps),
+            decay_frac=float(decay_frac),
+            lr=float(lr),
+            min_lr=float(min_lr),
+            max_steps=int(max_steps),
+        )
     except ValueError as e:  # ConfigError is a ValueError; a dataclass replace re-runs the checks
         raise ConfigError(str(e)) from None
 
 
-def lr_curve(schedule: str, warmup_steps: int, decay_frac: float, lr: float, min_lr: float,
-             max_steps: int) -> list[float]:
+def lr_curve(
+    schedule: str, warmup_steps: int, decay_frac: float, lr: float, min_lr: float, max_steps: int
+) -> list[float]:
     """``lr_at(step)`` for step 0 .. max_steps - 1: the AdamW rate each step of such a run applies (Muon's
     is its own base rate times the same factor ``lr_at / lr``)."""
     cfg = schedule_config(schedule, warmup_steps, decay_frac, lr, min_lr, max_steps)
@@ -55,11 +64,14 @@ def schedule_figure(warmup_steps: int, decay_frac: float, lr: float, min_lr: flo
         ax.axvspan(0, warmup_steps, color="gray", alpha=0.15, label="warmup")
     decay_start = wsd_decay_start(schedule_config("wsd", warmup_steps, decay_frac, lr, min_lr, max_steps))
     ax.axvline(decay_start, color="tab:orange", ls=":", lw=1, label="WSD decay starts")
-    ax.set(xlabel="step", ylabel="learning rate (lr_at)", ylim=(0, lr * 1.08),
-           title=f"peak {lr:.2g}, min {min_lr:.2g}, warmup {warmup_steps}, WSD decays over the last {decay_frac:.0%}")
+    ax.set(
+        xlabel="step",
+        ylabel="learning rate (lr_at)",
+        ylim=(0, lr * 1.08),
+        title=f"peak {lr:.2g}, min {min_lr:.2g}, warmup {warmup_steps}, WSD decays over the last {decay_frac:.0%}",
+    )
     ax.legend(fontsize=8, loc="lower center")
     return fig
-
 
 
 def _shown(fig: Figure | None, error: str | None = None) -> tuple[dict[str, Any], ...]:
@@ -67,12 +79,18 @@ def _shown(fig: Figure | None, error: str | None = None) -> tuple[dict[str, Any]
     if fig is None:
         return ({"output_type": "stream", "name": "stdout", "text": f"{error}\n"},)
     png = base64.b64encode(figure_png(fig)).decode("ascii")
-    return ({"output_type": "display_data", "metadata": {},
-             "data": {"image/png": png, "text/plain": "<learning-rate schedules>"}},)
+    return (
+        {
+            "output_type": "display_data",
+            "metadata": {},
+            "data": {"image/png": png, "text/plain": "<learning-rate schedules>"},
+        },
+    )
 
 
-def explorer(max_steps: int = 1500, warmup_steps: int = 100, decay_frac: float = 0.2, lr: float = 2e-3,
-             min_lr: float = 2e-4) -> Any:
+def explorer(
+    max_steps: int = 1500, warmup_steps: int = 100, decay_frac: float = 0.2, lr: float = 2e-3, min_lr: float = 2e-4
+) -> Any:
     """Sliders for warmup, WSD's decay fraction, the peak and the minimum rate over a ``max_steps`` run (the
     recipe's defaults), and the plot of both schedules, redrawn on every change. Returns the widget (a VBox
     with ``warmup``, ``decay``, ``peak``, ``minimum`` and ``plot`` attributes, and ``redraw()``)."""
@@ -83,14 +101,41 @@ def explorer(max_steps: int = 1500, warmup_steps: int = 100, decay_frac: float =
 
     style = {"description_width": "110px"}
     wide = widgets.Layout(width="420px")
-    warmup = widgets.IntSlider(value=warmup_steps, min=0, max=max_steps // 2, description="warmup steps",
-                               style=style, layout=wide)
-    decay = widgets.FloatSlider(value=decay_frac, min=0.05, max=1.0, step=0.05, description="decay fraction",
-                                style=style, layout=wide, tooltip="WSD: the last part of the run that decays")
-    peak = widgets.FloatLogSlider(value=lr, base=10, min=-4, max=-1, step=0.1, description="peak lr",
-                                  style=style, layout=wide, readout_format=".1e")
-    minimum = widgets.FloatLogSlider(value=min_lr, base=10, min=-6, max=-1, step=0.1, description="min lr",
-                                     style=style, layout=wide, readout_format=".1e")
+    warmup = widgets.IntSlider(
+        value=warmup_steps, min=0, max=max_steps // 2, description="warmup steps", style=style, layout=wide
+    )
+    decay = widgets.FloatSlider(
+        value=decay_frac,
+        min=0.05,
+        max=1.0,
+        step=0.05,
+        description="decay fraction",
+        style=style,
+        layout=wide,
+        tooltip="WSD: the last part of the run that decays",
+    )
+    peak = widgets.FloatLogSlider(
+        value=lr,
+        base=10,
+        min=-4,
+        max=-1,
+        step=0.1,
+        description="peak lr",
+        style=style,
+        layout=wide,
+        readout_format=".1e",
+    )
+    minimum = widgets.FloatLogSlider(
+        value=min_lr,
+        base=10,
+        min=-6,
+        max=-1,
+        step=0.1,
+        description="min lr",
+        style=style,
+        layout=wide,
+        readout_format=".1e",
+    )
     plot = widgets.Output(layout=widgets.Layout(min_height="260px"))
     for control, part in ((warmup, "warmup"), (decay, "decay"), (peak, "peak"), (minimum, "min"), (plot, "plot")):
         control.add_class(f"nanogpt-schedule-{part}")

@@ -148,7 +148,7 @@ def merge_steps(chunk: str) -> list[MergeStep]:
     if not data:
         raise ValueError("chunk is empty: give a word (or any non-empty text) to merge")
     ranks = mergeable_ranks()
-    pieces = [data[i:i + 1] for i in range(len(data))]
+    pieces = [data[i : i + 1] for i in range(len(data))]
     steps = [MergeStep(tuple(pieces))]
     while len(pieces) > 1:
         best_rank, best_at = None, -1
@@ -159,7 +159,7 @@ def merge_steps(chunk: str) -> list[MergeStep]:
         if best_rank is None:
             break
         pair = (pieces[best_at], pieces[best_at + 1])
-        pieces[best_at:best_at + 2] = [pair[0] + pair[1]]
+        pieces[best_at : best_at + 2] = [pair[0] + pair[1]]
         steps.append(MergeStep(tuple(pieces), pair, best_rank, best_at))
     return steps
 
@@ -175,8 +175,10 @@ def describe_step(steps: list[MergeStep], k: int) -> str:
     if step.merged is None:
         return f"step 0 of {len(steps) - 1}: {len(step.pieces)} single bytes"
     a, b = step.merged
-    return (f"step {k} of {len(steps) - 1}: {_label(a)} + {_label(b)} -> {_label(a + b)} "
-            f"(rank {step.rank}), {len(step.pieces)} pieces")
+    return (
+        f"step {k} of {len(steps) - 1}: {_label(a)} + {_label(b)} -> {_label(a + b)} "
+        f"(rank {step.rank}), {len(step.pieces)} pieces"
+    )
 
 
 def merge_step_html(steps: list[MergeStep], k: int) -> str:
@@ -210,15 +212,27 @@ def merges_figure(chunk: str) -> Any:
         x = 0
         for i, piece in enumerate(step.pieces):
             edge = "#dc2626" if i == step.at else "white"
-            ax.add_patch(Rectangle((x, row), len(piece), 0.9, facecolor=_step_colour(piece, i == step.at),
-                                   edgecolor=edge, linewidth=1.5))
-            ax.text(x + len(piece) / 2, row + 0.45, _label(piece), ha="center", va="center", fontsize=8,
-                    family="monospace")
+            ax.add_patch(
+                Rectangle(
+                    (x, row),
+                    len(piece),
+                    0.9,
+                    facecolor=_step_colour(piece, i == step.at),
+                    edgecolor=edge,
+                    linewidth=1.5,
+                )
+            )
+            ax.text(
+                x + len(piece) / 2, row + 0.45, _label(piece), ha="center", va="center", fontsize=8, family="monospace"
+            )
             x += len(piece)
     ax.set_xlim(0, n_bytes)
     ax.set_ylim(len(steps), 0)
-    ax.set_yticks([r + 0.45 for r in range(len(steps))], [f"{r}" if r == 0 else f"{r} (rank {s.rank})"
-                                                          for r, s in enumerate(steps)], fontsize=7)
+    ax.set_yticks(
+        [r + 0.45 for r in range(len(steps))],
+        [f"{r}" if r == 0 else f"{r} (rank {s.rank})" for r, s in enumerate(steps)],
+        fontsize=7,
+    )
     ax.set_xticks([])
     ax.set_xlabel("bytes")
     ax.set_ylabel("merge step")
@@ -244,16 +258,24 @@ def explorer(text: str = "To be, or not to be: 東京 🎭", word: str | None = 
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError('the tokenizer explorer needs ipywidgets: pip install -e ".[notebooks]"') from e
 
-    text_box = widgets.Textarea(value=text, description="text", continuous_update=True,
-                                layout=widgets.Layout(width="95%", height="70px"))
+    text_box = widgets.Textarea(
+        value=text, description="text", continuous_update=True, layout=widgets.Layout(width="95%", height="70px")
+    )
     tokens = widgets.HTML()
     count = widgets.HTML()
     words = widgets.Dropdown(description="word", options=[])
-    step = widgets.IntSlider(description="merge step", min=0, max=0, value=0, continuous_update=True,
-                             layout=widgets.Layout(width="60%"))
+    step = widgets.IntSlider(
+        description="merge step", min=0, max=0, value=0, continuous_update=True, layout=widgets.Layout(width="60%")
+    )
     merges = widgets.HTML()
-    for w, part in ((text_box, "text"), (tokens, "view"), (count, "count"), (words, "word"),
-                    (step, "merge-step"), (merges, "merges")):
+    for w, part in (
+        (text_box, "text"),
+        (tokens, "view"),
+        (count, "count"),
+        (words, "word"),
+        (step, "merge-step"),
+        (merges, "merges"),
+    ):
         w.add_class(f"nanogpt-tokens-{part}")
     state: dict[str, Any] = {"steps": [], "busy": False}
 
