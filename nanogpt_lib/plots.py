@@ -1,5 +1,13 @@
-"""Loss curves from a run's ``metrics.jsonl``: train and val loss over steps, like the seed's plots, with
-a second axis in bits per character of the val text where the run logged it (``val_bpc``)."""
+"""The figures the library draws, all from data on disk.
+
+- A run's loss curves (``loss_figure``, ``save_loss_plot``): train and val loss over steps from its
+  ``metrics.jsonl``, with a second axis in bits per character of the val text where the run logged it.
+- The experiments' figures (``experiment_figures``): the learning-rate sweep beside the range test
+  (``lr_figure``), val curves against the target (``curves_figure``), steps to the target (``speedup_figure``).
+- Committed PNGs that stay put (``save_png_if_changed``): each PNG carries a fingerprint of its data and of
+  the drawing code in a text chunk, and is redrawn only when one of them changes, so re-reading a finished
+  experiment leaves ``git status`` clean whatever matplotlib version renders it.
+"""
 
 from __future__ import annotations
 

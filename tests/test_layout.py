@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,41 @@ def test_the_schedule_explorer_needs_neither_the_trainer_nor_matplotlib():
     assert "nanogpt_lib.schedule" in loaded  # the check sees the imports it is about
     assert "nanogpt_lib.train" not in loaded
     assert not {m for m in loaded if m.split(".")[0] == "matplotlib"}
+
+
+LAYOUT = PACKAGE.parent / "docs" / "layout.md"
+
+
+def layers() -> list[str]:
+    """The library's rows of docs/layout.md, in order, as module names (a folder row covers its package)."""
+    rows = re.findall(r"^\| `nanogpt_lib/([^`]+)`", LAYOUT.read_text(), re.M)
+    return [
+        "nanogpt_lib" if r == "__init__.py" else "nanogpt_lib." + r.removesuffix(".py").strip("/").replace("/", ".")
+        for r in rows
+    ]
+
+
+def upward_arrows(g: dict[str, set[str]], order: list[str]) -> list[str]:
+    """Imports from a module to one listed below it in ``order`` (every module must fall under a row)."""
+
+    def row(m: str) -> int:
+        rows = [i for i, r in enumerate(order) if m == r or (r != "nanogpt_lib" and m.startswith(r + "."))]
+        assert rows, f"{m} has no row in docs/layout.md"
+        return rows[0]  # the package root's row is the package's __init__ alone, not everything under it
+
+    rows = {m: row(m) for m in g}  # every module, imports or not
+    return sorted(f"{m} -> {n}" for m, deps in g.items() for n in deps if row(n) > rows[m])
+
+
+def test_the_layout_map_lists_every_module_and_its_order_is_the_import_order():
+    """docs/layout.md is the map: each library module has its row, and a module imports only rows above it."""
+    assert upward_arrows(graph(), layers()) == []
+
+
+def test_an_upward_arrow_and_a_missing_row_are_found():
+    order = ["nanogpt_lib", "nanogpt_lib.a", "nanogpt_lib.b"]
+    assert upward_arrows({"nanogpt_lib.a": {"nanogpt_lib.b"}, "nanogpt_lib.b": {"nanogpt_lib"}}, order) == [
+        "nanogpt_lib.a -> nanogpt_lib.b"
+    ]
+    with pytest.raises(AssertionError, match="has no row"):
+        upward_arrows({"nanogpt_lib.c": set()}, order)
