@@ -240,46 +240,13 @@ def test_one_name_per_option_and_the_old_spellings_still_parse():
 
 def test_one_sample_runs_on_one_thread_by_default(exported, capsys):
     """The measured default (cli.SAMPLE_THREADS); --threads overrides it."""
+    argv = ["sample", "--weights", str(exported), "--device", "cpu", "--max-new-tokens", "2", "--prompt", "a"]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert (
-            cli.main(
-                [
-                    "sample",
-                    "--weights",
-                    str(exported),
-                    "--device",
-                    "cpu",
-                    "--max-new-tokens",
-                    "2",
-                    "--prompt",
-                    "a",
-                    "--seed",
-                    "0",
-                ]
-            )
-            == 0
-        )
+        assert cli.main([*argv, "--seed", "0"]) == 0
         assert torch.get_num_threads() == cli.SAMPLE_THREADS == 1
-        assert (
-            cli.main(
-                [
-                    "sample",
-                    "--weights",
-                    str(exported),
-                    "--device",
-                    "cpu",
-                    "--max-new-tokens",
-                    "2",
-                    "--prompt",
-                    "a",
-                    "--threads",
-                    "2",
-                ]
-            )
-            == 0
-        )
+        assert cli.main([*argv, "--threads", "2"]) == 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
