@@ -95,7 +95,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="shakespeare (shipped, offline), openwebtext (streamed from the hub), "
         "a hub dataset id owner/name, or a .txt/.jsonl/.parquet file or folder",
     )
-    p.add_argument("--name", help="output folder data/NAME (default: from the source)")
+    p.add_argument(
+        "--name", help="output folder data/NAME (default: from the source; with --vocab N, SOURCE-bpeN)"
+    )
     p.add_argument("--text-field", default="text", help="field holding the text")
     p.add_argument("--max-docs", type=_positive_int, help="take only the first N documents (default: all)")
     p.add_argument(
@@ -405,15 +407,15 @@ def _csv(kind: type) -> Callable[[str], list]:
 def _add_laptop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "laptop",
-        help="the per-minute experiment: tokenizer x minutes x seed (resumable, hours)",
+        help="the per-minute experiment: recipe (tokenizer and shape) x minutes x seed (resumable, hours)",
         description="Train the grid of configs/laptop_grid.toml (see nanogpt_lib/laptop.py): each "
-        "tokenizer with its model shape, `train --minutes N`, each seed; one result per "
+        "recipe (a tokenizer and the model shaped around it), `train --minutes N`, each seed; one result per "
         "run in OUT (finished runs are never redone, an unfinished one resumes), then "
-        "OUT/results.md (bits/char per tokenizer x minutes x CPU class) and a plot.",
+        "OUT/results.md (bits/char per recipe x minutes x CPU class) and a plot.",
     )
     p.add_argument("--grid", type=Path, help="grid file (default: configs/laptop_grid.toml)")
     p.add_argument(
-        "--vocab", type=_csv(str), metavar="LIST", help="only these tokenizers, e.g. gpt2,4096 (default: the grid's)"
+        "--recipes", type=_csv(str), metavar="LIST", help="only these recipes, e.g. gpt2,bpe2048-4x128 (default: all)"
     )
     p.add_argument(
         "--minutes", type=_csv(float), metavar="LIST", help="only these budgets, e.g. 5,10 (default: the grid's)"
@@ -435,7 +437,7 @@ def _run_laptop(args: argparse.Namespace) -> None:
         print(laptop.markdown(laptop.summarize(results)) if results else f"no results in {paths.shown(out)} yet")
         return
     grid_file = args.grid or paths.shipped(paths.project_root() / "configs" / "laptop_grid.toml", "the grid file")
-    grid = laptop.select(laptop.load_grid(grid_file), args.vocab, args.minutes, args.seeds)
+    grid = laptop.select(laptop.load_grid(grid_file), args.recipes, args.minutes, args.seeds)
     if args.plan:
         print(laptop.plan_line(grid, out))
         print("\n".join(run.name for run in grid.runs() if not laptop.result_path(out, run).is_file()))

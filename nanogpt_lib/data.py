@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,24 @@ def rebuild_hint(folder: Path, meta: Any = None) -> str:
     return f"rebuild it with `nanogpt prepare {source or 'SOURCE'} --name {name} --force`"
 
 
+OWN_BPE_NAME = re.compile(r"(.+)-bpe(\d+)")  # a data set of our own BPE: SOURCE-bpeN
+
+
+def own_bpe_name(base: str, vocab: int) -> str:
+    """The data set name of ``base``'s text under our own BPE of ``vocab`` tokens (``shakespeare-bpe2048``):
+    ``prepare --vocab N``'s default, the per-minute grid's and the ten-minute recipe's, never GPT-2's own name."""
+    return f"{base}-bpe{vocab}"
+
+
+def prepare_command(name: str) -> str:
+    """The command that prepares data set ``name`` (``NAME-bpeN``: source NAME with our own BPE of N tokens)."""
+    own = OWN_BPE_NAME.fullmatch(name)
+    source, vocab = (own.group(1), f" --vocab {own.group(2)}") if own else (name, "")
+    if source == "shakespeare":
+        return f"nanogpt prepare{vocab}"
+    return f"nanogpt prepare SOURCE{vocab} --name {name}"
+
+
 def load_meta(folder: str | Path) -> dict[str, Any]:
     """``folder/meta.json``, checked to hold what readers rely on, or a one-line :class:`DatasetError`."""
     folder = Path(folder)
@@ -56,9 +75,7 @@ def load_meta(folder: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DatasetError(
-            f"no prepared dataset at {folder}: run `nanogpt prepare` (or `nanogpt prepare SOURCE --name {folder.name}`)"
-        ) from None
+        raise DatasetError(f"no prepared dataset at {folder}: run `{prepare_command(folder.name)}`") from None
     except (ValueError, OSError) as e:
         raise DatasetError(f"{path} is unreadable or not valid JSON ({e}): {rebuild_hint(folder)}") from None
     if not isinstance(meta, dict):

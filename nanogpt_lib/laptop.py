@@ -1,9 +1,10 @@
-"""The per-minute experiment (issue 23): which tokenizer trains the best model on a laptop in N minutes?
+"""The per-minute experiment (issue 23): which recipe trains the best model on a laptop in N minutes?
 
-A grid (``configs/laptop_grid.toml``) of tokenizers (GPT-2's, and our own BPEs of several sizes) x training
-budgets in minutes x seeds. Each tokenizer comes with its own model shape, written as data in the grid file,
-so that a step costs about the same whatever the vocabulary; each run is ``train --minutes N`` on the shipped
-text prepared with that tokenizer (``prepare --vocab N`` under its own data set name). A run's figures end in
+A grid (``configs/laptop_grid.toml``) of recipes x training budgets in minutes x seeds. A recipe is a
+tokenizer (GPT-2's, or our own BPE of some size) with the model shape and training settings chosen around it,
+written as data in the grid file: a smaller vocabulary makes the LM head cheaper, and the time it frees can buy
+a wider or deeper trunk, a longer context or more steps. Each run is ``train --minutes N`` on the shipped text
+prepared with the recipe's tokenizer (``prepare --vocab N`` under its own data set name). A run's figures end in
 bits per character of the shipped val text, the unit in which tokenizers compare.
 
 The grid is resumable: a finished run's result is one JSON file in the results folder (written atomically,
@@ -17,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 
 from . import paths
 from .config import ConfigError, load_config
+from .data import own_bpe_name
 from .files import atomic_write_text
 from .rundir import RunDir
 from .tokenizer import MAX_VOCAB, MIN_VOCAB
@@ -44,18 +47,35 @@ FIGURE = "bpc_vs_minutes.png"
 RUN_OVERHEAD_S = 60  # a run's start, final checkpoint and whole-split evaluation, roughly, for the time estimate
 
 
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One candidate of the grid: a tokenizer (``"gpt2"`` or an own vocabulary size) and the overrides that
+    shape the model and its training around it (``["model.n_layer=4", "batch_size=16"]``)."""
+
+    name: str  # names its runs, folders and table rows, e.g. ``bpe2048-4x128``
+    vocab: str
+    sets: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class MinutesRun:
-    """One run of the grid: a tokenizer (``"gpt2"`` or an own vocabulary size), a budget and a seed."""
+    """One run of the grid: a recipe, a budget and a seed."""
 
-    vocab: str
+    recipe: Recipe
     minutes: float
     seed: int
 
     @property
+    def vocab(self) -> str:
+        return self.recipe.vocab
+
+    @property
     def name(self) -> str:
-        """The run's folder and result name, e.g. ``bpe4096-10min-s0``."""
-        return f"{vocab_label(self.vocab)}-{self.minutes:g}min-s{self.seed}"
+        """The run's folder and result name, e.g. ``bpe2048-4x128-10min-s0``."""
+        return f"{self.recipe.name}-{self.minutes:g}min-s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -65,24 +85,23 @@ class MinutesGrid:
     config: Path | None  # the TOML recipe under every run (None: the built-in defaults)
     source: str  # the text every tokenizer is trained on and prepared from
     base: tuple[str, ...]  # overrides under every run
-    vocabs: tuple[str, ...]
+    recipes: tuple[Recipe, ...]
     minutes: tuple[float, ...]
     seeds: tuple[int, ...]
-    shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # vocab -> model overrides
 
     def runs(self) -> list[MinutesRun]:
         """Every run, cheapest budgets first (a grid stopped early has a complete short column to show)."""
-        return [MinutesRun(v, m, s) for m in self.minutes for v in self.vocabs for s in self.seeds]
+        return [MinutesRun(r, m, s) for m in self.minutes for r in self.recipes for s in self.seeds]
 
     def dataset(self, vocab: str) -> str:
         """The data set a vocabulary's runs train on: the source's own name for GPT-2, else ``NAME-bpeN``."""
         name = Path(str(self.source)).name
-        return name if vocab == GPT2 else f"{name}-bpe{vocab}"
+        return name if vocab == GPT2 else own_bpe_name(name, int(vocab))
 
     def overrides(self, run: MinutesRun) -> list[str]:
         return [
             *self.base,
-            *self.shapes[run.vocab],
+            *run.recipe.sets,
             f"dataset={self.dataset(run.vocab)}",
             f"name={run.name}",
             f"seed={run.seed}",
@@ -91,7 +110,7 @@ class MinutesGrid:
 
 
 def vocab_label(vocab: str) -> str:
-    """``gpt2`` or ``bpe4096``: how a tokenizer is named in run names and tables."""
+    """``gpt2`` or ``bpe4096``: how a tokenizer is named in tables."""
     return GPT2 if vocab == GPT2 else f"bpe{vocab}"
 
 
@@ -131,8 +150,18 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _recipe(name: str, value: Any, where: str) -> Recipe:
+    """``[recipes] NAME = { vocab = 2048, set = [...] }``, checked."""
+    here = f"{where}: [recipes] {name}"
+    if not RECIPE_NAME.fullmatch(name):
+        raise ConfigError(f"{here}: a recipe's name is letters, digits, '.', '_' and '-' (it names files)")
+    if not isinstance(value, dict) or "vocab" not in value or set(value) - {"vocab", "set"}:
+        raise ConfigError(f'{here} must be {{ vocab = "gpt2" or a size, set = ["model.n_layer=4", ...] }}')
+    return Recipe(name, _vocab(value["vocab"], here), _strings(value.get("set", []), f"{here}: set"))
+
+
 def load_grid(path: str | Path) -> MinutesGrid:
-    """The grid in ``path``, checked: every tokenizer valid and given a shape; a bad file is a ConfigError."""
+    """The grid in ``path``, checked: every recipe's tokenizer and config valid; a bad file is a ConfigError."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -140,56 +169,48 @@ def load_grid(path: str | Path) -> MinutesGrid:
         raise ConfigError(f"grid file not found: {path} (the shipped one is configs/laptop_grid.toml)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path} is not a readable TOML grid file: {e}") from None
-    known = {"config", "source", "base", "vocabs", "minutes", "seeds", "shapes"}
+    known = {"config", "source", "base", "recipes", "minutes", "seeds"}
     if set(data) - known:
         raise ConfigError(
             f"{path}: unknown key(s) {', '.join(sorted(set(data) - known))}; valid: {', '.join(sorted(known))}"
         )
-    vocabs = tuple(_vocab(v, str(path)) for v in data.get("vocabs") or [])
-    shapes = {_vocab(k, str(path)): _strings(v, f"{path}: [shapes] {k}") for k, v in (data.get("shapes") or {}).items()}
-    base = _strings(data.get("base", []), f"{path}: base")
-    missing = [v for v in vocabs if v not in shapes]
-    if not vocabs or missing:
-        raise ConfigError(
-            f"{path}: " + ("no vocabs listed" if not vocabs else f"no [shapes] entry for {', '.join(missing)}")
-        )
+    table = data.get("recipes")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f'{path}: no [recipes] listed (each: NAME = {{ vocab = 2048, set = ["model.n_layer=4"] }})')
     config = data.get("config")
     grid = MinutesGrid(
         config=None if config is None else path.parent / str(config),
         source=str(data.get("source", "shakespeare")),
-        base=base,
-        vocabs=vocabs,
+        base=_strings(data.get("base", []), f"{path}: base"),
+        recipes=tuple(_recipe(name, value, str(path)) for name, value in table.items()),
         minutes=_number_list(data, "minutes", float, str(path)),
         seeds=_number_list(data, "seeds", int, str(path)),
-        shapes=shapes,
     )
-    for vocab in vocabs:  # every run's config is valid before hours of training start
-        load_config(grid.config, grid.overrides(MinutesRun(vocab, grid.minutes[0], grid.seeds[0])))
+    for recipe in grid.recipes:  # every run's config is valid before hours of training start
+        load_config(grid.config, grid.overrides(MinutesRun(recipe, grid.minutes[0], grid.seeds[0])))
     return grid
 
 
 def select(
     grid: MinutesGrid,
-    vocabs: Iterable[str] | None = None,
+    recipes: Iterable[str] | None = None,
     minutes: Iterable[float] | None = None,
     seeds: Iterable[int] | None = None,
 ) -> MinutesGrid:
-    """A part of the grid (``--vocab 4096,8192 --minutes 5 --seeds 0``); a tokenizer needs the grid's shape
-    for it, while budgets and seeds may be any (``--minutes 0.5``: a trial run)."""
-    chosen = grid.vocabs if vocabs is None else tuple(_vocab(v, "--vocab") for v in vocabs)
-    unknown = [v for v in chosen if v not in grid.shapes]
+    """A part of the grid (``--recipes gpt2,bpe2048-4x128 --minutes 5 --seeds 0``); recipes are the grid's,
+    while budgets and seeds may be any (``--minutes 0.5``: a trial run)."""
+    known = {r.name: r for r in grid.recipes}
+    names = list(known) if recipes is None else list(recipes)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(
-            f"--vocab {', '.join(unknown)}: the grid has no shape for it "
-            f"(it has {', '.join(grid.shapes)}); add one under [shapes]"
-        )
+        raise ConfigError(f"--recipes {', '.join(unknown)}: not in the grid (it has {', '.join(known)})")
     budget = grid.minutes if minutes is None else tuple(minutes)
     if any(m <= 0 for m in budget):
         raise ConfigError(f"--minutes must be above 0, got {', '.join(f'{m:g}' for m in budget)}")
     picked = grid.seeds if seeds is None else tuple(seeds)
     if any(s < 0 for s in picked):
         raise ConfigError(f"--seeds must be whole numbers from 0, got {', '.join(map(str, picked))}")
-    return MinutesGrid(grid.config, grid.source, grid.base, chosen, budget, picked, grid.shapes)
+    return MinutesGrid(grid.config, grid.source, grid.base, tuple(known[n] for n in names), budget, picked)
 
 
 def result_path(out_dir: Path, run: MinutesRun) -> Path:
@@ -285,6 +306,7 @@ def train_run(
     budget = outcome.budget
     result = {
         "run": run.name,
+        "recipe": run.recipe.name,
         "vocab": run.vocab,
         "minutes": run.minutes,
         "seed": run.seed,
@@ -298,6 +320,7 @@ def train_run(
         "val_chars": text.chars,
         "val_bytes": text.bytes,
         "steps": outcome.step,
+        "batch_size": cfg.batch_size * cfg.grad_accum,
         "tokens": outcome.step * trainer.tokens_per_step,
         # this process's training time (the deadline's measure; a resumed run counts only its last part)
         "train_seconds": outcome.seconds,
@@ -362,20 +385,34 @@ def cpu_label(result: dict[str, Any]) -> str:
     return f"{result['cpu_class']} (emulated: {extra})" if extra else str(result["cpu_class"])
 
 
+def recipe_of(result: dict[str, Any]) -> str:
+    """The recipe a result ran (results from before recipes were named: the tokenizer's label)."""
+    return str(result.get("recipe") or vocab_label(result["vocab"]))
+
+
+def shape_of(result: dict[str, Any]) -> str:
+    """``4x128, T64, B32``: layers x width, context and sequences per step, read from the result."""
+    m = result["model"]
+    batch = result.get("batch_size") or result["tokens"] // max(1, result["steps"]) // m["block_size"]
+    return f"{m['n_layer']}x{m['n_embd']}, T{m['block_size']}, B{batch}"
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per CPU class x tokenizer x budget: mean and range of bits/char over the seeds, and the mean
-    s/step and parameters (how comparable the shapes' step times came out)."""
+    """One row per CPU class x recipe x budget: mean and range of bits/char over the seeds, and the mean
+    s/step, parameters and shape (how the recipes' step times came out)."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((cpu_label(r), r["vocab"], float(r["minutes"])), []).append(r)
+        groups.setdefault((cpu_label(r), recipe_of(r), float(r["minutes"])), []).append(r)
     rows = []
-    for (cpu, vocab, minutes), runs in groups.items():
+    for (cpu, recipe, minutes), runs in groups.items():
         bpc = [r["val_bpc"] for r in runs]
         steps = [r["s_per_step"] for r in runs if r.get("s_per_step") is not None]
         rows.append(
             {
                 "cpu": cpu,
-                "vocab": vocab,
+                "recipe": recipe,
+                "vocab": runs[0]["vocab"],
+                "shape": shape_of(runs[0]),
                 "minutes": minutes,
                 "seeds": sorted(r["seed"] for r in runs),
                 "bpc": statistics.fmean(bpc),
@@ -386,15 +423,19 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "steps": statistics.fmean(r["steps"] for r in runs),
             }
         )
-    order = {v: i for i, v in enumerate([GPT2, *sorted({r["vocab"] for r in rows} - {GPT2}, key=int, reverse=True)])}
-    return sorted(rows, key=lambda row: (row["cpu"], order[row["vocab"]], row["minutes"]))
+    # within a CPU class: GPT-2's tokenizer first, then larger vocabularies first, then by recipe name
+    def order(row: dict[str, Any]) -> tuple:
+        return (row["cpu"], row["vocab"] != GPT2, -int(row["vocab"]) if row["vocab"] != GPT2 else 0, row["recipe"])
+
+    return sorted(rows, key=lambda row: (*order(row), row["minutes"]))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """Bits/char per tokenizer (rows) x budget (columns), one table per CPU class: mean (min–max) over seeds."""
+    """Bits/char per recipe (rows) x budget (columns), one table per CPU class: mean (min–max) over seeds."""
     lines = [
         "Bits per character of the shipped val text (whole split) after N minutes of `train --minutes N`; "
-        "mean over seeds (min–max). Lower is better.",
+        "mean over seeds (min–max). Lower is better. Shape: layers x width, context T (tokens), B sequences "
+        "per step.",
         "",
     ]
     for cpu in dict.fromkeys(row["cpu"] for row in rows):
@@ -403,16 +444,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines += [
             f"CPU class {cpu}:",
             "",
-            "| tokenizer | params | s/step | " + " | ".join(f"{m:g} min" for m in budgets) + " |",
-            "|---|---:|---:|" + "---|" * len(budgets),
+            "| recipe | tokenizer | shape | params | s/step | " + " | ".join(f"{m:g} min" for m in budgets) + " |",
+            "|---|---|---|---:|---:|" + "---|" * len(budgets),
         ]
-        for vocab in dict.fromkeys(row["vocab"] for row in mine):
-            cells = {row["minutes"]: row for row in mine if row["vocab"] == vocab}
+        for recipe in dict.fromkeys(row["recipe"] for row in mine):
+            cells = {row["minutes"]: row for row in mine if row["recipe"] == recipe}
             first = next(iter(cells.values()))
             speed = "—" if first["s_per_step"] is None else f"{first['s_per_step']:.3g}"
             shown = [_cell(cells.get(m)) for m in budgets]
             lines.append(
-                f"| {vocab_label(vocab)} | {first['params'] / 1e6:.2f}M | {speed} | " + " | ".join(shown) + " |"
+                f"| {recipe} | {vocab_label(first['vocab'])} | {first['shape']} | {first['params'] / 1e6:.2f}M "
+                f"| {speed} | " + " | ".join(shown) + " |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -426,18 +468,18 @@ def _cell(row: dict[str, Any] | None) -> str:
 
 
 def figure(rows: list[dict[str, Any]]) -> Any:
-    """Bits/char against minutes, one line per tokenizer (min–max over seeds as bars), a panel per CPU class."""
+    """Bits/char against minutes, one line per recipe (min–max over seeds as bars), a panel per CPU class."""
     from matplotlib.figure import Figure
 
     cpus = list(dict.fromkeys(row["cpu"] for row in rows))
     fig = Figure(figsize=(6 * len(cpus), 4), layout="constrained")
     for ax, cpu in zip(fig.subplots(1, len(cpus), squeeze=False)[0], cpus):
-        for vocab in dict.fromkeys(row["vocab"] for row in rows if row["cpu"] == cpu):
-            line = sorted((r for r in rows if r["cpu"] == cpu and r["vocab"] == vocab), key=lambda r: r["minutes"])
+        for recipe in dict.fromkeys(row["recipe"] for row in rows if row["cpu"] == cpu):
+            line = sorted((r for r in rows if r["cpu"] == cpu and r["recipe"] == recipe), key=lambda r: r["minutes"])
             x = [r["minutes"] for r in line]
             y = [r["bpc"] for r in line]
             err = [[r["bpc"] - r["bpc_min"] for r in line], [r["bpc_max"] - r["bpc"] for r in line]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=vocab_label(vocab))
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=recipe)
         ax.set(xlabel="training minutes", ylabel="val bits per character", title=f"CPU class {cpu}")
         ax.legend()
     return fig

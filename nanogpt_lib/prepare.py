@@ -36,7 +36,7 @@ import tiktoken
 from tqdm.auto import tqdm
 
 from . import paths
-from .data import SPLIT_IDS, DatasetError, check_files, load_meta, split_file
+from .data import SPLIT_IDS, DatasetError, check_files, load_meta, own_bpe_name, split_file
 from .errors import NanoGPTError, one_line
 from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
 from .files import tmp_path as _tmp_name
@@ -136,19 +136,23 @@ def _sha256(text: str) -> str:
 def resolve_source(cfg: PrepareConfig) -> Source:
     """Turn ``cfg.source`` into a loadable :class:`Source`, or a one-line :class:`PrepareError`."""
     src = str(cfg.source).strip()
+
+    def name(base: str) -> str:  # the default never lets an own BPE overwrite the GPT-2 data set of the same text
+        return cfg.name or (own_bpe_name(base, cfg.vocab) if cfg.vocab else base)
+
     if src == "shakespeare":
         folder = paths.shipped(paths.shakespeare_dir(), "the shipped corpus")
-        return _local_source(folder, "shakespeare", cfg.name or "shakespeare", cfg)
+        return _local_source(folder, "shakespeare", name("shakespeare"), cfg)
     if src in ("openwebtext", OPENWEBTEXT_ID):
-        return _hub_source(OPENWEBTEXT_ID, cfg.name or "openwebtext", cfg, PARQUET_EXPORT_REVISION)
+        return _hub_source(OPENWEBTEXT_ID, name("openwebtext"), cfg, PARQUET_EXPORT_REVISION)
     path = Path(src).expanduser()
     if path.exists():
-        return _local_source(path, "local", cfg.name or path.stem.lower(), cfg)
+        return _local_source(path, "local", name(path.stem.lower()), cfg)
     looks_like_path = src.startswith((".", "/", "~")) or Path(src).suffix.lower() in LOCAL_BUILDERS
     if looks_like_path:
         raise PrepareError(f"path not found: {src}")
     if _HUB_ID.match(src):
-        return _hub_source(src, cfg.name or src.split("/")[-1].lower(), cfg, None)
+        return _hub_source(src, name(src.split("/")[-1].lower()), cfg, None)
     raise PrepareError(
         f"unknown source {src!r}: use shakespeare, openwebtext, a hub dataset id like owner/name, "
         "or a path to .txt, .jsonl or .parquet files"

@@ -61,13 +61,18 @@ MODES = ("auto", "new", "resume", "reset")
 EVAL_SEED_OFFSET = 1_000_003  # eval batches come from their own stream, fixed across evals
 
 RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkpoint needs to resume from
-# A minutes run measures its step time on steps SETTLE_STEPS+1 .. SETTLE_STEPS+MEASURE_STEPS of its call. The
-# first steps are slower than the rest (kernels chosen and caches filled on first use, the data's and the
-# weights' pages touched for the first time, torch.compile compiling on the first step and again on a
-# recompile) and would make the budget short; the median over the window ignores a slow step in it (an
-# evaluation, a checkpoint, another process's burst). 15 steps are about 2% of a 10-minute CPU run.
+# A minutes run measures its step time on the steps after the first SETTLE_STEPS of its call: at least
+# MEASURE_STEPS of them, and at least MEASURE_SHARE of the budget's time. The first steps are slower than the
+# rest (kernels chosen and caches filled on first use, the data's and the weights' pages touched for the first
+# time, torch.compile compiling on the first step and again on a recompile) and would make the budget short;
+# the median over the window ignores a slow step in it (an evaluation, a checkpoint, another process's burst).
+# The share: ten 0.12 s steps (1.2 s) of a small model on a 2-core VM measured 0.115 s/step where the whole
+# run went at 0.146 (the budget 27% long), and another run's ten steps caught a burst that made it 11% short:
+# a window of 3% of the budget (18 s of a 10-minute run) averages over such swings and costs no time, since
+# the steps it measures train like any other.
 SETTLE_STEPS = 5
 MEASURE_STEPS = 10
+MEASURE_SHARE = 0.03
 UNDECIDED = 2**62  # the schedule's end while a minutes run has not decided its budget: warmup, then flat lr
 DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
 
@@ -604,7 +609,9 @@ class Trainer:
         self.peak_flops = peak_flops(self.device, self.precision)
         start_step, started = self.step, time.perf_counter()
         self.text_stats()  # counted now (decoding the split, once per process), not inside a timed evaluation
-        meter = _Meter(self.clock, start_step) if self.max_steps is None else None  # a minutes run, undecided
+        meter = (  # a minutes run, undecided
+            _Meter(self.clock, start_step, MEASURE_SHARE * 60 * cfg.minutes) if self.max_steps is None else None
+        )
         last_eval: dict[str, float] = {}
         status = "finished"
         if self.dist.main:
@@ -755,20 +762,21 @@ class _Meter:
     """A minutes run's measurements before it decides: step times after the settling steps, and the time of
     one evaluation and one checkpoint, all read from the trainer's clock."""
 
-    def __init__(self, clock: Callable[[], float], start_step: int) -> None:
-        self.clock, self.start_step = clock, start_step
+    def __init__(self, clock: Callable[[], float], start_step: int, window_s: float = 0.0) -> None:
+        self.clock, self.start_step, self.window_s = clock, start_step, window_s
         self.start = self.last = clock()
         self.step_times: list[float] = []
         self.eval_s: float | None = None
         self.ckpt_s: float | None = None
 
     def tick(self, step: int) -> bool:
-        """Time the step just finished (from the previous tick); True once the window is measured."""
+        """Time the step just finished (from the previous tick); True once the window is measured: at least
+        ``MEASURE_STEPS`` steps and ``window_s`` seconds of them."""
         now = self.clock()
         if step - self.start_step > SETTLE_STEPS:
             self.step_times.append(now - self.last)
         self.last = now
-        return len(self.step_times) >= MEASURE_STEPS
+        return len(self.step_times) >= MEASURE_STEPS and sum(self.step_times) >= self.window_s
 
 
 def _minutes_text(seconds: float) -> str:

@@ -56,8 +56,15 @@ def test_naive_loader_draws_the_same_kind_of_windows(prepared):
 
 
 def test_missing_dataset_names_prepare(tmp_path):
-    with pytest.raises(DatasetError, match=r"no prepared dataset.*nanogpt prepare"):
+    with pytest.raises(DatasetError, match=r"no prepared dataset.*`nanogpt prepare SOURCE --name nothing`"):
         TokenData(tmp_path / "nothing", 16)
+    # an own-BPE data set's name says its vocabulary: the command prepares exactly that one
+    with pytest.raises(DatasetError, match=r"`nanogpt prepare --vocab 2048`$"):
+        TokenData(tmp_path / "shakespeare-bpe2048", 16)
+    with pytest.raises(DatasetError, match=r"`nanogpt prepare SOURCE --vocab 512 --name txt-bpe512`$"):
+        TokenData(tmp_path / "txt-bpe512", 16)
+    with pytest.raises(DatasetError, match=r"`nanogpt prepare`$"):
+        TokenData(tmp_path / "shakespeare", 16)
 
 
 def test_missing_split(prepared):

@@ -15,7 +15,7 @@ from nanogpt_lib import tokenizer as tok
 from nanogpt_lib.checkpoint import export_weights, load_weights
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
-from nanogpt_lib.data import DatasetError, TokenData, verify_dataset
+from nanogpt_lib.data import DatasetError, TokenData, load_meta, verify_dataset
 from nanogpt_lib.export import FILES_KEY
 from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.prepare import PrepareConfig, is_val, prepare
@@ -103,6 +103,17 @@ def test_the_vocab_is_part_of_the_request(txt_dir, capsys):
     gpt2 = prepare(PrepareConfig(source=str(txt_dir), data_dir=out.parent, name="own", progress=False))
     assert gpt2["tokenizer"] == "gpt2" and gpt2["vocab_size"] == tok.N_VOCAB
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_without_a_name_an_own_bpe_never_replaces_the_gpt2_data_set(txt_dir, capsys):
+    data = txt_dir.parent / "data"
+    gpt2 = prepare(PrepareConfig(source=str(txt_dir), data_dir=data, progress=False))
+    gpt2_train = (data / txt_dir.name / "train.bin").read_bytes()
+    assert main(["prepare", str(txt_dir), "--vocab", "280", "--data-dir", str(data), "--no-progress"]) == 0
+    mine = json.loads((data / f"{txt_dir.name}-bpe280" / "meta.json").read_text())  # SOURCE-bpeN, as the grid's
+    assert mine["vocab_size"] == 280 and gpt2["tokenizer"] == "gpt2"
+    assert (data / txt_dir.name / "train.bin").read_bytes() == gpt2_train  # GPT-2's tokens untouched
+    assert load_meta(data / txt_dir.name)["tokenizer"] == "gpt2"
 
 
 @pytest.mark.parametrize("vocab, message", [(256, "at least 257"), (65_536, "at most 65,535")])
