@@ -95,9 +95,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="shakespeare (shipped, offline), openwebtext (streamed from the hub), "
         "a hub dataset id owner/name, or a .txt/.jsonl/.parquet file or folder",
     )
-    p.add_argument(
-        "--name", help="output folder data/NAME (default: from the source; with --vocab N, SOURCE-bpeN)"
-    )
+    p.add_argument("--name", help="output folder data/NAME (default: from the source; with --vocab N, SOURCE-bpeN)")
     p.add_argument("--text-field", default="text", help="field holding the text")
     p.add_argument("--max-docs", type=_positive_int, help="take only the first N documents (default: all)")
     p.add_argument(

@@ -423,6 +423,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "steps": statistics.fmean(r["steps"] for r in runs),
             }
         )
+
     # within a CPU class: GPT-2's tokenizer first, then larger vocabularies first, then by recipe name
     def order(row: dict[str, Any]) -> tuple:
         return (row["cpu"], row["vocab"] != GPT2, -int(row["vocab"]) if row["vocab"] != GPT2 else 0, row["recipe"])
