@@ -374,8 +374,9 @@ def _elapsed(seconds: float) -> str:
 
 
 def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every run result in ``out_dir`` (its ``*.json`` files), in name order."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_dir).glob("*.json"))]
+    """Every run result in ``out_dir`` and its subfolders (``*.json``), in path order: a grid run again on
+    another CPU class (``--out experiments/minutes/avx2``) keeps its own files, and the table shows both."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_dir).rglob("*.json"))]
 
 
 def cpu_label(result: dict[str, Any]) -> str:
