@@ -73,6 +73,14 @@ RESUME_KEYS = ("model", "optimizer", "step", "best_val", "rng")  # what a checkp
 SETTLE_STEPS = 5
 MEASURE_STEPS = 10
 MEASURE_SHARE = 0.03
+# Even so, a machine's speed drifts over minutes (a VM's first minute ran 10-15% faster than the rest, so
+# 10-minute runs ended 16% late), so a WSD minutes run plans again once, halfway between its decision and its
+# decay, from the speed of every step since the decision (evaluations and checkpoints included). WSD's rate is
+# flat there whatever the end, so a new end changes no rate already used. It re-plans only when the projected
+# end misses the deadline by more than REPLAN_SLACK of the minutes and REPLAN_STEPS steps (a steady clock
+# never re-plans), and only in the process that decided (a resumed run keeps the budget in its checkpoint).
+REPLAN_SLACK = 0.02
+REPLAN_STEPS = 3  # nor when it misses by less than this many steps (a short run's steps are a coarse ruler)
 UNDECIDED = 2**62  # the schedule's end while a minutes run has not decided its budget: warmup, then flat lr
 DATA_KEYS = ("seed", "batch_size", "grad_accum", "dataset")  # settings that change which batches come next
 
@@ -89,6 +97,8 @@ __all__ = [
     "Trainer",
     "decide_budget",
     "lr_at",
+    "replan_budget",
+    "replan_point",
     "train",
     "train_step",
 ]
@@ -104,13 +114,16 @@ class Budget:
     overhead_s: float  # evaluation and checkpoint seconds per step (each one's measured time, spread)
     decided_at: int  # the step at which it was decided
     decay_from: int  # the step from which the schedule decays to min_lr
+    replanned_at: int | None = None  # the step at which it was planned again (None: as decided)
 
     def line(self) -> str:
         """``minutes 10: 742 steps at 0.79 s/step (+0.012 s/step for evaluations and checkpoints), decay from
         step 594``: what the trainer prints when it decides, and the summary line repeats."""
+        again = "" if self.replanned_at is None else f", planned again at step {self.replanned_at:,}"
         return (
             f"minutes {self.minutes:g}: {self.max_steps:,} steps at {self.step_s:.3g} s/step "
             f"(+{self.overhead_s:.2g} s/step for evaluations and checkpoints), decay from step {self.decay_from:,}"
+            f"{again}"
         )
 
     def seconds_left(self, step: int) -> float:
@@ -141,6 +154,43 @@ def decide_budget(
     decided = dataclasses.replace(cfg, max_steps=max_steps)
     decay_from = wsd_decay_start(decided) if cfg.schedule == "wsd" else cfg.warmup_steps
     return Budget(cfg.minutes, max_steps, step_s, overhead, step, decay_from)
+
+
+def replan_point(cfg: TrainConfig, budget: Budget) -> int | None:
+    """The step at which a WSD minutes run plans again: halfway between its decision and its decay; None when
+    fewer than two of its evaluations and checkpoints lie between (their share of the time would be luck)."""
+    half = (budget.decay_from - budget.decided_at) // 2
+    return budget.decided_at + half if half >= 2 * max(cfg.eval_every, cfg.ckpt_every) else None
+
+
+def replan_budget(
+    cfg: TrainConfig, budget: Budget, step: int, elapsed_s: float, since_decided_s: float, final_s: float
+) -> Budget:
+    """``budget`` planned again at ``step`` from the mean time of the steps since its decision
+    (``since_decided_s`` over ``step - decided_at`` steps, evaluations and checkpoints included), with
+    ``elapsed_s`` of the run gone and ``final_s`` left for the last evaluation and checkpoint; the same budget
+    when its end lands within ``REPLAN_SLACK`` of the deadline.
+
+    The decay still starts after ``step`` (a run far slower than planned gets a shorter decay, never a rate
+    that jumps down).
+    """
+    per_step = since_decided_s / max(step - budget.decided_at, 1)
+    final = final_s
+    deadline = budget.minutes * 60
+    projected = elapsed_s + (budget.max_steps - step) * per_step + final
+    if abs(projected - deadline) <= max(REPLAN_SLACK * deadline, REPLAN_STEPS * per_step):
+        return budget
+    max_steps = step + max(math.floor((deadline - elapsed_s - final) / per_step), 1)
+    while wsd_decay_start(dataclasses.replace(cfg, max_steps=max_steps)) <= step:  # the decay must lie ahead
+        max_steps += 1
+    decay_from = wsd_decay_start(dataclasses.replace(cfg, max_steps=max_steps))
+    return dataclasses.replace(
+        budget,
+        max_steps=max_steps,
+        step_s=max(per_step - budget.overhead_s, 0.0),
+        decay_from=decay_from,
+        replanned_at=step,
+    )
 
 
 @dataclass
@@ -301,6 +351,8 @@ class Trainer:
         self.best_val: float | None = None
         self.clock = clock
         self.budget: Budget | None = None  # a minutes run's, once decided (or restored from its checkpoint)
+        # (run start, decision time, last evaluation + checkpoint seconds, step) while this process will plan again
+        self._replan: tuple[float, float, float, int] | None = None
         self._text: TextStats | None = None  # the val split's text size, for bits per character
         self._sched = cfg  # the config the lr schedule reads (see _schedule_cfg)
         self._saved_step: int | None = None  # the step of the newest checkpoint of this run, if any
@@ -652,6 +704,10 @@ class Trainer:
                     if meter is not None and meter.tick(self.step):
                         last_eval = self._decide(meter, signals, bar) or last_eval
                         meter = None
+                    elif meter is None and cfg.minutes is not None:
+                        now = self.clock()  # each step's end, read as the meter read it before the decision
+                        if self._replan is not None and self.step >= self._replan[3]:
+                            self._plan_again(signals, bar, now)
                     finished = self._at_end()  # a signal in the last step: the run is done, not paused
                     if self.dist.any(signals.requested) and not finished:  # agreed: all ranks pause at this step
                         if self._saved_step != self.step:
@@ -746,7 +802,36 @@ class Trainer:
         if self.dist.main:
             bar.write(self.budget.line())
         self.save(signals)
+        point = replan_point(self.cfg, self.budget) if self.cfg.schedule == "wsd" else None
+        if point is not None:  # see REPLAN_SLACK: this process plans once more, halfway to the decay
+            self._replan = (meter.start, meter.last, (meter.eval_s or 0.0) + (meter.ckpt_s or 0.0), point)
         return result
+
+    def _plan_again(self, signals: PauseSignals, bar: tqdm, now: float) -> None:
+        """A WSD minutes run halfway to its decay (the clock read ``now``): plan its end again from the speed
+        since the decision (rank 0 plans, every rank receives it); a changed budget is logged, shown and saved
+        at once."""
+        assert self._replan is not None and self.budget is not None
+        start, decided, final_s, _ = self._replan
+        self._replan = None
+        budget = self.dist.broadcast(
+            self.dist.agree(
+                lambda: (
+                    replan_budget(self.cfg, self.budget, self.step, now - start, now - decided, final_s)
+                    if self.dist.main
+                    else None
+                )
+            )
+        )
+        if budget == self.budget:
+            return
+        self.budget = budget
+        self._log({"kind": "budget", "step": self.step, **dataclasses.asdict(budget)})
+        bar.total = budget.max_steps
+        bar.refresh()
+        if self.dist.main:
+            bar.write(budget.line())
+        self.save(signals)
 
     def close(self) -> None:
         self._lock.release()

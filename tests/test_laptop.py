@@ -172,6 +172,8 @@ def test_the_ten_minute_recipe_is_the_measured_winner():
     bits/char (mean over seeds) on the issue's 2-core AVX512-BF16 machine, as the grid ran it."""
     results = laptop.read_results(ROOT / "experiments" / "minutes")
     rows = laptop.summarize(results)
+    table = (ROOT / "experiments" / "minutes" / laptop.RESULTS_MD).read_text(encoding="utf-8")
+    assert table == laptop.markdown(rows), "results.md is stale: run `nanogpt laptop --report`"
     tens = [r for r in rows if r["minutes"] == 10 and r["cpu"] == "AVX512-BF16" and len(r["seeds"]) >= 2]
     assert len(tens) >= 2, "the committed grid has at least two recipes with two seeds of ten minutes"
     best = min(tens, key=lambda r: r["bpc"])

@@ -20,7 +20,16 @@ from nanogpt_lib.checkpoint import load_checkpoint
 from nanogpt_lib.cli import main
 from nanogpt_lib.config import load_config
 from nanogpt_lib.plots import read_metrics
-from nanogpt_lib.train import MEASURE_STEPS, SETTLE_STEPS, TrainError, decide_budget, lr_at, train
+from nanogpt_lib.train import (
+    MEASURE_STEPS,
+    SETTLE_STEPS,
+    TrainError,
+    decide_budget,
+    lr_at,
+    replan_budget,
+    replan_point,
+    train,
+)
 
 from fault_helpers import TRAIN_KILLER, assert_same_run
 from tiny import SMALL_RUN
@@ -84,6 +93,69 @@ def test_the_budget_is_the_steps_that_fit_by_hand():
             2.0,
             1.0,
         )
+
+
+def test_a_wsd_run_plans_again_halfway_to_its_decay_by_hand():
+    cfg = load_config(None, ["minutes=10", "eval_every=50", "ckpt_every=100", "warmup_steps=20", "decay_frac=0.2"])
+    # Decided at step 15: 0.2 s steps plus 1/50 of a 1 s evaluation and 1/100 of a 0.5 s checkpoint: 0.225 s.
+    # (600 - 5 - 1.5) / 0.225 = 2637.8: 2,652 steps, decaying from 2652 - round(530.4) = 2,122.
+    budget = decide_budget(cfg, 15, 5.0, [0.2] * 10, eval_s=1.0, ckpt_s=0.5)
+    assert (budget.max_steps, budget.decay_from) == (2652, 2122)
+    point = replan_point(cfg, budget)
+    assert point == 15 + (2122 - 15) // 2 == 1068
+    # As planned (0.225 s a step since the decision): the same budget, not a new one.
+    steady = 1053 * 0.225
+    assert replan_budget(cfg, budget, point, 5 + steady, steady, 1.5) is budget
+    # The machine slowed to 0.26 s a step: it would end 92 s late. Left: 600 - 278.78 - 1.5 = 319.72 s, 1,229
+    # steps of 0.26 s; the decay starts 2297 - round(459.4) = 1,838, still ahead of step 1,068.
+    slow = 1053 * 0.26
+    again = replan_budget(cfg, budget, point, 5 + slow, slow, 1.5)
+    assert (again.max_steps, again.decay_from, again.replanned_at) == (2297, 1838, 1068)
+    assert again.step_s + again.overhead_s == pytest.approx(0.26, rel=1e-12)
+    assert abs(5 + slow + (2297 - 1068) * 0.26 + 1.5 - 600) < 0.26  # on time, to within a step
+    assert again.line().endswith("decay from step 1,838, planned again at step 1,068")
+    # Twice as slow as planned: the time left holds 134 steps, but a decay must not start behind the run:
+    # the end moves out until it starts at step 1,069 (a late run, never a rate that jumps down).
+    crawl = 1053 * 0.5
+    late = replan_budget(cfg, budget, point, 5 + crawl, crawl, 1.5)
+    assert late.decay_from == 1069 and late.max_steps == 1336
+    # A run whose flat phase holds fewer than two evaluations and checkpoints does not plan again.
+    short = decide_budget(cfg, 15, 5.0, [2.0] * 10, eval_s=1.0, ckpt_s=0.5)
+    assert short.decay_from - 15 < 4 * 100 and replan_point(cfg, short) is None
+
+
+class Slowing(Tick):
+    """A clock that reads ``dt`` per reading for its first ``until`` readings, then ``later``."""
+
+    def __init__(self, dt: float, until: int, later: float) -> None:
+        super().__init__(dt)
+        self.reads, self.until, self.later = 0, until, later
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if self.reads > self.until:
+            self.dt = self.later
+        return super().__call__()
+
+
+def test_a_machine_that_slows_down_still_ends_on_time(env, home):
+    # Evaluations every 5 steps and checkpoints every 4 let a short run plan again (two of each before the
+    # replan point); after the decision the clock runs 40% slower, as a hot laptop would.
+    args = [*TINY, "eval_every=5", "minutes=2", "name=slowing"]
+    clock = Slowing(TICK, until=2 * DECIDED_AT, later=1.4 * TICK)
+    result = train(load_config(None, args), progress=False, clock=clock)
+    budget = result.budget
+    assert budget is not None and budget.replanned_at is not None and result.step == budget.max_steps
+    decided = [r for r in read_metrics(home / "runs" / "slowing") if r["kind"] == "budget"]
+    assert [r["step"] for r in decided] == [DECIDED_AT, budget.replanned_at]
+    assert decided[1]["max_steps"] < decided[0]["max_steps"]  # fewer steps than the first minutes planned
+    # Ends within the re-plan's slack of the deadline (3 steps of the slower clock), where the first plan would
+    # have run about 40% of the rest over.
+    assert abs(clock.t - 120) <= 3 * 1.4 * (1 + 1 / 5 + 1 / 4) + 2, clock.t
+    # The rate: flat until the re-planned decay, then WSD's line to min_lr at the new end, bitwise.
+    cfg = load_config(None, [*args, f"max_steps={budget.max_steps}"])
+    lrs = {r["step"]: r["lr"] for r in read_metrics(home / "runs" / "slowing") if r["kind"] == "step"}
+    assert all(lrs[s] == cfg.lr * (lr_at(s - 1, cfg) / cfg.lr) for s in range(3, result.step + 1))
 
 
 @pytest.fixture
