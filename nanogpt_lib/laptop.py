@@ -9,7 +9,7 @@ bits per character of the shipped val text, the unit in which tokenizers compare
 
 The grid is resumable: a finished run's result is one JSON file in the results folder (written atomically,
 last), and is never trained again; an unfinished run resumes from its checkpoint (in ``runs/minutes/``), with
-the step budget it decided when it started (a minutes run decides once, see ``train.decide_budget``). Every
+the step budget it decided (a resumed run never measures again, see ``train.decide_budget``). Every
 result names the CPU class it was measured on, since a figure per minute is a figure of a machine.
 """
 

@@ -13,8 +13,10 @@ Ctrl-C aborts and the previous checkpoint stands. Under torchrun the ranks agree
 signal, lock and rank machinery is in ``runctl.py``.
 
 A run of ``minutes`` (``nanogpt train --minutes N``) measures its speed over its first steps and then fixes
-its step budget once (:func:`decide_budget`); the budget is kept in the checkpoint, so a resumed run
-continues the decided schedule instead of measuring again, and stays bitwise the straight run.
+its step budget (:func:`decide_budget`); a WSD run checks it once more halfway to its decay, while the rate is
+flat, and moves its end if the machine's speed drifted (:func:`replan_budget`). The budget is kept in the
+checkpoint, so a resumed run continues the decided schedule instead of measuring again, and stays bitwise the
+straight run.
 
 Every evaluation gives the val loss also in bits per character and per byte of the val text
 (``data.TextStats``), the units in which runs with different tokenizers compare.
@@ -106,7 +108,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Budget:
-    """The step budget a minutes run decided, kept in its checkpoints (a resumed run never measures again)."""
+    """The step budget a minutes run decided (and planned again, once), kept in its checkpoints (a resumed run
+    never measures again)."""
 
     minutes: float
     max_steps: int
