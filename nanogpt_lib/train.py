@@ -13,7 +13,7 @@ Ctrl-C aborts and the previous checkpoint stands. Under torchrun the ranks agree
 signal, lock and rank machinery is in ``runctl.py``.
 
 A run of ``minutes`` (``nanogpt train --minutes N``) measures its speed over its first steps and then fixes
-its step budget (:func:`decide_budget`); a WSD run checks it once more halfway to its decay, while the rate is
+its step budget (:func:`decide_budget`); a WSD run checks it again on the way to its decay, while the rate is
 flat, and moves its end if the machine's speed drifted (:func:`replan_budget`). The budget is kept in the
 checkpoint, so a resumed run continues the decided schedule instead of measuring again, and stays bitwise the
 straight run.
@@ -76,11 +76,14 @@ SETTLE_STEPS = 5
 MEASURE_STEPS = 10
 MEASURE_SHARE = 0.03
 # Even so, a machine's speed drifts over minutes (a VM's first minute ran 10-15% faster than the rest, so
-# 10-minute runs ended 16% late), so a WSD minutes run plans again once, halfway between its decision and its
-# decay, from the speed of every step since the decision (evaluations and checkpoints included). WSD's rate is
-# flat there whatever the end, so a new end changes no rate already used. It re-plans only when the projected
-# end misses the deadline by more than REPLAN_SLACK of the minutes and REPLAN_STEPS steps (a steady clock
-# never re-plans), and only in the process that decided (a resumed run keeps the budget in its checkpoint).
+# 10-minute runs ended 16% late; another process's burst in the window made one end 15% early), so a WSD
+# minutes run checks its plan on the way to the decay: halfway from the decision to the decay, then halfway
+# from there (1/2, 3/4, 7/8 of the flat phase, while two evaluations and checkpoints fit in the half), each
+# time from the speed of the steps since the last check (evaluations and checkpoints included), the most
+# recent speed being the best guess of the rest. WSD's rate is flat there whatever the end, so a new end
+# changes no rate already used. It moves the end only when the projected end misses the deadline by more than
+# REPLAN_SLACK of the minutes and REPLAN_STEPS steps (a steady clock never re-plans), and only in the process
+# that decided (a resumed run keeps the budget in its checkpoint).
 REPLAN_SLACK = 0.02
 REPLAN_STEPS = 3  # nor when it misses by less than this many steps (a short run's steps are a coarse ruler)
 UNDECIDED = 2**62  # the schedule's end while a minutes run has not decided its budget: warmup, then flat lr
@@ -108,8 +111,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Budget:
-    """The step budget a minutes run decided (and planned again, once), kept in its checkpoints (a resumed run
-    never measures again)."""
+    """The step budget a minutes run decided (and planned again on the way), kept in its checkpoints (a resumed
+    run never measures again)."""
 
     minutes: float
     max_steps: int
@@ -117,7 +120,7 @@ class Budget:
     overhead_s: float  # evaluation and checkpoint seconds per step (each one's measured time, spread)
     decided_at: int  # the step at which it was decided
     decay_from: int  # the step from which the schedule decays to min_lr
-    replanned_at: int | None = None  # the step at which it was planned again (None: as decided)
+    replanned_at: int | None = None  # the last step at which its end moved (None: as decided)
 
     def line(self) -> str:
         """``minutes 10: 742 steps at 0.79 s/step (+0.012 s/step for evaluations and checkpoints), decay from
@@ -159,38 +162,37 @@ def decide_budget(
     return Budget(cfg.minutes, max_steps, step_s, overhead, step, decay_from)
 
 
-def replan_point(cfg: TrainConfig, budget: Budget) -> int | None:
-    """The step at which a WSD minutes run plans again: halfway between its decision and its decay; None when
-    fewer than two of its evaluations and checkpoints lie between (their share of the time would be luck)."""
-    half = (budget.decay_from - budget.decided_at) // 2
-    return budget.decided_at + half if half >= 2 * max(cfg.eval_every, cfg.ckpt_every) else None
+def replan_point(cfg: TrainConfig, budget: Budget, since: int) -> int | None:
+    """The step at which a WSD minutes run plans again after planning at step ``since``: halfway from there to
+    its decay (so 1/2, 3/4, 7/8 ... of the flat phase); None once fewer than two of its evaluations and
+    checkpoints would lie between (their share of the time would be luck)."""
+    half = (budget.decay_from - since) // 2
+    return since + half if half >= 2 * max(cfg.eval_every, cfg.ckpt_every) else None
 
 
 def replan_budget(
-    cfg: TrainConfig, budget: Budget, step: int, elapsed_s: float, since_decided_s: float, final_s: float
+    cfg: TrainConfig, budget: Budget, step: int, elapsed_s: float, per_step_s: float, final_s: float
 ) -> Budget:
-    """``budget`` planned again at ``step`` from the mean time of the steps since its decision
-    (``since_decided_s`` over ``step - decided_at`` steps, evaluations and checkpoints included), with
-    ``elapsed_s`` of the run gone and ``final_s`` left for the last evaluation and checkpoint; the same budget
-    when its end lands within ``REPLAN_SLACK`` of the deadline.
+    """``budget`` planned again at ``step``, with ``elapsed_s`` of the run gone, from ``per_step_s``, the
+    mean time of the steps since the last plan (evaluations and checkpoints included), and ``final_s`` left
+    for the last evaluation and checkpoint; the same budget when its end lands within ``REPLAN_SLACK`` of the
+    deadline (or ``REPLAN_STEPS`` steps).
 
     The decay still starts after ``step`` (a run far slower than planned gets a shorter decay, never a rate
     that jumps down).
     """
-    per_step = since_decided_s / max(step - budget.decided_at, 1)
-    final = final_s
     deadline = budget.minutes * 60
-    projected = elapsed_s + (budget.max_steps - step) * per_step + final
-    if abs(projected - deadline) <= max(REPLAN_SLACK * deadline, REPLAN_STEPS * per_step):
+    projected = elapsed_s + (budget.max_steps - step) * per_step_s + final_s
+    if abs(projected - deadline) <= max(REPLAN_SLACK * deadline, REPLAN_STEPS * per_step_s):
         return budget
-    max_steps = step + max(math.floor((deadline - elapsed_s - final) / per_step), 1)
+    max_steps = step + max(math.floor((deadline - elapsed_s - final_s) / per_step_s), 1)
     while wsd_decay_start(dataclasses.replace(cfg, max_steps=max_steps)) <= step:  # the decay must lie ahead
         max_steps += 1
     decay_from = wsd_decay_start(dataclasses.replace(cfg, max_steps=max_steps))
     return dataclasses.replace(
         budget,
         max_steps=max_steps,
-        step_s=max(per_step - budget.overhead_s, 0.0),
+        step_s=max(per_step_s - budget.overhead_s, 0.0),
         decay_from=decay_from,
         replanned_at=step,
     )
@@ -354,8 +356,9 @@ class Trainer:
         self.best_val: float | None = None
         self.clock = clock
         self.budget: Budget | None = None  # a minutes run's, once decided (or restored from its checkpoint)
-        # (run start, decision time, last evaluation + checkpoint seconds, step) while this process will plan again
-        self._replan: tuple[float, float, float, int] | None = None
+        # (run start, time and step of the last plan, last evaluation + checkpoint seconds, next replan step)
+        # while this process will plan again
+        self._replan: tuple[float, float, int, float, int] | None = None
         self._text: TextStats | None = None  # the val split's text size, for bits per character
         self._sched = cfg  # the config the lr schedule reads (see _schedule_cfg)
         self._saved_step: int | None = None  # the step of the newest checkpoint of this run, if any
@@ -709,7 +712,7 @@ class Trainer:
                         meter = None
                     elif meter is None and cfg.minutes is not None:
                         now = self.clock()  # each step's end, read as the meter read it before the decision
-                        if self._replan is not None and self.step >= self._replan[3]:
+                        if self._replan is not None and self.step >= self._replan[-1]:
                             self._plan_again(signals, bar, now)
                     finished = self._at_end()  # a signal in the last step: the run is done, not paused
                     if self.dist.any(signals.requested) and not finished:  # agreed: all ranks pause at this step
@@ -805,27 +808,29 @@ class Trainer:
         if self.dist.main:
             bar.write(self.budget.line())
         self.save(signals)
-        point = replan_point(self.cfg, self.budget) if self.cfg.schedule == "wsd" else None
-        if point is not None:  # see REPLAN_SLACK: this process plans once more, halfway to the decay
-            self._replan = (meter.start, meter.last, (meter.eval_s or 0.0) + (meter.ckpt_s or 0.0), point)
+        point = replan_point(self.cfg, self.budget, self.step) if self.cfg.schedule == "wsd" else None
+        if point is not None:  # see REPLAN_SLACK: this process checks the plan again on the way to the decay
+            self._replan = (meter.start, meter.last, self.step, (meter.eval_s or 0.0) + (meter.ckpt_s or 0.0), point)
         return result
 
     def _plan_again(self, signals: PauseSignals, bar: tqdm, now: float) -> None:
-        """A WSD minutes run halfway to its decay (the clock read ``now``): plan its end again from the speed
-        since the decision (rank 0 plans, every rank receives it); a changed budget is logged, shown and saved
-        at once."""
+        """A WSD minutes run at a replan point (the clock read ``now``): plan its end again from the speed since
+        the last plan (rank 0 plans, every rank receives it); a changed budget is logged, shown and saved at
+        once. The next point is halfway to the (new) decay."""
         assert self._replan is not None and self.budget is not None
-        start, decided, final_s, _ = self._replan
-        self._replan = None
+        start, last_t, last_step, final_s, _ = self._replan
+        per_step = (now - last_t) / max(self.step - last_step, 1)
         budget = self.dist.broadcast(
             self.dist.agree(
                 lambda: (
-                    replan_budget(self.cfg, self.budget, self.step, now - start, now - decided, final_s)
+                    replan_budget(self.cfg, self.budget, self.step, now - start, per_step, final_s)
                     if self.dist.main
                     else None
                 )
             )
         )
+        point = replan_point(self.cfg, budget, self.step)
+        self._replan = None if point is None else (start, now, self.step, final_s, point)
         if budget == self.budget:
             return
         self.budget = budget
