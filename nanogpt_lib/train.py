@@ -78,7 +78,7 @@ MEASURE_SHARE = 0.03
 # Even so, a machine's speed drifts over minutes (a VM's first minute ran 10-15% faster than the rest, so
 # 10-minute runs ended 16% late; another process's burst in the window made one end 15% early), so a WSD
 # minutes run checks its plan on the way to the decay: halfway from the decision to the decay, then halfway
-# from there (1/2, 3/4, 7/8 of the flat phase, while two evaluations and checkpoints fit in the half), each
+# from there (1/2, 3/4, 7/8 of the flat phase, while an evaluation and a checkpoint fit in the half), each
 # time from the speed of the steps since the last check (evaluations and checkpoints included), the most
 # recent speed being the best guess of the rest. WSD's rate is flat there whatever the end, so a new end
 # changes no rate already used. It moves the end only when the projected end misses the deadline by more than
@@ -164,10 +164,10 @@ def decide_budget(
 
 def replan_point(cfg: TrainConfig, budget: Budget, since: int) -> int | None:
     """The step at which a WSD minutes run plans again after planning at step ``since``: halfway from there to
-    its decay (so 1/2, 3/4, 7/8 ... of the flat phase); None once fewer than two of its evaluations and
-    checkpoints would lie between (their share of the time would be luck)."""
+    its decay (so 1/2, 3/4, 7/8 ... of the flat phase); None once the half would not hold an evaluation and a
+    checkpoint (the speed measured would leave out their share of the time)."""
     half = (budget.decay_from - since) // 2
-    return since + half if half >= 2 * max(cfg.eval_every, cfg.ckpt_every) else None
+    return since + half if half >= max(cfg.eval_every, cfg.ckpt_every) else None
 
 
 def replan_budget(

@@ -113,16 +113,17 @@ def test_a_wsd_run_plans_again_halfway_to_its_decay_by_hand():
     assert again.step_s + again.overhead_s == pytest.approx(0.26, rel=1e-12)
     assert abs(5 + slow + (2297 - 1068) * 0.26 + 1.5 - 600) < 0.26  # on time, to within a step
     assert again.line().endswith("decay from step 1,838, planned again at step 1,068")
-    # The next check is halfway from there to the new decay; after it the half holds no two checkpoints.
+    # The next checks are halfway from there to the new decay, until the half holds no checkpoint (every 100).
     assert replan_point(cfg, again, 1068) == 1068 + (1838 - 1068) // 2 == 1453
-    assert replan_point(cfg, again, 1453) is None  # (1838 - 1453) // 2 = 192 < 2 x 100
+    assert replan_point(cfg, again, 1453) == 1453 + 192 == 1645
+    assert replan_point(cfg, again, 1645) is None  # (1838 - 1645) // 2 = 96 < 100
     # Twice as slow as planned: the time left holds 134 steps, but a decay must not start behind the run:
     # the end moves out until it starts at step 1,069 (a late run, never a rate that jumps down).
     late = replan_budget(cfg, budget, point, 5 + 1053 * 0.5, 0.5, 1.5)
     assert late.decay_from == 1069 and late.max_steps == 1336
-    # A run whose flat phase holds fewer than two evaluations and checkpoints does not plan again.
-    short = decide_budget(cfg, 15, 5.0, [2.0] * 10, eval_s=1.0, ckpt_s=0.5)
-    assert short.decay_from - 15 < 4 * 100 and replan_point(cfg, short, 15) is None
+    # A run whose flat phase's first half holds no checkpoint does not plan again (4 s steps: 162 steps in all).
+    short = decide_budget(cfg, 15, 5.0, [4.0] * 10, eval_s=1.0, ckpt_s=0.5)
+    assert (short.max_steps, short.decay_from) == (162, 130) and replan_point(cfg, short, 15) is None
 
 
 class Slowing(Tick):
@@ -140,7 +141,7 @@ class Slowing(Tick):
 
 
 def test_a_machine_that_slows_down_still_ends_on_time(env, home):
-    # Evaluations every 5 steps and checkpoints every 4 let a short run plan again (two of each before the
+    # Evaluations every 5 steps and checkpoints every 4 let a short run plan again (both fit before the
     # replan point); after the decision the clock runs 40% slower, as a hot laptop would.
     args = [*TINY, "eval_every=5", "minutes=2", "name=slowing"]
     clock = Slowing(TICK, until=2 * DECIDED_AT, later=1.4 * TICK)
