@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib.course.exercises import ch08, verdict
+from nanogpt_lib.course.exercises import Wrong, ch08, verdict
 from nanogpt_lib.model import GPT, GPTConfig
+from nanogpt_lib.plots import read_metrics
 
 from exercise_helpers import todo, wrong
 
@@ -278,6 +279,29 @@ def lab(tmp_path_factory):
     run("recipe")
     yield run
     mp.undo()
+
+
+def test_a_run_whose_budget_was_planned_again_is_read_whole(lab):
+    """A run whose plan was checked on the way and moved (a machine that slowed down) logs two budgets: the
+    check reads the last one, the checkpoint's, and refuses an edit of it."""
+
+    class Slowing(Tick):
+        def __call__(self) -> float:
+            self.t += 1.0 if self.t < 30 else 1.5
+            return self.t
+
+    cfg = ch08.recipe_config(2, "slowing")
+    folder = ch08.minutes_run(cfg, progress=False, clock=Slowing(), artifacts=False).run_dir
+    run = ch08._open_run(folder, "your run")
+    budgets = [r for r in read_metrics(folder) if r["kind"] == "budget"]
+    assert len(budgets) >= 2 and run["budget"]["replanned_at"] == budgets[-1]["step"]
+    metrics = folder / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"kind": "budget"' in line)
+    edited = json.loads(lines[last]) | {"max_steps": budgets[-1]["max_steps"] + 1}
+    metrics.write_text("\n".join([*lines[:last], json.dumps(edited), *lines[last + 1 :]]) + "\n")
+    with pytest.raises(Wrong, match=r"the budget in metrics\.jsonl is not the one its checkpoint decided"):
+        ch08._open_run(folder, "your run")
 
 
 def test_beat_the_recipe_right_answers(lab):
