@@ -386,16 +386,10 @@ def cpu_label(result: dict[str, Any]) -> str:
     return f"{result['cpu_class']} (emulated: {extra})" if extra else str(result["cpu_class"])
 
 
-def recipe_of(result: dict[str, Any]) -> str:
-    """The recipe a result ran (results from before recipes were named: the tokenizer's label)."""
-    return str(result.get("recipe") or vocab_label(result["vocab"]))
-
-
 def shape_of(result: dict[str, Any]) -> str:
     """``4x128, T64, B32``: layers x width, context and sequences per step, read from the result."""
     m = result["model"]
-    batch = result.get("batch_size") or result["tokens"] // max(1, result["steps"]) // m["block_size"]
-    return f"{m['n_layer']}x{m['n_embd']}, T{m['block_size']}, B{batch}"
+    return f"{m['n_layer']}x{m['n_embd']}, T{m['block_size']}, B{result['batch_size']}"
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -403,7 +397,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     s/step, parameters and shape (how the recipes' step times came out)."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((cpu_label(r), recipe_of(r), float(r["minutes"])), []).append(r)
+        groups.setdefault((cpu_label(r), r["recipe"], float(r["minutes"])), []).append(r)
     rows = []
     for (cpu, recipe, minutes), runs in groups.items():
         bpc = [r["val_bpc"] for r in runs]
