@@ -26,6 +26,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
+from . import fused
 from .loss import linear_cross_entropy
 from .optim import Muon
 
@@ -128,8 +129,8 @@ class Rotary(nn.Module):
         pos = torch.arange(t0, t0 + x.size(2), device=x.device, dtype=torch.float32)
         angles = torch.outer(pos, self.inv_freq)  # (T, head_dim / 2)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        # cat([x1 cos - x2 sin, x1 sin + x2 cos]) for the halves x1, x2 of x, backward by hand (fused.py)
+        return fused.rotate(x, cos, sin)
 
 
 class CausalSelfAttention(nn.Module):
@@ -171,13 +172,13 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
-        if past is None and not _explicit_attention(q, dropout):
+        if past is None and _explicit_attention(q, dropout):
+            y = fused.causal_attention(q, k, v)  # the formula below with T = S, backward by hand (fused.py)
+        elif past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             # Decoding: the T new queries sit at the end of the S keys, query i sees keys up to S - T + i.
             # For a query or a few, plain matmuls beat the fused kernel's fixed cost (7 ms -> 0.05 ms on CPU).
-            # Also training in bf16 on a CPU at short blocks, see _explicit_attention (under autocast the
-            # softmax sums in float32 inside its kernel and returns the matmuls' dtype).
             S = k.size(2)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
             if T > 1:
@@ -189,8 +190,9 @@ class CausalSelfAttention(nn.Module):
 
 
 def _explicit_attention(q: torch.Tensor, dropout: float) -> bool:
-    """Whether a whole block's causal attention is computed by plain matmuls instead of the fused kernel: on a
-    CPU, in bf16 or fp16 (under autocast), without dropout, at blocks of at most 128 positions.
+    """Whether a whole block's causal attention is computed by plain matmuls (:func:`fused.causal_attention`)
+    instead of the fused kernel: on a CPU, in bf16 or fp16 (under autocast), without dropout, at blocks of at
+    most 128 positions.
 
     There the fused kernel's backward was most of the trunk's: at B=64, T=64, 4 heads of 32, bf16, one thread
     of an AVX512-BF16 CPU, forward + backward took 153 ms against 52 ms with plain matmuls (and 108 ms with
@@ -207,7 +209,7 @@ class ReLU2(nn.Module):
     derivative jumps from 0 to 2), where ReLU has a kink; trained faster in Primer's search."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
+        return fused.relu_squared(x)  # F.relu(x).square(), backward by hand (fused.py)
 
 
 class MLP(nn.Module):

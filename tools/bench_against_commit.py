@@ -1,11 +1,12 @@
 """Default-recipe training steps of this checkout against another commit's, interleaved in one process.
 
-Usage: ``python tools/bench_against_commit.py [COMMIT] [--rounds N] [--steps N]`` (COMMIT defaults to 83c1a2c,
-the code before issue 24). The other commit's ``nanogpt_lib`` is extracted with ``git archive`` into a
-temporary folder and imported as ``nanogpt_old``, so both build the default recipe's model from the same seed
-(the same weights) and step on the same batches, in the precision the trainer picks here; tokens/s of each,
-rounds interleaved, then the losses of 20 steps of each from the same start. Needs the prepared
-data/shakespeare (``nanogpt prepare``).
+Usage: ``python tools/bench_against_commit.py [COMMIT] [--config TOML] [--rounds N] [--steps N]`` (COMMIT
+defaults to 83c1a2c, the code before issue 24; the config to the default recipe, its batch size and data set
+used as they are, e.g. ``configs/ten_minutes.toml``). The other commit's ``nanogpt_lib`` is extracted with
+``git archive`` into a temporary folder and imported as ``nanogpt_old``, so both build the config's model from
+the same seed (the same weights) and step on the same batches, in the precision the trainer picks here;
+tokens/s of each, rounds interleaved, then the losses of 20 steps of each from the same start. Needs the
+config's prepared data set (``nanogpt prepare``; ``--vocab 2048`` for the ten-minute recipe).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from nanogpt_lib import paths  # noqa: E402
 from nanogpt_lib.bench import _interleaved, _train_stepper  # noqa: E402
-from nanogpt_lib.config import TrainConfig  # noqa: E402
+from nanogpt_lib.config import TrainConfig, load_config  # noqa: E402
 from nanogpt_lib.data import TokenData  # noqa: E402
 from nanogpt_lib.devices import choose_precision, cpu_class  # noqa: E402
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("commit", nargs="?", default="83c1a2c")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per round")
+    parser.add_argument("--config", type=Path, default=None, help="a training config (default: the default recipe)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
@@ -49,15 +51,15 @@ def main() -> None:
 
         import nanogpt_lib.model as new
 
-        compare({f"old ({args.commit})": old, "this checkout": new}, args.rounds, args.steps)
+        cfg = TrainConfig() if args.config is None else load_config(args.config)
+        compare({f"old ({args.commit})": old, "this checkout": new}, args.rounds, args.steps, cfg)
 
 
-def compare(models: dict, rounds: int, steps: int) -> None:
-    cfg = TrainConfig()
+def compare(models: dict, rounds: int, steps: int, cfg: TrainConfig) -> None:
     precision = choose_precision(torch.device("cpu"), "auto")
     dtype = precision.dtype if precision.autocast else torch.float32
     data = TokenData(paths.data_dir() / cfg.dataset, cfg.model.block_size, cfg.model.vocab_size)
-    B, T = 64, cfg.model.block_size
+    B, T = cfg.batch_size, cfg.model.block_size
 
     def maker(mod):
         def make():
