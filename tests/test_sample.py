@@ -271,3 +271,24 @@ def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
     missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
     assert any(missed)
     assert screen.candidates(h * 1e5, 50) is None
+
+
+def test_the_greedy_screen_gives_way_to_overflow_on_either_side(model):
+    """Greedy (k = 1) takes the screened row's maximum: a logit past +65504 (inf in float16) hands the step
+    back to the full head, and so does a row whose logits are all so negative that the threshold (the top
+    logit less the margin) reaches past -65504, where overflowed logits would hide, even though the top one is
+    finite; a row well inside float16's range screens and keeps the true argmax."""
+    with torch.no_grad():
+        model.lm_head.weight.abs_().mul_(50.0)  # logits of an all-negative h: all negative, about 10 per unit
+    screen = sample._Screen(model, vocab_limit=None)
+    direction = -torch.ones(1, 32)
+    unit = float(model.logits(direction).max())
+    for top, trusted in ((-3e4, True), (-6.54e4, False)):
+        h = direction * (top / unit)  # scaled so the largest logit is `top`
+        approx = torch.nn.functional.linear(h.half(), screen.low).float()
+        assert torch.isfinite(approx.max()) and torch.isinf(approx.min())  # overflow only below the top
+        found = screen.candidates(h, 1)
+        assert (found is not None) == trusted, top
+        if trusted:
+            assert int(model.logits(h).argmax()) in found[1][0].tolist()
+    assert screen.candidates(-direction * 1e4, 1) is None  # a logit of +inf
