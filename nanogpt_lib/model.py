@@ -158,7 +158,7 @@ class CausalSelfAttention(nn.Module):
         )
         if hasattr(self, "q_norm"):  # gains cast to q's dtype: under autocast q is bf16, and mixed is slow
             q, k = (
-                F.rms_norm(t, t.shape[-1:], norm.weight.to(t.dtype), norm.eps)
+                fused.rms_norm(t, norm.weight.to(t.dtype), norm.eps)  # F.rms_norm, backward by hand
                 for t, norm in ((q, self.q_norm), (k, self.k_norm))
             )
         if self.rotary is not None:  # cached keys are stored rotated, at their own positions

@@ -33,6 +33,7 @@ CASES = {
     "relu_squared": (lambda x: fused.relu_squared(x), lambda x: F.relu(x).square(), [(3, 5, 16)]),
     "rotate": (lambda x: fused.rotate(x, *angles(x)), lambda x: plain_rotate(x, *angles(x)), [(2, 3, 7, 8)]),
     "causal_attention": (fused.causal_attention, plain_attention, [(2, 3, 9, 8)] * 3),
+    "rms_norm": (fused.rms_norm, lambda x, w: F.rms_norm(x, x.shape[-1:], w), [(2, 3, 5, 8), (8,)]),
 }
 
 
