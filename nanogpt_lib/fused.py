@@ -1,4 +1,4 @@
-"""Three of the trunk's operations with a hand-written backward: RoPE's rotation, ReLU² and causal attention.
+"""The trunk's small operations with a hand-written backward: RoPE's rotation, ReLU², RMSNorm, causal attention.
 
 Why: once the LM head is small (the ten-minute recipe's 2,048 tokens), a CPU training step is mostly the
 trunk, and most of the trunk's time is not its matmuls but the passes over memory around them. Profiled at
