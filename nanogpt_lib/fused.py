@@ -69,8 +69,8 @@ class _RMSNorm(torch.autograd.Function):
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """``F.rms_norm(x, x.shape[-1:], weight, eps)``: ``x / sqrt(mean(x^2) + eps) * weight`` over the last
     dimension, the sums in float32, ``eps`` by default the machine epsilon of x's dtype (as torch's). On a CPU
-    torch runs it as about a dozen elementwise kernels each way (QK-norm cost 11% of the ten-minute recipe's
-    speed with it); here three passes forward and about seven backward."""
+    torch runs it as about a dozen elementwise kernels each way, and QK-norm then cost 11% of the ten-minute
+    recipe's speed; here it is three passes forward and about seven backward."""
     return _RMSNorm.apply(x, weight, torch.finfo(x.dtype).eps if eps is None else eps)
 
 
