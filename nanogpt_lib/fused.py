@@ -83,7 +83,9 @@ class _Rotate(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(cos, sin)
-        return torch.addcmul(x * cos, _swap_halves(x), sin)
+        # two products and a sum, each rounded, as the plain formula (x2 sin is exact to negate): the same bits
+        # (notebook 07 checks a learner's RoPE against Rotary bitwise); addcmul's fused multiply-add is not
+        return x * cos + _swap_halves(x) * sin
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:

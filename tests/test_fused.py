@@ -95,3 +95,13 @@ def test_softmax_backward_fallback_is_the_formula(monkeypatch):
     fast = fused._softmax_backward(dp, p)
     monkeypatch.delattr(torch, "_softmax_backward_data")
     torch.testing.assert_close(fused._softmax_backward(dp, p), fast, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotate_is_bitwise_the_plain_formula(dtype):
+    """The rotation's forward rounds as cat([x1 cos - x2 sin, x1 sin + x2 cos]) does, so Rotary's output is
+    bitwise that formula's (the course checks a learner's RoPE against Rotary with torch.equal)."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 37, 16, dtype=dtype)
+    cos, sin = angles(x, t0=11)
+    assert torch.equal(fused.rotate(x, cos, sin), plain_rotate(x, cos, sin))
