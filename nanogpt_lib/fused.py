@@ -56,14 +56,14 @@ class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, weight, s = ctx.saved_tensors
-        d = x.size(-1)
-        x_hat = x * s.to(x.dtype)
+        d, s = x.size(-1), s.to(x.dtype)
+        x_hat = x * s
         acc = torch.promote_types(x.dtype, torch.float32)
         grad_w = (grad * x_hat).sum(dim=tuple(range(grad.dim() - 1)), dtype=acc).to(weight.dtype)
         g = grad * weight  # d loss / d x_hat
         # x_hat = x s with s = (mean(x^2) + eps)^-1/2: d x = s (g - x_hat mean(g x_hat))
         m = torch.linalg.vecdot(g, x_hat, dim=-1).unsqueeze(-1).div_(d)
-        return torch.addcmul(g, x_hat, -m.to(x.dtype)).mul_(s.to(x.dtype)), grad_w, None
+        return torch.addcmul(g, x_hat, -m.to(x.dtype)).mul_(s), grad_w, None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float | None = None) -> torch.Tensor:
@@ -97,7 +97,7 @@ class _Rotate(torch.autograd.Function):
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """RoPE's rotation of pairs (m, m + d/2) of ``x`` (..., T, d) by the angles whose cos and sin are the
     (T, d/2) ``cos`` and ``sin``: ``cat([x1 cos - x2 sin, x1 sin + x2 cos])`` with ``x1, x2`` the halves of
-    ``x``. Backward: the rotation by the opposite angles, the same two passes as forward."""
+    ``x``. Backward: the rotation by the opposite angles (a product, a swap of halves and a multiply-add)."""
     return _Rotate.apply(x, torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1))
 
 
