@@ -24,6 +24,7 @@ from .checkpoint import load_weights
 from .devices import pick_device
 from .limits import FP32, check_fits
 from .model import GPT, KV
+from .screen import screen_for
 from .tokenizer import get_tokenizer, resolve
 
 # ---- one token from logits ------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def _sample_loop(
     past: list[KV] | None = None
     k = 1 if temperature < torch.finfo(torch.float32).tiny else top_k  # greedy is the top 1
     use_screen = k is not None and k <= _SCREEN_MAX_K and idx.is_cpu and idx.size(0) <= _SCREEN_MAX_ROWS
-    screen = _Screen(model, vocab_limit) if use_screen else None
+    screen = screen_for(model.lm_head.weight, vocab_limit, model.config.logit_softcap) if use_screen else None
     for _ in range(max_new_tokens):
         was_training = model.training  # eval (no dropout) per step: the caller's mode holds between tokens
         model.eval()
@@ -192,53 +193,9 @@ def _sample_loop(
 
 
 _SCREEN_MAX_K = 1024  # above this many candidates the screen saves little: the full head is read anyway
-# float16 x float16 on a CPU is fast as a matrix-vector product only: one thread of an AVX512-BF16 CPU (busy),
-# the screen against the full head + top-k took 0.5x the time for 1 and 2 rows, 3x for 16 (a slow gemm path)
+# The low-precision head is fast as a matrix-vector product only: one thread of an AVX512-BF16 CPU (busy),
+# the float16 screen against the full head + top-k took 0.5x the time for 1 and 2 rows, 3x for 16 (a slow gemm)
 _SCREEN_MAX_ROWS = 2
-
-
-class _Screen:
-    """The LM head for top-k sampling (and greedy, k = 1) on a CPU, with the same result as the full float32 head.
-
-    Each token reads the head's 50304 x 128 matrix; in float32 (26 MB) that was 2.5 ms of a 3.8 ms token at
-    block 64 (2-core AVX512 CPU), more than the cached trunk. A float16 copy is half the bytes and stays in a
-    typical L3 cache, so the logits are screened in float16 first, and only the candidates that can be in the
-    top k get their exact float32 logits: a logit's float16 error is at most 3 roundings of 2^-11 relative
-    (the weight, h, the output; float32 sums) of sum_i |h_i w_vi| <= |h| |w_v|, so E = 2^-8 |h| max|w_v|
-    bounds it with room. Any of the true top k is at least the true k-th logit X, so its screened logit is at
-    least X - E, and the screened k-th is at most X + E: every token screened within 2E of the screened k-th
-    is kept, and the true top k are among them. Their exact logits then go through :func:`sample_next` as the
-    full logits would (its top-k keeps exactly them, so the draw is the same). A screen that cannot be trusted
-    (a top logit past float16's 65504, or a threshold below -65504, where overflowed logits hide) falls back to
-    the full head."""
-
-    def __init__(self, model: GPT, vocab_limit: int | None) -> None:
-        weight = model.lm_head.weight.detach()
-        self.weight, self.low = weight, weight.half()
-        self.cap = model.config.logit_softcap
-        self.limit = vocab_limit if vocab_limit is not None and vocab_limit < weight.size(0) else None
-        self.err_per_h = 2.0**-8 * float(weight.float().norm(dim=1).max())
-
-    def candidates(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(exact float32 logits, their token ids), each (B, n) with n >= k, or None: use the full head."""
-        approx = torch.nn.functional.linear(h.half(), self.low).float()
-        if self.limit is not None:
-            approx[:, self.limit :] = float("-inf")
-        # The k largest screened logits (for greedy one pass, amax: 0.03 ms where topk of 1 took 0.13-0.35).
-        # A +inf or NaN in the row is among them; a logit past -65504 screens as -inf and could hide a true
-        # top-k one only if the threshold reaches down there. Either way the screen is not trusted.
-        top = approx.amax(dim=-1, keepdim=True) if k == 1 else torch.topk(approx, k, dim=-1, sorted=False).values
-        threshold = top.amin(dim=-1, keepdim=True) - 2 * self.err_per_h * h.norm(dim=-1, keepdim=True)
-        if not (torch.isfinite(top).all() and (threshold > -torch.finfo(torch.float16).max).all()):
-            return None
-        keep = approx >= threshold
-        if keep.size(0) == 1:  # one row: its kept ids, in vocabulary order
-            ids = keep[0].nonzero().T
-        else:  # rows keep different numbers: the most any keeps, the rest padded with dropped ones (-inf below)
-            ids = torch.topk(approx.masked_fill(~keep, float("-inf")), int(keep.sum(dim=-1).max()), dim=-1).indices
-        exact = torch.einsum("bc,bnc->bn", h, self.weight[ids].float())
-        exact = self.cap * torch.tanh(exact / self.cap) if self.cap > 0 else exact
-        return exact.masked_fill(~keep.gather(-1, ids), float("-inf")), ids
 
 
 # ---- text in, text out ----------------------------------------------------------------------------

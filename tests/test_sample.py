@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nanogpt_lib import sample
+from nanogpt_lib import sample, screen
 from nanogpt_lib.checkpoint import CheckpointError, export_weights, load_weights
 from nanogpt_lib.model import GPT
 from nanogpt_lib.paths import ProjectFilesError
 from nanogpt_lib.sample import generate, generate_text, generate_texts, load_model, sample_next, stream_text
+from nanogpt_lib.screen import HeadScreen
 from nanogpt_lib.tokenizer import decode, encode
 
 from tiny import SMALL_MODEL
@@ -233,9 +234,10 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
     [dict(temperature=0), dict(temperature=0.8, top_k=200, seed=1), dict(temperature=1.0, top_k=20, top_p=0.9, seed=2)],
 )
 @pytest.mark.parametrize("softcap", [0.0, 3.0])
-def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monkeypatch):
-    """Top-k and greedy sampling on a CPU screen the logits in float16 and keep float32 logits for the
-    candidates only (sample._Screen): the same tokens as the full float32 head, for one prompt and for two
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, kind, monkeypatch):
+    """Top-k and greedy sampling on a CPU screen the logits in int8 or float16 and keep float32 logits for the
+    candidates only (screen.HeadScreen): the same tokens as the full float32 head, for one prompt and for two
     in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
     model's are) and the padding ids can never be drawn."""
     torch.manual_seed(0)
@@ -243,6 +245,7 @@ def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monke
     with torch.no_grad():
         m.lm_head.weight.mul_(20.0)
     p = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(screen, "pick_kind", lambda vocab, n_embd: kind)
     screened = [generate(m, p, 12, **knobs), generate(m, p[:1], 12, **knobs)]
     monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # every k above it: the full head
     assert torch.equal(screened[0], generate(m, p, 12, **knobs))
@@ -250,16 +253,36 @@ def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, monke
     assert int(screened[0].max()) < 50257
 
 
-def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
+def test_a_changed_head_is_screened_anew(monkeypatch):
+    """Sampling keeps the last head's screen (screen.screen_for) while the head is unchanged, and makes a new
+    one after an in-place change (an optimizer step, a load, an edit): the tokens stay the full head's."""
+    torch.manual_seed(0)
+    m = GPT(SMALL_MODEL).eval()
+    with torch.no_grad():
+        m.lm_head.weight.mul_(20.0)
+    p = torch.randint(0, 50257, (1, 5), generator=torch.Generator().manual_seed(0))
+    generate(m, p, 4, temperature=0)
+    first = screen.screen_for(m.lm_head.weight, 50257)
+    assert screen.screen_for(m.lm_head.weight, 50257) is first
+    with torch.no_grad():
+        m.lm_head.weight.neg_()
+    assert screen.screen_for(m.lm_head.weight, 50257) is not first
+    screened = generate(m, p, 12, temperature=0)
+    monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # the full head
+    assert torch.equal(screened, generate(m, p, 12, temperature=0))
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model, kind):
     """The kept candidates hold the k largest float32 logits with their exact values, also where 100 tokens'
-    logits lie about as close together (1e-3 relative) as float16 rounds them (5e-4), and k = 50 cuts through
-    them: screening without the margin misses some. A hidden state so large that a float16 logit overflows
-    hands the step back to the full head (None)."""
+    logits lie about as close together (1e-3 relative) as the screen rounds them (float16 5e-4, int8 about
+    4e-3 of a row's largest weight), and k = 50 cuts through them: screening without the bound misses some.
+    A hidden state so large that a screened logit overflows hands the step back to the full head (None)."""
     g = torch.Generator().manual_seed(3)
     h = 30 * torch.randn(2, 32, generator=g)
     with torch.no_grad():  # tokens 0-99 nearly parallel to h's rows: the top of both rows, nearly tied
         model.lm_head.weight[:100] = h.sum(0) / h.sum(0).norm() * (1 + 1e-3 * torch.randn(100, 32, generator=g))
-    screen = sample._Screen(model, vocab_limit=None)
+    screen = HeadScreen(model.lm_head.weight, kind=kind)
     logits, ids = screen.candidates(h, 50)
     full = model.logits(h)
     top = torch.topk(full, 50, dim=-1)
@@ -267,10 +290,32 @@ def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model):
         assert set(top.indices[r].tolist()) <= set(ids[r].tolist())
         kept = logits[r] > float("-inf")
         torch.testing.assert_close(logits[r][kept], full[r][ids[r][kept]], rtol=1e-6, atol=1e-5)
-    screen.err_per_h = 0.0
+    screen.err_row, screen.err_abs = torch.zeros_like(screen.err_row), torch.zeros_like(screen.err_abs)
+    screen.err_max = screen.abs_max = 0.0
     missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
     assert any(missed)
-    assert screen.candidates(h * 1e5, 50) is None
+    huge = 1e5 if kind == "fp16" else 1e37  # past float16's 65504, or bf16's 3.4e38
+    assert screen.candidates(h * huge, 50) is None
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_the_screen_bounds_hold_on_random_heads(kind):
+    """Every screened logit is within its row's bound of the float32 logit, on heads of very different row
+    scales (a row of zeros, rows from 1e-3 to 1e3, heavy tails) and hidden states of several sizes, float16's
+    subnormals included: the bound the screen's exactness rests on (screen.py's docstring)."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(512, 64, generator=g) * torch.logspace(-3, 3, 512)[:, None]
+    weight[7] = 0.0
+    weight[8:16] = torch.distributions.StudentT(1.5).sample((8, 64))  # heavy tails: a few huge weights a row
+    screen = HeadScreen(weight, kind=kind)
+    for scale in (1e-3, 1.0, 1e3):
+        h = scale * torch.randn(16, 64, generator=g)
+        approx = screen.screened(h)
+        finite = approx.isfinite()  # float16 overflows past 65504 (then the screen gives way: tested above)
+        assert finite.float().mean() > 0.5
+        err = (approx - h @ weight.T).abs()[finite]
+        bound = (h.norm(dim=-1, keepdim=True) * screen.err_row + screen.err_abs)[finite]
+        assert (err <= bound).all(), float((err / bound).max())
 
 
 def test_the_greedy_screen_gives_way_to_overflow_on_either_side(model):
@@ -280,9 +325,9 @@ def test_the_greedy_screen_gives_way_to_overflow_on_either_side(model):
     finite; a row well inside float16's range screens and keeps the true argmax."""
     with torch.no_grad():
         model.lm_head.weight.abs_().mul_(50.0)  # logits of an all-negative h: all negative, about 10 per unit
-    screen = sample._Screen(model, vocab_limit=None)
+    screen = HeadScreen(model.lm_head.weight, kind="fp16")
     direction = -torch.ones(1, 32)
-    unit = float(model.logits(direction).max())
+    unit = float(model.logits(direction).max().detach())
     for top, trusted in ((-3e4, True), (-6.54e4, False)):
         h = direction * (top / unit)  # scaled so the largest logit is `top`
         approx = torch.nn.functional.linear(h.half(), screen.low).float()

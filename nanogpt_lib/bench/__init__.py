@@ -403,7 +403,7 @@ def bench_sample(
     block_sizes: tuple[int, ...] = (64, 256, 1024),
     batches: tuple[int, ...] = (1, 4, 16),
 ) -> dict[str, Any]:
-    """Sampling tokens/s: ours (KV cache, the LM head screened in float16, ``sample.py``) against nanoGPT's
+    """Sampling tokens/s: ours (KV cache, the LM head screened in int8 or float16, ``screen.py``) against nanoGPT's
     loop (:func:`nanogpt_sample`: the window recomputed and the whole float32 head read for every token),
     greedy, one sample, from a prompt half a block long (so the window is well filled and slides at the small
     block sizes); then N samples in one batch at block 64 (the CLI's settings), where the LM head's weight
