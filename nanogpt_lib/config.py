@@ -71,6 +71,7 @@ class TrainConfig:
     optimizer: str = "muon"
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0  # decoupled, at Muon's rate: w -= muon_lr * muon_weight_decay * w per step
     # evaluation, logging, checkpoints (in optimizer steps)
     eval_every: int = 100
     eval_batches: int = 20
@@ -117,6 +118,7 @@ class TrainConfig:
             "beta1": 0 <= self.beta1 < 1,
             "beta2": 0 <= self.beta2 < 1,
             "muon_momentum": 0 <= self.muon_momentum < 1,
+            "muon_weight_decay": self.muon_weight_decay >= 0,
         }
         if self.minutes is not None:
             checks["minutes"] = self.minutes > 0

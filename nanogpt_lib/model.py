@@ -378,13 +378,15 @@ class GPT(nn.Module):
         muon_lr: float = 0.02,
         muon_momentum: float = 0.95,
         ns_dtype: torch.dtype = torch.float32,
+        muon_weight_decay: float = 0.0,
     ) -> list[torch.optim.Optimizer]:
         """The optimizers of one step, as a list.
 
         ``adamw``: one AdamW that decays matrices (matmul weights, embeddings), not biases or gains.
         ``muon``: Muon (momentum, then the update orthogonalised by Newton-Schulz) for the blocks' 2-D
         weights, with AdamW as above for the embeddings, the LM head, biases and gains, which Muon is not
-        meant for. Muon's weights get no weight decay (its updates have a fixed size; decay is another knob).
+        meant for. Muon's weights are decayed by ``muon_weight_decay`` (decoupled, at Muon's rate; 0 by default:
+        its updates have a fixed size, and decay is another knob).
         Each group keeps its base rate in ``base_lr`` so a schedule can scale all of them together.
         ``ns_dtype``: the dtype of Muon's Newton-Schulz matmuls, bf16 only where bf16 measured faster (the
         trainer passes its precision's).
@@ -411,7 +413,7 @@ class GPT(nn.Module):
                     [{"params": hidden, "base_lr": muon_lr}],
                     lr=muon_lr,
                     momentum=muon_momentum,
-                    weight_decay=0.0,
+                    weight_decay=muon_weight_decay,
                     ns_dtype=ns_dtype,
                 )
             )

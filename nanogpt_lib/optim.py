@@ -137,6 +137,7 @@ class OptimizerSettings(Protocol):
     beta2: float
     muon_lr: float
     muon_momentum: float
+    muon_weight_decay: float
 
 
 def build_optimizers(
@@ -154,6 +155,7 @@ def build_optimizers(
         cfg.muon_lr,
         cfg.muon_momentum,
         ns_dtype=ns_dtype,
+        muon_weight_decay=cfg.muon_weight_decay,
     )
 
 

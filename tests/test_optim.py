@@ -135,3 +135,22 @@ def test_configure_optimizers_builds_our_muon_without_torch_muon(monkeypatch):
     _adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon", ns_dtype=torch.bfloat16)
     assert isinstance(muon, Muon) and muon.ns_dtype == torch.bfloat16
     assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")[1].ns_dtype == torch.float32
+
+
+def test_muon_weight_decay_reaches_muon_from_the_config():
+    """``muon_weight_decay`` (a TrainConfig key, 0 by default) is Muon's decoupled decay through
+    ``build_optimizers``; AdamW's groups keep ``weight_decay``. A zero gradient orthogonalises to zero, so one
+    step leaves exactly the decay: p * (1 - muon_lr * muon_weight_decay), bitwise."""
+    from nanogpt_lib.config import TrainConfig
+    from nanogpt_lib.optim import build_optimizers
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=100, block_size=16))
+    assert build_optimizers(model, TrainConfig())[1].param_groups[0]["weight_decay"] == 0.0
+    adamw, muon = build_optimizers(model, TrainConfig(muon_lr=0.01, muon_weight_decay=0.5, weight_decay=0.25))
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.25, 0.0]
+    p = muon.param_groups[0]["params"][0]
+    start = p.detach().clone()
+    for q in muon.param_groups[0]["params"]:
+        q.grad = torch.zeros_like(q)
+    muon.step()
+    assert torch.equal(p.detach(), start * (1 - 0.01 * 0.5))
