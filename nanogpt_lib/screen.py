@@ -49,10 +49,12 @@ def screen_for(weight: torch.Tensor, vocab_limit: int | None = None, softcap: fl
     (the same storage and version counter: an optimizer step or an in-place edit bumps it) and the same
     arguments. Making one reads the whole head and, for int8, quantises it: about 0.1 s at GPT-2's vocabulary
     (2-core AMD EPYC), more than a short call of ``generate`` spends on its tokens' screens."""
-    key = (weight.data_ptr(), weight._version, weight.shape, weight.dtype, vocab_limit, softcap)
+    rows = min(weight.size(0), vocab_limit) if vocab_limit is not None else weight.size(0)
+    kind = pick_kind(rows, weight.size(1))
+    key = (weight.data_ptr(), weight._version, weight.shape, weight.dtype, vocab_limit, softcap, kind)
     if _LAST and _LAST[0]() is weight and _LAST[1] == key:
         return _LAST[2]
-    screen = HeadScreen(weight, vocab_limit, softcap)
+    screen = HeadScreen(weight, vocab_limit, softcap, kind)
     _LAST[:] = [weakref.ref(weight), key, screen]
     return screen
 
