@@ -91,14 +91,14 @@ class HeadScreen:
         w = rows.float()
         if self.kind == "int8":  # bf16 has float32's range: its subnormals (1e-38) are left out of the bound
             self.low, self.scale, self.err_row = _quantize(rows)
-            self.err_abs = torch.zeros_like(self.err_row)
+            self.err_abs = 0.0
             self.dtype = torch.bfloat16
         else:  # float16's subnormals round by 2^-25 absolute: weights (times |h|_1 <= sqrt(C) |h|), h, output
             self.low, self.scale = rows.half(), None
             self.err_row = 2.0**-8 * w.norm(dim=1) + 2.0**-24 * w.size(1) ** 0.5
-            self.err_abs = 2.0**-24 * (w.abs().sum(dim=1) + 1)
+            self.err_abs = 2.0**-24 * (float(w.abs().sum(dim=1).max()) + 1)  # one for all rows: ~1e-6 or less
             self.dtype = torch.float16
-        self.err_max, self.abs_max = float(self.err_row.max()), float(self.err_abs.max())
+        self.err_max = float(self.err_row.max())
 
     def screened(self, h: torch.Tensor) -> torch.Tensor:
         """The screened logits (B, vocab) of float32 hidden states h (B, C), in float32."""
@@ -106,11 +106,19 @@ class HeadScreen:
             return torch._weight_int8pack_mm(h.bfloat16(), self.low, self.scale).float()
         return torch.nn.functional.linear(h.half(), self.low).float()
 
+    def bound(self, h: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """|S - L| bounds, (B, vocab) for float32 hidden states h (B, C), or (B, n) for the token ids (B, n)."""
+        err = self.err_row if ids is None else self.err_row.index_select(0, ids.reshape(-1)).view_as(ids)
+        return h.norm(dim=-1, keepdim=True) * err + self.err_abs
+
     def candidates(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(exact float32 logits, their token ids), each (B, n) with n >= k, or None: use the full head."""
+        """(exact float32 logits, their token ids), each (B, n) with n >= k, or None: use the full head.
+
+        Per token this is the screen's matrix-vector product and about ten small operations: on one row of
+        GPT-2's vocabulary (2-core AMD EPYC) 0.2 ms over the product for greedy, 0.5 for top-200, the most of
+        it topk and nonzero. Index 1-D (index_select): 2-D advanced indexing took 0.16 ms a call."""
         approx = self.screened(h)
-        norm = h.norm(dim=-1, keepdim=True)
-        widest = norm * self.err_max + self.abs_max  # every row's bound is within this one
+        widest = h.norm(dim=-1, keepdim=True) * self.err_max + self.err_abs  # every row's bound is within it
         # t, a lower bound of the true k-th logit: k tokens each have L >= S - E. Greedy takes the row's
         # largest S less the widest bound (amax: 0.004 ms where max with its index took 0.07); top-k the
         # k largest S, each less its own bound.
@@ -118,7 +126,7 @@ class HeadScreen:
             t = approx.amax(dim=-1, keepdim=True) - widest
         else:
             top, at = torch.topk(approx, k, dim=-1, sorted=False)
-            t = (top - norm * self.err_row[at] - self.err_abs[at]).amin(dim=-1, keepdim=True)
+            t = (top - self.bound(h, at)).amin(dim=-1, keepdim=True)
         # A +inf or NaN in the row reaches t; a logit overflowed to -inf could hide a true top-k one only if t
         # reaches down to the screen's overflow. Either way the screen is not trusted.
         if not (torch.isfinite(t).all() and (t > -torch.finfo(self.dtype).max).all()):
@@ -127,13 +135,13 @@ class HeadScreen:
         # vocabulary), then each with its own bound.
         wide = approx >= t - widest
         if wide.size(0) == 1:  # one row: its ids, in vocabulary order
-            ids = wide[0].nonzero().T
-            keep = torch.ones_like(ids, dtype=torch.bool)
+            ids = wide[0].nonzero()[:, 0].unsqueeze(0)
+            keep = approx.index_select(1, ids[0]) + self.bound(h, ids) >= t
         else:  # rows keep different numbers: the most any keeps, the rest padded with dropped ones (-inf below)
             ids = torch.topk(approx.masked_fill(~wide, float("-inf")), int(wide.sum(dim=-1).max()), dim=-1).indices
-            keep = wide.gather(-1, ids)
-        keep &= approx.gather(-1, ids) + norm * self.err_row[ids] + self.err_abs[ids] >= t
-        exact = torch.einsum("bc,bnc->bn", h, self.weight[ids].float())
+            keep = wide.gather(-1, ids) & (approx.gather(-1, ids) + self.bound(h, ids) >= t)
+        rows = self.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1).float()
+        exact = torch.bmm(rows, h.unsqueeze(-1)).squeeze(-1)
         exact = self.cap * torch.tanh(exact / self.cap) if self.cap > 0 else exact
         return exact.masked_fill(~keep, float("-inf")), ids
 

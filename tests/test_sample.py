@@ -237,20 +237,21 @@ def test_sample_next_draws_from_the_cut_distribution(knobs):
 @pytest.mark.parametrize("kind", ["int8", "fp16"])
 def test_the_screened_head_samples_what_the_full_head_does(knobs, softcap, kind, monkeypatch):
     """Top-k and greedy sampling on a CPU screen the logits in int8 or float16 and keep float32 logits for the
-    candidates only (screen.HeadScreen): the same tokens as the full float32 head, for one prompt and for two
-    in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far apart (a trained
-    model's are) and the padding ids can never be drawn."""
+    candidates only (screen.HeadScreen): the same tokens as the full float32 head, for one prompt and for
+    two or four in one batch, soft-capped or not; a seed model with its head scaled up so the logits are far
+    apart (a trained model's are) and the padding ids can never be drawn."""
     torch.manual_seed(0)
     m = GPT(replace(SMALL_MODEL, logit_softcap=softcap)).eval()
     with torch.no_grad():
         m.lm_head.weight.mul_(20.0)
-    p = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
+    p = torch.randint(0, 50257, (4, 5), generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(screen, "pick_kind", lambda vocab, n_embd: kind)
-    screened = [generate(m, p, 12, **knobs), generate(m, p[:1], 12, **knobs)]
+    prompts = [p[:1], p[:2], p] if kind == "int8" else [p[:1], p[:2]]  # as many rows as each kind screens
+    screened = [generate(m, q, 12, **knobs) for q in prompts]
     monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # every k above it: the full head
-    assert torch.equal(screened[0], generate(m, p, 12, **knobs))
-    assert torch.equal(screened[1], generate(m, p[:1], 12, **knobs))
-    assert int(screened[0].max()) < 50257
+    for q, tokens in zip(prompts, screened):
+        assert torch.equal(tokens, generate(m, q, 12, **knobs))
+    assert int(screened[-1].max()) < 50257
 
 
 def test_a_changed_head_is_screened_anew(monkeypatch):
@@ -290,8 +291,7 @@ def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model, kind):
         assert set(top.indices[r].tolist()) <= set(ids[r].tolist())
         kept = logits[r] > float("-inf")
         torch.testing.assert_close(logits[r][kept], full[r][ids[r][kept]], rtol=1e-6, atol=1e-5)
-    screen.err_row, screen.err_abs = torch.zeros_like(screen.err_row), torch.zeros_like(screen.err_abs)
-    screen.err_max = screen.abs_max = 0.0
+    screen.err_row, screen.err_abs, screen.err_max = torch.zeros_like(screen.err_row), 0.0, 0.0
     missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
     assert any(missed)
     huge = 1e5 if kind == "fp16" else 1e37  # past float16's 65504, or bf16's 3.4e38
@@ -314,7 +314,7 @@ def test_the_screen_bounds_hold_on_random_heads(kind):
         finite = approx.isfinite()  # float16 overflows past 65504 (then the screen gives way: tested above)
         assert finite.float().mean() > 0.5
         err = (approx - h @ weight.T).abs()[finite]
-        bound = (h.norm(dim=-1, keepdim=True) * screen.err_row + screen.err_abs)[finite]
+        bound = screen.bound(h)[finite]
         assert (err <= bound).all(), float((err / bound).max())
 
 
@@ -337,3 +337,15 @@ def test_the_greedy_screen_gives_way_to_overflow_on_either_side(model):
         if trusted:
             assert int(model.logits(h).argmax()) in found[1][0].tolist()
     assert screen.candidates(-direction * 1e4, 1) is None  # a logit of +inf
+
+
+def test_sampling_a_model_in_training_mode_uses_no_dropout_and_keeps_its_mode():
+    """A model left in training mode (dropout on) samples what it samples in eval mode, and is still in
+    training mode afterwards: sampling switches it per token, and leaves an eval model alone."""
+    torch.manual_seed(0)
+    m = GPT(replace(SMALL_MODEL, dropout=0.5))
+    p = torch.randint(0, 50257, (1, 5), generator=torch.Generator().manual_seed(0))
+    in_training = generate(m, p, 8, temperature=0.8, top_k=50, seed=3)
+    assert m.training and all(mod.training for mod in m.modules())
+    assert torch.equal(in_training, generate(m.eval(), p, 8, temperature=0.8, top_k=50, seed=3))
+    assert not any(mod.training for mod in m.modules())
