@@ -163,7 +163,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What a config learns with: the keys that must match between the shipped recipe and the grid's run of it
 # (name, seed, threads and the logging cadence say how a run is named or placed, not what it learns).
 LEARNING = ("dataset", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "schedule", "decay_frac")
-LEARNING += ("weight_decay", "beta1", "beta2", "grad_clip", "optimizer", "muon_lr", "muon_momentum", "dtype")
+LEARNING += ("weight_decay", "beta1", "beta2", "grad_clip", "optimizer", "muon_lr", "muon_momentum")
+LEARNING += ("muon_weight_decay", "dtype")
 LEARNING += ("eval_every", "eval_batches", "ckpt_every", "minutes")  # evaluations spend the minutes too
 
 
