@@ -88,12 +88,12 @@ class HeadScreen:
         self.cap = softcap
         rows = self.weight[:vocab_limit] if vocab_limit is not None else self.weight
         self.kind: Kind = kind or pick_kind(rows.size(0), rows.size(1))
-        w = rows.float()
         if self.kind == "int8":  # bf16 has float32's range: its subnormals (1e-38) are left out of the bound
             self.low, self.scale, self.err_row = _quantize(rows)
             self.err_abs = 0.0
             self.dtype = torch.bfloat16
         else:  # float16's subnormals round by 2^-25 absolute: weights (times |h|_1 <= sqrt(C) |h|), h, output
+            w = rows.float()
             self.low, self.scale = rows.half(), None
             self.err_row = 2.0**-8 * w.norm(dim=1) + 2.0**-24 * w.size(1) ** 0.5
             self.err_abs = 2.0**-24 * (float(w.abs().sum(dim=1).max()) + 1)  # one for all rows: ~1e-6 or less
@@ -147,8 +147,9 @@ class HeadScreen:
 
 
 def pick_kind(vocab: int, n_embd: int, rounds: int = 5) -> Kind:
-    """The faster screen for a (vocab, n_embd) head on this CPU, measured once per process (a few ms): both
-    screens of a random head on one row, rounds interleaved, the smaller median wins. ``fp16`` where the
+    """The faster screen for a (vocab, n_embd) head on this CPU, measured once per process (about 0.1 s at
+    GPT-2's vocabulary, most of it making the two copies): both screens of a random head on one row, rounds
+    interleaved, the smaller median wins. ``fp16`` where the
     int8 op is missing or fails."""
     key = (vocab, n_embd)
     if key not in _KINDS:
