@@ -283,19 +283,19 @@ def test_the_screen_keeps_the_true_top_k_and_gives_way_to_overflow(model, kind):
     h = 30 * torch.randn(2, 32, generator=g)
     with torch.no_grad():  # tokens 0-99 nearly parallel to h's rows: the top of both rows, nearly tied
         model.lm_head.weight[:100] = h.sum(0) / h.sum(0).norm() * (1 + 1e-3 * torch.randn(100, 32, generator=g))
-    screen = HeadScreen(model.lm_head.weight, kind=kind)
-    logits, ids = screen.candidates(h, 50)
+    head = HeadScreen(model.lm_head.weight, kind=kind)
+    logits, ids = head.candidates(h, 50)
     full = model.logits(h)
     top = torch.topk(full, 50, dim=-1)
     for r in range(2):
         assert set(top.indices[r].tolist()) <= set(ids[r].tolist())
         kept = logits[r] > float("-inf")
         torch.testing.assert_close(logits[r][kept], full[r][ids[r][kept]], rtol=1e-6, atol=1e-5)
-    screen.err_row, screen.err_abs, screen.err_max = torch.zeros_like(screen.err_row), 0.0, 0.0
-    missed = [set(top.indices[r].tolist()) - set(screen.candidates(h, 50)[1][r].tolist()) for r in range(2)]
+    head.err_row, head.err_abs, head.err_max = torch.zeros_like(head.err_row), 0.0, 0.0
+    missed = [set(top.indices[r].tolist()) - set(head.candidates(h, 50)[1][r].tolist()) for r in range(2)]
     assert any(missed)
     huge = 1e5 if kind == "fp16" else 1e37  # past float16's 65504, or bf16's 3.4e38
-    assert screen.candidates(h * huge, 50) is None
+    assert head.candidates(h * huge, 50) is None
 
 
 @pytest.mark.parametrize("kind", ["int8", "fp16"])
@@ -307,14 +307,14 @@ def test_the_screen_bounds_hold_on_random_heads(kind):
     weight = torch.randn(512, 64, generator=g) * torch.logspace(-3, 3, 512)[:, None]
     weight[7] = 0.0
     weight[8:16] = torch.distributions.StudentT(1.5).sample((8, 64))  # heavy tails: a few huge weights a row
-    screen = HeadScreen(weight, kind=kind)
+    head = HeadScreen(weight, kind=kind)
     for scale in (1e-3, 1.0, 1e3):
         h = scale * torch.randn(16, 64, generator=g)
-        approx = screen.screened(h)
+        approx = head.screened(h)
         finite = approx.isfinite()  # float16 overflows past 65504 (then the screen gives way: tested above)
         assert finite.float().mean() > 0.5
         err = (approx - h @ weight.T).abs()[finite]
-        bound = screen.bound(h)[finite]
+        bound = head.bound(h)[finite]
         assert (err <= bound).all(), float((err / bound).max())
 
 
@@ -325,18 +325,18 @@ def test_the_greedy_screen_gives_way_to_overflow_on_either_side(model):
     finite; a row well inside float16's range screens and keeps the true argmax."""
     with torch.no_grad():
         model.lm_head.weight.abs_().mul_(50.0)  # logits of an all-negative h: all negative, about 10 per unit
-    screen = HeadScreen(model.lm_head.weight, kind="fp16")
+    head = HeadScreen(model.lm_head.weight, kind="fp16")
     direction = -torch.ones(1, 32)
     unit = float(model.logits(direction).max().detach())
     for top, trusted in ((-3e4, True), (-6.54e4, False)):
         h = direction * (top / unit)  # scaled so the largest logit is `top`
-        approx = torch.nn.functional.linear(h.half(), screen.low).float()
+        approx = torch.nn.functional.linear(h.half(), head.low).float()
         assert torch.isfinite(approx.max()) and torch.isinf(approx.min())  # overflow only below the top
-        found = screen.candidates(h, 1)
+        found = head.candidates(h, 1)
         assert (found is not None) == trusted, top
         if trusted:
             assert int(model.logits(h).argmax()) in found[1][0].tolist()
-    assert screen.candidates(-direction * 1e4, 1) is None  # a logit of +inf
+    assert head.candidates(-direction * 1e4, 1) is None  # a logit of +inf
 
 
 def test_sampling_a_model_in_training_mode_uses_no_dropout_and_keeps_its_mode():
