@@ -167,10 +167,9 @@ def _sample_loop(
     ctx = idx[:, -T:]  # the window the next token is predicted from
     past: list[KV] | None = None
     k = 1 if temperature < torch.finfo(torch.float32).tiny else top_k  # greedy is the top 1
-    use_screen = k is not None and k <= _SCREEN_MAX_K and idx.is_cpu and idx.size(0) <= max(_SCREEN_MAX_ROWS.values())
-    screen = screen_for(model.lm_head.weight, vocab_limit, model.config.logit_softcap) if use_screen else None
-    if screen is not None and idx.size(0) > _SCREEN_MAX_ROWS[screen.kind]:
-        screen = None
+    screen = None  # the head screened on a CPU for greedy and top-k, as many rows as it pays for (screen.py)
+    if k is not None and k <= _SCREEN_MAX_K and idx.is_cpu:
+        screen = screen_for(model.lm_head.weight, idx.size(0), vocab_limit, model.config.logit_softcap)
     for _ in range(max_new_tokens):
         # Eval (no dropout) per step: the caller's mode holds between tokens. Switching walks every module
         # twice (0.4 ms a token at GPT-2's 4 x 128, a tenth of it), so only a model in training is switched.
@@ -199,11 +198,6 @@ def _sample_loop(
 
 
 _SCREEN_MAX_K = 1024  # above this many candidates the screen saves little: the full head is read anyway
-# The screen is a matrix-vector product at heart; past a few rows the full head's matrix product wins. 2-core
-# AMD EPYC, quiet, one thread, top-k 200 at block 64, tokens/s of the int8 screen against the full head:
-# 1.45x (1 row), 1.93x (2), 1.17x (4), 0.93x (8), 0.71x (16); with AVX2 1.58x, 1.93x, 1.06x, 0.81x, 0.69x.
-# float16 (busy machine, one thread): 0.5x the time for 1 and 2 rows, 3x for 16 (a slow gemm path).
-_SCREEN_MAX_ROWS = {"int8": 4, "fp16": 2}
 
 
 # ---- text in, text out ----------------------------------------------------------------------------

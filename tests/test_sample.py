@@ -263,11 +263,11 @@ def test_a_changed_head_is_screened_anew(monkeypatch):
         m.lm_head.weight.mul_(20.0)
     p = torch.randint(0, 50257, (1, 5), generator=torch.Generator().manual_seed(0))
     generate(m, p, 4, temperature=0)
-    first = screen.screen_for(m.lm_head.weight, 50257)
-    assert screen.screen_for(m.lm_head.weight, 50257) is first
+    first = screen.screen_for(m.lm_head.weight, 1, 50257)
+    assert screen.screen_for(m.lm_head.weight, 1, 50257) is first
     with torch.no_grad():
         m.lm_head.weight.neg_()
-    assert screen.screen_for(m.lm_head.weight, 50257) is not first
+    assert screen.screen_for(m.lm_head.weight, 1, 50257) is not first
     screened = generate(m, p, 12, temperature=0)
     monkeypatch.setattr(sample, "_SCREEN_MAX_K", 0)  # the full head
     assert torch.equal(screened, generate(m, p, 12, temperature=0))
