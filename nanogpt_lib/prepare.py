@@ -19,6 +19,7 @@ new one complete, never a mix, with the usual names ``train.bin``, ``val.bin`` a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -38,7 +39,15 @@ from tqdm.auto import tqdm
 from . import paths
 from .data import SPLIT_IDS, DatasetError, check_files, load_meta, own_bpe_name, split_file
 from .errors import NanoGPTError, one_line
-from .files import USER_ERRNOS, atomic_link, atomic_write_text, clean_stale_tmp, fsync_dir, os_error_line
+from .files import (
+    USER_ERRNOS,
+    atomic_link,
+    atomic_write_text,
+    clean_stale_tmp,
+    fsync_dir,
+    os_error_line,
+    refuse_symlink,
+)
 from .files import tmp_path as _tmp_name
 from .tokenizer import (
     GPT2_PAT_STR,
@@ -508,6 +517,45 @@ def prepare(cfg: PrepareConfig | None = None, **overrides: Any) -> dict[str, Any
         raise PrepareError(f"{out} is a file, not a data set folder: move it away or choose another --name")
     if source.kind != "hub" and out.resolve() == Path(source.fingerprint["path"]).resolve():
         raise PrepareError(f"the output folder {out} is the source folder itself: choose another --name")
+    with _one_prepare_at_a_time(root, source.name):
+        return _build(cfg, source, out)
+
+
+@contextlib.contextmanager
+def _one_prepare_at_a_time(root: Path, name: str) -> Iterator[None]:
+    """Hold ``DATA_DIR/.NAME.lock`` while data set NAME is checked and written; a second prepare waits.
+
+    Two prepares of one data set at once (two chapters opened on a fresh clone, a notebook and a terminal)
+    would each publish a set and remove the other's split files as leftovers. With the lock the second
+    waits, then finds the set current. It sits beside the folder, as the run lock does, and is removed on
+    release; a folder the lock had to make is removed again if nothing else was written there.
+    """
+    import filelock  # here: importing it takes 0.1 s, and the command line imports this module for --help
+
+    path = root / f".{name}.lock"
+    refuse_symlink(path)
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        print(f"waiting for another prepare of {paths.shown(root / name)} to finish", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # removed while held, as the run lock is (Windows refuses: it stays)
+            os.unlink(path)
+        lock.release()
+        if made_root:
+            with contextlib.suppress(OSError):  # not empty: a data set was written there
+                root.rmdir()
+
+
+def _build(cfg: PrepareConfig, source: Source, out: Path) -> dict[str, Any]:
+    """The body of :func:`prepare`, under the data set's lock: nothing when current, else tokenize and publish."""
+    root = out.parent
     request = _request(cfg, source)
     if not cfg.force and (meta := _is_current(out, request)):
         clean_stale_tmp(out)

@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import re
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +163,32 @@ def test_failure_on_first_run_leaves_nothing(txt_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(prep._SplitWriter, "write", lambda self, docs: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError):
         prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
-    assert not (tmp_path / "d" / "txt").exists()
+    assert not (tmp_path / "d").exists()  # nor the data folder it made, nor its lock
+
+
+def test_a_second_prepare_of_a_data_set_waits_for_the_first(txt_dir, docs, tmp_path):
+    """Two prepares of one data set (two notebooks on a fresh clone) would each remove the other's split files:
+    the second waits on ``DATA_DIR/.NAME.lock``, says so, and writes only once the first has let go."""
+    import filelock
+
+    data = tmp_path / "d"
+    data.mkdir()
+    held = filelock.FileLock(str(data / ".txt.lock"), thread_local=False)
+    held.acquire(timeout=0)
+    code = f"from nanogpt_lib.prepare import prepare; prepare(source={str(txt_dir)!r}, data_dir={str(data)!r})"
+    env = {**os.environ, "PYTHONPATH": str(paths.project_root())}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        first = proc.stdout.readline() if ready else "(nothing in 120 s)"
+        assert first.startswith("waiting for another prepare of "), first
+        assert proc.poll() is None and not (data / "txt").exists()  # waiting, nothing written
+    finally:
+        held.release()
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and rest.startswith("wrote "), rest
+    check_output(data / "txt", docs)
+    assert sorted(p.name for p in data.iterdir()) == ["txt"]  # the lock is gone with its holder
 
 
 def test_output_folder_may_not_be_the_source(txt_dir, tmp_path):
