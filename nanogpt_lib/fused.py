@@ -101,10 +101,20 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return _Rotate.apply(x, torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1))
 
 
-@functools.lru_cache(maxsize=8)
-def _causal_bias(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(T, T): 0 where query i may see key j (j <= i), -inf above the diagonal; made once per shape."""
+def _make_causal_bias(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(T, T): 0 where query i may see key j (j <= i), -inf above the diagonal."""
     return torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu_(1)
+
+
+_cached_causal_bias = functools.lru_cache(maxsize=8)(_make_causal_bias)
+
+
+def _causal_bias(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The causal bias, made once per shape; under ``torch.compile`` made in the graph (the compiler folds it
+    there, and tracing a cached function would only print a warning about the cache it ignores)."""
+    if torch.compiler.is_compiling():
+        return _make_causal_bias(T, dtype, device)
+    return _cached_causal_bias(T, dtype, device)
 
 
 def _softmax_backward(dp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

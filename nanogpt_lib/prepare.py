@@ -535,19 +535,27 @@ def _one_prepare_at_a_time(root: Path, name: str) -> Iterator[None]:
     path = root / f".{name}.lock"
     refuse_symlink(path)
     made_root = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path), thread_local=False)
+    lock: Any = filelock.FileLock(str(path), thread_local=False)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        print(f"waiting for another prepare of {paths.shown(root / name)} to finish", flush=True)
-        lock.acquire()
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            print(f"waiting for another prepare of {paths.shown(root / name)} to finish", flush=True)
+            lock.acquire()
+    except OSError as e:
+        if e.errno not in USER_ERRNOS:
+            raise
+        # A data folder this process may not write (a class's read-only copy): no prepare can publish there
+        # either, so there is nothing to guard; a current set is used, and a build says why it cannot write.
+        lock = None
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):  # removed while held, as the run lock is (Windows refuses: it stays)
-            os.unlink(path)
-        lock.release()
+        if lock is not None:
+            with contextlib.suppress(OSError):  # removed while held, as the run lock is (Windows refuses: it stays)
+                os.unlink(path)
+            lock.release()
         if made_root:
             with contextlib.suppress(OSError):  # not empty: a data set was written there
                 root.rmdir()

@@ -1,6 +1,7 @@
 """fused.py's hand-written backward passes against autograd on the plain formulas they replace."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -105,3 +106,18 @@ def test_rotate_is_bitwise_the_plain_formula(dtype):
     x = torch.randn(2, 3, 37, 16, dtype=dtype)
     cos, sin = angles(x, t0=11)
     assert torch.equal(fused.rotate(x, cos, sin), plain_rotate(x, cos, sin))
+
+
+def test_compiled_attention_traces_without_warnings_and_equals_eager():
+    """Under torch.compile (dynamo's eager backend: the tracing, not inductor's code generation) the causal
+    bias is made in the graph: tracing the cached function printed a warning about the cache on every
+    `compile = true` run. Same ops in the same order, so the output is bitwise the eager one."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, requires_grad=True) for _ in range(3))
+    torch._dynamo.reset()
+    compiled = torch.compile(fused.causal_attention, backend="eager", fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = compiled(q, k, v)
+    assert not [w for w in caught if "lru_cache" in str(w.message)], [str(w.message)[:200] for w in caught]
+    assert torch.equal(y, fused.causal_attention(q, k, v))

@@ -208,6 +208,29 @@ def test_rerun_is_a_no_op_and_force_rebuilds(txt_dir, tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} != stamps
 
 
+def test_a_data_folder_that_refuses_the_lock_still_serves_a_current_set(txt_dir, tmp_path, capsys, monkeypatch):
+    """A class's read-only copy of data/: the lock file cannot be made there, and nothing else can be written
+    either, so a current data set is used as before instead of failing on its lock."""
+    import errno
+
+    import filelock
+
+    prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
+
+    def lock_fails_with(code: int):
+        def acquire(self, *args, **kwargs):
+            raise OSError(code, os.strerror(code), self.lock_file)
+
+        monkeypatch.setattr(filelock.FileLock, "acquire", acquire)
+
+    lock_fails_with(errno.EROFS)
+    meta = prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
+    assert "is current" in capsys.readouterr().out and meta["splits"]["train"]["docs"] > 0
+    lock_fails_with(errno.EIO)
+    with pytest.raises(OSError, match="Input/output error"):  # not a folder the user can fix: the error stands
+        prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
+
+
 def test_changed_input_or_options_rebuild(txt_dir, tmp_path, capsys):
     prepare(PrepareConfig(source=str(txt_dir), data_dir=tmp_path / "d"))
     (txt_dir / "doc00.txt").write_text("changed text", encoding="utf-8")

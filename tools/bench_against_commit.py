@@ -6,7 +6,7 @@ used as they are, e.g. ``configs/ten_minutes.toml``). The other commit's ``nanog
 ``git archive`` into a temporary folder and imported as ``nanogpt_old``, so both build the config's model from
 the same seed (the same weights) and step on the same batches, in the precision the trainer picks here;
 tokens/s of each, rounds interleaved, then the losses of 20 steps of each from the same start. Needs the
-config's prepared data set (``nanogpt prepare``; ``--vocab 2048`` for the ten-minute recipe).
+config's prepared data set (``nanogpt prepare``; ``--vocab 4096`` for the ten-minute recipe).
 """
 
 from __future__ import annotations
