@@ -563,7 +563,6 @@ def _one_prepare_at_a_time(root: Path, name: str) -> Iterator[None]:
 
 def _build(cfg: PrepareConfig, source: Source, out: Path) -> dict[str, Any]:
     """The body of :func:`prepare`, under the data set's lock: nothing when current, else tokenize and publish."""
-    root = out.parent
     request = _request(cfg, source)
     if not cfg.force and (meta := _is_current(out, request)):
         clean_stale_tmp(out)
@@ -573,7 +572,7 @@ def _build(cfg: PrepareConfig, source: Source, out: Path) -> dict[str, Any]:
         )
         return meta
 
-    created = [d for d in (out, root) if not d.exists()]  # removed again if the run leaves them empty
+    made_out = not out.exists()  # removed again if the run leaves it empty (the data folder: the lock's part)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out)
     tmp = {split: _tmp_name(out / f"{split}.bin") for split in SPLITS}
@@ -634,9 +633,8 @@ def _build(cfg: PrepareConfig, source: Source, out: Path) -> dict[str, Any]:
         for f in tmp.values():
             f.unlink(missing_ok=True)
         _remove_unnamed_gen(out)
-        for folder in created:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
     t, v = stats["train"], stats["val"]
     print(
         f"wrote {paths.shown(out)}: train {t['tokens']:,} tokens ({t['docs']:,} docs), val {v['tokens']:,} tokens "

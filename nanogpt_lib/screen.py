@@ -159,8 +159,7 @@ class HeadScreen:
 def pick_kind(vocab: int, n_embd: int, rounds: int = 5) -> Kind:
     """The faster screen for a (vocab, n_embd) head on this CPU, measured once per process (about 0.1 s at
     GPT-2's vocabulary, most of it making the two copies): both screens of a random head on one row, rounds
-    interleaved, the smaller median wins. ``fp16`` where the
-    int8 op is missing or fails."""
+    interleaved, the smaller median wins. ``fp16`` where the int8 op is missing or fails."""
     key = (vocab, n_embd)
     if key not in _KINDS:
         _KINDS[key] = "fp16"
