@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from nanogpt_lib.data import text_stats
@@ -47,4 +48,4 @@ def test_runs_reach_their_steps_and_a_bad_run_is_a_line(tmp_path):
     again = _sweep(home, runs, out)
     assert again.returncode == 0 and "0 runs (2 recorded already)" in again.stdout
     assert len(out.read_text().splitlines()) == 2
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("fixed-step-*/good"))  # its run folders removed
+    assert not list(Path(tempfile.gettempdir()).glob("fixed-step-*/good"))  # its run folders removed (mkdtemp's)

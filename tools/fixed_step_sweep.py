@@ -9,7 +9,7 @@ train/val evaluation, its steps and seconds. On a CUDA machine many tiny models 
 is bound by its kernel launches, not the GPU's arithmetic); on a CPU use ``--workers`` = cores.
 
 The step counts are the laptop's: measure each shape's CPU step time there and scale the recipe's ten-minute
-steps by it (experiments/README.md, "Tuning at fixed steps" says what was run and how).
+steps by it (experiments/README.md, "Many variants at once" says what was run and how).
 
     python tools/fixed_step_sweep.py --runs runs.json --out results.jsonl --workers 12 --device cuda
 """
