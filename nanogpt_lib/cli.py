@@ -306,7 +306,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "in nats/token and in bits per character and per byte of the val text.",
     )
     _weights(p)
-    p.add_argument("--dataset", default="shakespeare", help="prepared dataset in data/")
+    p.add_argument(
+        "--dataset",
+        help="prepared dataset in data/ (default: the plays under the model's own tokenizer: "
+        "shakespeare for GPT-2's, shakespeare-bpeN for our BPE of N tokens)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this JSON file (default: none)")
     _threads(p, "torch's, one per core")
@@ -316,7 +320,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import REFERENCES, reference_losses
+    from .evaluate import REFERENCES, own_dataset, reference_losses
     from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
@@ -324,9 +328,10 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.json:  # a folder or a link there is found now, not after the whole evaluation
         check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
-    losses = reference_losses(model, args.dataset, progress=not args.no_progress)
+    dataset = args.dataset or own_dataset(model)
+    losses = reference_losses(model, dataset, progress=not args.no_progress)
     print(
-        f"val loss on data/{args.dataset} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
+        f"val loss on data/{dataset} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
         f"{losses['val_bytes']:,} bytes):"
     )
     print(f"  {'':<10} {'nats/token':>10} {'bits/char':>10} {'bits/byte':>10}")

@@ -20,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paths
-from .data import TextStats, TokenData, text_stats
+from .data import TextStats, TokenData, own_bpe_name, text_stats
 from .model import GPT
 from .tokenizer import NAME as GPT2_NAME
+from .tokenizer import is_gpt2
 
 
 def data_vocab(data: TokenData) -> int:
@@ -66,6 +67,16 @@ def model_tokenizer(model: GPT) -> Any:
     if not meta or not isinstance(meta, dict):
         return None
     return meta.get("tokenizer") or GPT2_NAME
+
+
+def own_dataset(model: GPT, source: str = "shakespeare") -> str:
+    """The data set a model is scored on when none is named: ``source``'s text under the model's own tokenizer,
+    ``shakespeare`` for GPT-2's, ``shakespeare-bpeN`` for our BPE of N tokens (the shipped model's, so that
+    ``nanogpt eval`` with no options scores it on the data it was trained for)."""
+    entry = model_tokenizer(model)
+    if is_gpt2(entry) or not isinstance(entry, dict) or "vocab_size" not in entry:
+        return source
+    return own_bpe_name(source, int(entry["vocab_size"]))
 
 
 REFERENCES = ("uniform", "unigram", "untrained", "trained")  # the losses reference_losses measures

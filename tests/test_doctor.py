@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from nanogpt_lib import doctor
+from nanogpt_lib.model import GPT, GPTConfig
 from nanogpt_lib.prepare import PrepareConfig, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +61,9 @@ def test_a_ready_home_is_all_set(home, capsys):
     assert all(line.startswith(("ok", "note")) for line in found.values()), out
     assert out.rstrip().endswith("all set")
     assert "3 plays" in found["corpus"] and "data/shakespeare prepared" in found["data"]
-    assert "sha256 verified" in found["weights"] and "7,232,256 parameters" in found["weights"]
+    shipped = json.loads((REPO / "trained_model" / "config.json").read_text())
+    n_params = GPT(GPTConfig(**shipped["model"])).num_params()  # what the shipped shape gives
+    assert "sha256 verified" in found["weights"] and f"{n_params:,} parameters" in found["weights"]
     assert "class " in found["cpu"] and f"({doctor.TORCH_TESTED})" not in found["torch"]
     assert f"CI tests {doctor.TORCH_TESTED}" in found["torch"]
 

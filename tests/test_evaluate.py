@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from nanogpt_lib import cli
 from nanogpt_lib.checkpoint import export_weights
 from nanogpt_lib.data import TokenData
-from nanogpt_lib.evaluate import reference_losses, unigram_loss, val_loss
+from nanogpt_lib.evaluate import own_dataset, reference_losses, unigram_loss, val_loss
 from nanogpt_lib.model import GPT
 from nanogpt_lib.tokenizer import N_VOCAB
 
@@ -59,3 +59,16 @@ def test_eval_command_prints_and_writes_the_references(data, home, tmp_path, cap
     assert ref["untrained"] == pytest.approx(ref["trained"], abs=0.05)  # two random inits: both near ln V
     assert abs(ref["untrained"] - math.log(50304)) < 0.1
     assert reference_losses(model, "txt", home / "data")["trained"] == pytest.approx(ref["trained"])
+
+
+def test_eval_scores_a_model_on_the_plays_under_its_own_tokenizer():
+    """`nanogpt eval` with no --dataset: GPT-2's tokens for GPT-2's weights, shakespeare-bpeN for a model of our
+    own BPE (the shipped one), never the GPT-2 files for a model whose ids mean other text."""
+    model = GPT(TINY_MODEL)
+    assert own_dataset(model) == "shakespeare"  # built by hand: no tokenizer recorded, GPT-2's
+    model.meta = {"step": 10}  # exported by the trainer from GPT-2 data: no entry
+    assert own_dataset(model) == "shakespeare"
+    model.meta = {"tokenizer": {"name": "bpe-4096", "sha256": "0" * 64, "vocab_size": 4096}}
+    assert own_dataset(model) == "shakespeare-bpe4096"
+    assert own_dataset(model, "owt") == "owt-bpe4096"
+    assert cli.build_parser().parse_args(["eval"]).dataset is None  # decided from the model, not fixed

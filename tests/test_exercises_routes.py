@@ -251,7 +251,7 @@ ROUTES = [
         lambda evals, patience: ch06._stop_truth(tuple(evals), patience),
         "ch06._stop_truth",
     ),
-    ("06.2", "the pair read off the shipped run", lambda evals, patience: (2000, 3500), "hidden curve"),
+    ("06.2", "the pair read off §7's 3,500-step run", lambda evals, patience: (2000, 3500), "hidden curve"),
     ("06.3", "torch's dropout", lambda x, p, training, gen: F.dropout(x, p, training), "dropout"),
     ("06.3", "the model's nn.Dropout", lambda x, p, training, gen: torch.nn.Dropout(p).train(training)(x), "dropout"),
     (

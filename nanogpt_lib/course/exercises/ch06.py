@@ -222,8 +222,8 @@ def _early_stop(early_stop: Callable[[list[tuple[int, float]], int], tuple[int, 
         expect(got[0] <= stop, f"{what}: best_step {got[0]} comes after the stop: a stopped run never sees it")
         expect(got[0] == best, f"{what}: best_step is not the step of the lowest val loss the run saw before stopping")
     return (
-        f"the best step and the stop agree on {len(STOP_CASES)} hidden curves. Now try it on the shipped run's "
-        "evaluations: where would patience 5 have stopped it, and how many steps would that have saved?"
+        f"the best step and the stop agree on {len(STOP_CASES)} hidden curves. Now try it on §7's 3,500-step "
+        "run: where would patience 5 have stopped it, and how many steps would that have saved?"
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ...model import GPT, CausalSelfAttention
+from ...sample import encoding_of
 from ...tokenizer import get_tokenizer
 from . import figure_png
 
@@ -143,7 +144,8 @@ def explorer(
     """An ipywidgets view of ``model``'s attention: a prompt box, layer and head sliders, a "compare heads"
     toggle, and the heat map, redrawn on every change.
 
-    The tokenizer (tiktoken-like: ``encode_ordinary`` and ``decode``) defaults to GPT-2's. A prompt longer than
+    The tokenizer (tiktoken-like: ``encode_ordinary`` and ``decode``) defaults to the model's own (the one
+    :func:`~nanogpt_lib.sample.load_model` attaches), else GPT-2's. A prompt longer than
     the model's context keeps its first ``block_size`` tokens. The returned ``VBox`` holds the controls as
     attributes (``prompt``, ``layer``, ``head``, ``compare``, ``plot``, ``status``) and the data shown
     (``ids``, ``labels``, ``weights``); each part has a CSS class ``nanogpt-attention-<part>``.
@@ -153,7 +155,7 @@ def explorer(
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError('the attention explorer needs ipywidgets: pip install -e ".[notebooks]"') from e
 
-    tok = tokenizer or get_tokenizer()
+    tok = tokenizer or encoding_of(model)
     cfg = model.config
     wide = widgets.Layout(width="560px")
     style = {"description_width": "70px"}
