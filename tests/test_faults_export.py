@@ -215,10 +215,16 @@ def test_export_goes_to_the_run_folder_by_default_and_says_where(run, capsys):
 
 
 def test_the_shipped_model_records_and_passes_its_checksum():
+    """Every file of trained_model/ is recorded (the weights, its own tokenizer's ranks, the run's metrics and
+    plot) and passes its sha256; the weights are the best-val checkpoint of the metrics shipped with them."""
     record, live = read_export(ROOT / "trained_model")
-    assert list(live) == [WEIGHTS_FILE] and len(record["files"][WEIGHTS_FILE]["sha256"]) == 64
+    assert sorted(live) == sorted(record["files"]) and WEIGHTS_FILE in live
+    assert all(len(entry["sha256"]) == 64 for entry in record["files"].values())
+    assert record["tokenizer"]["file"] in live  # the model's own BPE travels with it
     _model, meta = load_weights(ROOT / "trained_model")
-    assert meta["step"] == 2000
+    evals = [json.loads(line) for line in (ROOT / "trained_model" / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in evals if r["kind"] == "eval"), key=lambda r: r["val_loss"])
+    assert meta["step"] == best["step"] and meta["val_loss"] == best["val_loss"]
 
 
 def test_a_legacy_export_without_a_record_still_loads_and_can_be_signed(tmp_path):

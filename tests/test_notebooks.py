@@ -31,12 +31,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def _home(tmp_path: Path) -> Path:
     """A throwaway project home: the shipped plays (the notebook prepares data/ from them), the configs, and
-    links to the notebooks and the shipped model (read only)."""
+    links to the notebooks, the shipped model and the committed experiments (read only: §7 plots a run of them)."""
     home = tmp_path / "home"
     shutil.copytree(paths.shakespeare_dir(), home / "data" / "shakespeare" / "plays")
     shutil.copytree(ROOT / "configs", home / "configs")
     (home / "notebooks").symlink_to(NOTEBOOKS, target_is_directory=True)
     (home / "trained_model").symlink_to(ROOT / "trained_model", target_is_directory=True)
+    (home / "experiments").symlink_to(ROOT / "experiments", target_is_directory=True)
     return home
 
 
