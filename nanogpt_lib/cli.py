@@ -320,7 +320,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import REFERENCES, own_dataset, reference_losses
+    from .evaluate import REFERENCES, reference_losses
     from .files import atomic_write_text, check_writable_file
     from .sample import load_model
 
@@ -328,10 +328,9 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.json:  # a folder or a link there is found now, not after the whole evaluation
         check_writable_file(args.json, "--json")
     model = load_model(args.weights, device=args.device)
-    dataset = args.dataset or own_dataset(model)
-    losses = reference_losses(model, dataset, progress=not args.no_progress)
+    losses = reference_losses(model, args.dataset, progress=not args.no_progress)
     print(
-        f"val loss on data/{dataset} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
+        f"val loss on data/{losses['dataset']} ({losses['val_tokens']:,} tokens, {losses['val_chars']:,} characters, "
         f"{losses['val_bytes']:,} bytes):"
     )
     print(f"  {'':<10} {'nats/token':>10} {'bits/char':>10} {'bits/byte':>10}")

@@ -92,17 +92,19 @@ def in_bits(losses: dict[str, float], stats: TextStats) -> dict[str, dict[str, f
 
 def reference_losses(
     model: GPT,
-    dataset: str = "shakespeare",
+    dataset: str | None = None,
     data_dir: str | Path | None = None,
     seed: int = 1337,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Val loss of ``model`` beside uniform, unigram and the same architecture untrained (seeded init), on
-    data tokenized as the model was (another tokenizer's data is a one-line ``DatasetError``);
+    data tokenized as the model was (another tokenizer's data is a one-line ``DatasetError``; ``dataset``
+    None: :func:`own_dataset`, the plays under the model's own tokenizer);
     ``progress`` shows a bar for each pass over the split (minutes on a CPU for the shipped corpus).
 
     The four losses are in nats/token under their own keys; ``"bpc"`` and ``"bpb"`` hold the same four in
     bits per character and per byte of the val text (``val_chars``, ``val_bytes``)."""
+    dataset = dataset or own_dataset(model)
     folder = Path(data_dir or paths.data_dir()) / dataset
     data = TokenData(folder, model.config.block_size, model.config.vocab_size, tokenizer=model_tokenizer(model))
     stats = text_stats(folder, "val")
